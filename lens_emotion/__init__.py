@@ -1,0 +1,3 @@
+"""lens-emotion: how LLMs infer and express emotions, on TransformerLens hooked models."""
+
+__version__ = "0.1.0"
