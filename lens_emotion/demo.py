@@ -89,20 +89,17 @@ def _load_demo_data(data_root: Path | None, config: DemoConfig, seed: int) -> An
 def _inference_step(
     model: Any, dataset: Any, config: DemoConfig, out: Path, report: Any, progress: bool
 ) -> dict[str, Any]:
-    from lens_emotion.inference import infer_emotions
+    from lens_emotion.inference import infer_emotions, recalibrate
     from lens_emotion.plots import label_distribution_figure
 
-    rows, results = [], {}
+    rows, results, raw_by_template = [], {}, {}
     for template, calibration in config.runs:
         name = f"{template}" + (f"_{calibration}" if calibration else "")
-        result = infer_emotions(
-            model,
-            dataset,
-            template,
-            batch_size=config.batch_size,
-            calibrate=calibration or False,
-            progress=progress,
-        )
+        if template not in raw_by_template:  # one forward pass per template
+            raw_by_template[template] = infer_emotions(
+                model, dataset, template, batch_size=config.batch_size, progress=progress
+            )
+        result = recalibrate(raw_by_template[template], calibration, model=model)
         result.save(out / "inference" / name)
         results[name] = result
         rows.append((name, result))

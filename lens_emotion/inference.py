@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +32,13 @@ from tqdm.auto import tqdm
 
 from lens_emotion.batching import iter_batches
 from lens_emotion.manifest import write_json
-from lens_emotion.prompts import LabelTokens, PromptSet, PromptTemplate, build_prompts
+from lens_emotion.prompts import (
+    LabelTokens,
+    PromptSet,
+    PromptTemplate,
+    build_prompts,
+    get_template,
+)
 
 CONTENT_FREE_TEXTS = ("N/A", "[MASK]", "...")
 """Content-free inputs used by contextual calibration."""
@@ -44,6 +50,7 @@ def label_logprobs(
     batch_size: int = 16,
     progress: bool = True,
     desc: str = "inference",
+    engine: str = "plain",
 ) -> Float[np.ndarray, "n n_labels"]:
     """Full-vocabulary log-probabilities of each label's scored token at the answer position.
 
@@ -53,6 +60,9 @@ def label_logprobs(
         batch_size: Prompts per forward pass (length-bucketed).
         progress: Show a progress bar.
         desc: Progress-bar label.
+        engine: ``"plain"`` (default; no hooks are needed to read label logits, so the plain
+            transformers copy of the weights is used, ~25% faster on CPU) or ``"bridge"``
+            (the hooked TransformerBridge). They agree to ~1e-5.
 
     Returns:
         Array of shape ``(len(prompt_set), n_labels)``, rows in the prompt set's order.
@@ -62,7 +72,7 @@ def label_logprobs(
     bar = tqdm(total=len(prompt_set), desc=desc, disable=not progress, unit="prompt")
     for indices, tokens in iter_batches(prompt_set.token_ids, batch_size):
         input_ids, mask = model.pad(tokens)
-        logits = model.last_logits(input_ids, mask)
+        logits = model.last_logits(input_ids, mask, engine=engine)
         logprobs = torch.log_softmax(logits, dim=-1)[:, label_ids]
         out[indices] = logprobs.cpu().numpy()
         bar.update(len(indices))
@@ -217,6 +227,16 @@ def _content_free_offset(
     return np.log(probs)
 
 
+def _calibration_mode(calibrate: bool | str | None) -> str | None:
+    """Normalise the ``calibrate`` argument to ``None``, ``"content-free"`` or ``"mean"``."""
+    mode = {False: None, None: None, True: "content-free"}.get(calibrate, calibrate)
+    if mode not in {None, "content-free", "mean"}:
+        raise ValueError(
+            f"calibrate must be False, True, 'content-free' or 'mean', not {calibrate!r}."
+        )
+    return mode
+
+
 def infer_emotions(
     model: Any,
     dataset: Any,
@@ -225,6 +245,7 @@ def infer_emotions(
     calibrate: bool | str = False,
     label_names: Sequence[str] | None = None,
     progress: bool = True,
+    engine: str = "plain",
 ) -> InferenceResult:
     """Ask the model which emotion each text shows.
 
@@ -239,6 +260,7 @@ def infer_emotions(
             dataset.
         label_names: Candidate labels (default: the dataset's ``label_names``).
         progress: Show a progress bar.
+        engine: ``"plain"`` or ``"bridge"``; see :func:`label_logprobs`.
 
     Returns:
         The :class:`InferenceResult` (predictions, accuracy, macro-F1, confusion matrix).
@@ -248,37 +270,74 @@ def infer_emotions(
     """
     if len(dataset) == 0:
         raise ValueError("The dataset is empty: nothing to infer.")
-    mode = {False: None, None: None, True: "content-free"}.get(calibrate, calibrate)
-    if mode not in {None, "content-free", "mean"}:
-        raise ValueError(
-            f"calibrate must be False, True, 'content-free' or 'mean', not {calibrate!r}."
-        )
+    mode = _calibration_mode(calibrate)
     names = tuple(label_names or dataset.label_names)
     prompt_set = build_prompts(model, dataset.texts, dataset.labels, names, template)
     names = prompt_set.label_tokens.labels
     started = time.perf_counter()
-    logprobs = label_logprobs(model, prompt_set, batch_size, progress)
+    logprobs = label_logprobs(model, prompt_set, batch_size, progress, engine=engine)
     seconds = time.perf_counter() - started
-    if mode == "content-free":
-        offset = _content_free_offset(model, prompt_set.template, names, batch_size)
-    elif mode == "mean":
-        offset = logprobs.mean(axis=0)
-    else:
-        offset = np.zeros(len(names), dtype=np.float32)
-    scores = logprobs - offset
     gold = tuple(names[t] for t in prompt_set.targets)
-    return InferenceResult(
+    zeros = np.zeros(len(names), dtype=np.float32)
+    result = InferenceResult(
         ids=tuple(dataset.ids),
         labels=gold,
         label_names=names,
         logprobs=logprobs,
-        scores=scores,
-        predictions=tuple(names[j] for j in scores.argmax(axis=1)),
+        scores=logprobs,
+        predictions=tuple(names[j] for j in logprobs.argmax(axis=1)),
         template=prompt_set.template.name,
-        calibration=mode,
-        calibration_offset=np.asarray(offset, dtype=np.float32),
+        calibration=None,
+        calibration_offset=zeros,
         label_tokens=prompt_set.label_tokens,
         seconds=seconds,
+    )
+    if mode is None:
+        return result
+    return recalibrate(
+        result, mode, model=model, template=prompt_set.template, batch_size=batch_size
+    )
+
+
+def recalibrate(
+    result: InferenceResult,
+    calibrate: bool | str | None,
+    model: Any | None = None,
+    template: str | PromptTemplate | None = None,
+    batch_size: int = 16,
+) -> InferenceResult:
+    """Re-score an inference result under another calibration, without re-running the texts.
+
+    Args:
+        result: A result from :func:`infer_emotions`.
+        calibrate: ``None``/``False`` (raw scores), ``True``/``"content-free"`` or ``"mean"``.
+        model: Needed for ``"content-free"`` (three extra short prompts are run).
+        template: The template used (default: looked up by ``result.template``).
+        batch_size: Batch size for the content-free prompts.
+
+    Returns:
+        A new :class:`InferenceResult` with updated scores, predictions and offset.
+
+    Raises:
+        ValueError: Unknown mode, or ``"content-free"`` without a model.
+    """
+    mode = _calibration_mode(calibrate)
+    if mode == "content-free":
+        if model is None:
+            raise ValueError("Content-free calibration runs the model: pass model=.")
+        tmpl = get_template(template if template is not None else result.template)
+        offset = _content_free_offset(model, tmpl, result.label_names, batch_size)
+    elif mode == "mean":
+        offset = result.logprobs.mean(axis=0)
+    else:
+        offset = np.zeros(len(result.label_names), dtype=np.float32)
+    scores = result.logprobs - offset
+    return replace(
+        result,
+        scores=scores,
+        predictions=tuple(result.label_names[j] for j in scores.argmax(axis=1)),
+        calibration=mode,
+        calibration_offset=np.asarray(offset, dtype=np.float32),
     )
 
 

@@ -9,22 +9,35 @@ from lens_emotion.inference import agreeing, infer_emotions, label_logprobs
 from lens_emotion.prompts import build_prompts
 
 
-def _alone_vs_padded(model, dataset):
+def _alone_vs_padded(model, dataset, engine):
     """Label log-probs of each prompt run alone and inside one left-padded batch."""
     texts = list(dataset.texts[:6]) + ["Short.", dataset.texts[0] + " " + dataset.texts[1]]
     labels = [dataset.labels[0]] * len(texts)
     prompt_set = build_prompts(model, texts, labels, dataset.label_names, "emotion-list")
     assert len(set(prompt_set.lengths)) > 3  # really different lengths, so real padding
-    batched = label_logprobs(model, prompt_set, batch_size=len(texts), progress=False)
-    alone = label_logprobs(model, prompt_set, batch_size=1, progress=False)
+    batched = label_logprobs(model, prompt_set, len(texts), progress=False, engine=engine)
+    alone = label_logprobs(model, prompt_set, 1, progress=False, engine=engine)
     return batched, alone
 
 
+@pytest.mark.parametrize("engine", ["bridge", "plain"])
 @pytest.mark.parametrize("fixture", ["tiny_llama", "tiny_gpt2"])
-def test_left_padding_does_not_change_label_logprobs(fixture, request, sample_dataset):
+def test_left_padding_does_not_change_label_logprobs(fixture, engine, request, sample_dataset):
     model = request.getfixturevalue(fixture)
-    batched, alone = _alone_vs_padded(model, sample_dataset)
+    batched, alone = _alone_vs_padded(model, sample_dataset, engine)
     np.testing.assert_allclose(batched, alone, atol=1e-4)
+
+
+@pytest.mark.parametrize("fixture", ["tiny_llama", "tiny_gpt2"])
+def test_plain_and_bridge_engines_agree(fixture, request, sample_dataset):
+    model = request.getfixturevalue(fixture)
+    rows = sample_dataset.sample(26, seed=2)
+    prompt_set = build_prompts(model, rows.texts, rows.labels, rows.label_names, "paper")
+    plain = label_logprobs(model, prompt_set, 8, progress=False, engine="plain")
+    bridge = label_logprobs(model, prompt_set, 8, progress=False, engine="bridge")
+    np.testing.assert_allclose(plain, bridge, atol=1e-4)
+    with pytest.raises(ValueError, match="engine"):
+        label_logprobs(model, prompt_set, 8, progress=False, engine="fast")
 
 
 def test_padding_without_position_ids_would_differ_for_gpt2(tiny_gpt2, sample_dataset):
@@ -135,7 +148,32 @@ def test_smollm2_infers_emotions_above_chance_on_real_rows(smollm2, crowd_envent
 
 
 @pytest.mark.integration
+def test_smollm2_engines_agree_on_real_rows(smollm2, crowd_envent):
+    rows = crowd_envent.sample(26, seed=4)
+    prompt_set = build_prompts(smollm2, rows.texts, rows.labels, rows.label_names, "emotion-list")
+    plain = label_logprobs(smollm2, prompt_set, 13, progress=False, engine="plain")
+    bridge = label_logprobs(smollm2, prompt_set, 13, progress=False, engine="bridge")
+    assert np.abs(plain - bridge).max() < 1e-3
+    assert (plain.argmax(1) == bridge.argmax(1)).all()
+
+
+@pytest.mark.integration
 def test_smollm2_control_task_is_easy(smollm2, crowd_envent):
     subset = crowd_envent.sample(48, seed=0)
     result = infer_emotions(smollm2, subset, "control-first-word", progress=False)
     assert result.accuracy > 0.8
+
+
+def test_recalibrate_matches_direct_calibration(tiny_llama, sample_dataset):
+    from lens_emotion.inference import recalibrate
+
+    raw = infer_emotions(tiny_llama, sample_dataset, progress=False)
+    for mode in ("mean", "content-free"):
+        direct = infer_emotions(tiny_llama, sample_dataset, calibrate=mode, progress=False)
+        again = recalibrate(raw, mode, model=tiny_llama)
+        np.testing.assert_allclose(again.scores, direct.scores, atol=1e-5)
+        assert again.predictions == direct.predictions
+    back = recalibrate(again, None)
+    assert back.predictions == raw.predictions
+    with pytest.raises(ValueError, match="pass model"):
+        recalibrate(raw, "content-free")

@@ -1,0 +1,118 @@
+"""Inference throughput and accuracy on SmolLM2-135M-Instruct over real crowd-enVENT texts.
+
+Side by side in one process, on the same length-sorted, left-padded batches:
+  * ours: lens_emotion.inference.label_logprobs (TransformerBridge, compatibility mode,
+    last-position logits only);
+  * floor: a plain transformers forward pass of the same weights with logits_to_keep=1.
+The two are interleaved (A B B A ...) to spread machine noise evenly.
+
+Then the accuracy of each template x calibration (one forward pass per template).
+
+    python benchmarks/bench_inference.py --n 320            # throughput + accuracy
+    python benchmarks/bench_inference.py --n 6600 --no-speed  # accuracy on all texts
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+from pathlib import Path
+
+import torch
+from transformers import AutoModelForCausalLM
+
+from lens_emotion.batching import iter_batches
+from lens_emotion.data import default_crowd_envent_path, load_crowd_envent
+from lens_emotion.inference import infer_emotions, label_logprobs, recalibrate
+from lens_emotion.manifest import run_manifest, write_json
+from lens_emotion.models import load_model
+from lens_emotion.prompts import build_prompts
+
+
+def time_ours(model, prompt_set, batch_size, engine):
+    start = time.perf_counter()
+    label_logprobs(model, prompt_set, batch_size, progress=False, engine=engine)
+    return time.perf_counter() - start
+
+
+@torch.inference_mode()
+def time_hf(hf, model, prompt_set, batch_size):
+    start = time.perf_counter()
+    for _, tokens in iter_batches(prompt_set.token_ids, batch_size):
+        ids, mask = model.pad(tokens)
+        hf(input_ids=ids, attention_mask=mask, logits_to_keep=1).logits[:, -1].log_softmax(-1)
+    return time.perf_counter() - start
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--model", default="smollm2-135m-instruct")
+    parser.add_argument("--data-path", default=None)
+    parser.add_argument("--n", type=int, default=320)
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--no-speed", action="store_true")
+    parser.add_argument("--templates", default="paper,emotion-list")
+    parser.add_argument("--out", default="benchmarks/results/inference.json")
+    args = parser.parse_args()
+
+    model = load_model(args.model, device="cpu")
+    data = load_crowd_envent(args.data_path or default_crowd_envent_path())
+    if args.n < len(data):
+        data = data.sample(args.n, seed=args.seed)
+    results = {"n": len(data), "batch_size": args.batch_size, "threads": torch.get_num_threads()}
+
+    if not args.no_speed:
+        hf = AutoModelForCausalLM.from_pretrained(model.path, dtype=torch.float32).eval()
+        prompt_set = build_prompts(model, data.texts, data.labels, data.label_names, "emotion-list")
+        results["mean_prompt_tokens"] = sum(prompt_set.lengths) / len(prompt_set)
+        times = {"ours_plain": [], "ours_bridge": [], "transformers_floor": []}
+        runs = {
+            "ours_plain": lambda: time_ours(model, prompt_set, args.batch_size, "plain"),
+            "ours_bridge": lambda: time_ours(model, prompt_set, args.batch_size, "bridge"),
+            "transformers_floor": lambda: time_hf(hf, model, prompt_set, args.batch_size),
+        }
+        order = list(runs)
+        for r in range(args.repeats):
+            for name in order if r % 2 == 0 else order[::-1]:
+                secs = runs[name]()
+                times[name].append(secs)
+                print(f"repeat {r} {name}: {secs:.1f} s ({len(data) / secs:.2f} prompts/s)")
+        median = {name: statistics.median(values) for name, values in times.items()}
+        results["speed"] = {
+            "seconds": times,
+            "prompts_per_s": {name: len(data) / secs for name, secs in median.items()},
+            "ratio_vs_floor": {
+                name: median["transformers_floor"] / secs for name, secs in median.items()
+            },
+        }
+        del hf
+
+    accuracy = {}
+    for template in args.templates.split(","):
+        raw = infer_emotions(model, data, template, batch_size=args.batch_size)
+        for mode in (None, "content-free", "mean"):
+            res = recalibrate(raw, mode, model=model)
+            key = f"{template}/{mode or 'raw'}"
+            top = max(res.counts().items(), key=lambda kv: kv[1]["predicted"])
+            accuracy[key] = {
+                "accuracy": res.accuracy,
+                "macro_f1": res.macro_f1,
+                "most_predicted": top[0],
+                "most_predicted_share": top[1]["predicted"] / len(res),
+            }
+            print(
+                f"{key:<28} acc {res.accuracy:.3f}  macro-F1 {res.macro_f1:.3f}  "
+                f"most predicted {top[0]} ({top[1]['predicted'] / len(res):.0%})"
+            )
+    results["accuracy"] = accuracy
+    results["manifest"] = run_manifest(seed=args.seed, model=model, dataset=data)
+    write_json(Path(args.out), results)
+    print(json.dumps(results.get("speed", {}), indent=2))
+
+
+if __name__ == "__main__":
+    main()
