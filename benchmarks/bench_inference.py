@@ -26,7 +26,8 @@ from transformers import AutoModelForCausalLM
 from lens_emotion.batching import iter_batches
 from lens_emotion.data import default_crowd_envent_path, load_crowd_envent
 from lens_emotion.inference import infer_emotions, label_logprobs, recalibrate
-from lens_emotion.manifest import run_manifest, write_json
+from lens_emotion.io import write_json_atomic
+from lens_emotion.manifest import run_manifest
 from lens_emotion.models import load_model
 from lens_emotion.prompts import build_prompts
 
@@ -110,7 +111,7 @@ def main() -> None:
             )
     results["accuracy"] = accuracy
     results["manifest"] = run_manifest(seed=args.seed, model=model, dataset=data)
-    write_json(Path(args.out), results)
+    write_json_atomic(Path(args.out), results)
     print(json.dumps(results.get("speed", {}), indent=2))
 
 

@@ -17,7 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from lens_emotion.manifest import run_manifest, seed_everything, write_json
+from lens_emotion.io import write_json_atomic
+from lens_emotion.manifest import run_manifest, seed_everything
 
 
 @dataclass
@@ -229,7 +230,7 @@ def run_demo(
         dataset=dataset,
         extra={"quick": quick, "timings_s": timer.timings, "summary": summary},
     )
-    write_json(out / "manifest.json", manifest)
+    write_json_atomic(out / "manifest.json", manifest)
     report.set_manifest(manifest)
     index = report.write(out / "index.html")
     print("\n[demo] summary", file=sys.stderr)

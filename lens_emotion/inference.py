@@ -31,7 +31,7 @@ from sklearn.metrics import confusion_matrix, f1_score
 from tqdm.auto import tqdm
 
 from lens_emotion.batching import iter_batches
-from lens_emotion.manifest import write_json
+from lens_emotion.io import write_json_atomic, write_text_atomic
 from lens_emotion.prompts import (
     LabelTokens,
     PromptSet,
@@ -207,14 +207,11 @@ class InferenceResult:
         """Write ``predictions.csv`` and ``metrics.json`` (with the manifest) to ``out_dir``."""
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
-        csv_path = out / "predictions.csv"
-        tmp = out / ".predictions.csv.tmp"
-        self.to_frame().to_csv(tmp, index=False)
-        tmp.replace(csv_path)
+        csv_path = write_text_atomic(out / "predictions.csv", self.to_frame().to_csv(index=False))
         metrics = self.metrics()
         if manifest is not None:
             metrics["manifest"] = manifest
-        return [csv_path, write_json(out / "metrics.json", metrics)]
+        return [csv_path, write_json_atomic(out / "metrics.json", metrics)]
 
 
 def _content_free_offset(

@@ -15,7 +15,6 @@ import math
 import os
 import re
 import shutil
-import tempfile
 from collections.abc import Iterator, Mapping, Sequence
 from numbers import Real
 from pathlib import Path
@@ -27,6 +26,7 @@ import plotly.graph_objects as go
 import plotly.io as pio
 
 from lens_emotion.errors import LensEmotionError
+from lens_emotion.io import write_bytes_atomic
 
 __all__ = [
     "EMOTION_COLORS",
@@ -42,7 +42,6 @@ __all__ = [
     "figure_html_fragment",
     "label_distribution_figure",
     "write_figure",
-    "write_text_atomic",
 ]
 
 
@@ -539,45 +538,6 @@ _STATIC_FIX = (
 _DIV_ID_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_\-:.]*$")
 
 
-def write_text_atomic(path: str | Path, text: str) -> Path:
-    """Write text as UTF-8 atomically: a temporary file in the same folder, then a rename.
-
-    A reader never sees a half-written file, and a failed write leaves any earlier file
-    intact. Parent folders are created. New files get mode 0644; an existing file keeps its.
-
-    Args:
-        path: Destination file.
-        text: Content.
-
-    Returns:
-        The destination path.
-    """
-    return _write_bytes_atomic(Path(path), text.encode("utf-8"))
-
-
-def _write_bytes_atomic(path: Path, data: bytes) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        mode = path.stat().st_mode & 0o777
-    except FileNotFoundError:
-        mode = 0o644
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(tmp_name, mode)
-        os.replace(tmp_name, path)
-    except BaseException:
-        try:
-            os.unlink(tmp_name)
-        except FileNotFoundError:
-            pass
-        raise
-    return path
-
-
 def figure_html_fragment(
     fig: go.Figure,
     include_plotlyjs: bool | str = False,
@@ -784,4 +744,4 @@ def write_figure(
             assert static is not None
             data = _static_bytes(static[0], static[1], fig, fmt, scale)
         outputs.append((target, data))
-    return [_write_bytes_atomic(target, data) for target, data in outputs]
+    return [write_bytes_atomic(target, data) for target, data in outputs]

@@ -36,7 +36,8 @@ from plotly.offline import get_plotlyjs
 
 from lens_emotion import __version__
 from lens_emotion.errors import LensEmotionError
-from lens_emotion.plots import figure_html_fragment, write_text_atomic
+from lens_emotion.io import write_text_atomic
+from lens_emotion.plots import figure_html_fragment
 
 __all__ = ["HtmlFragment", "Report", "ReportError", "SupportsLocalSrc", "format_value"]
 

@@ -26,7 +26,6 @@ from lens_emotion.plots import (
     figure_html_fragment,
     label_distribution_figure,
     write_figure,
-    write_text_atomic,
 )
 
 CROWD_ENVENT = [
@@ -403,26 +402,6 @@ def test_real_static_export(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> 
     png, svg = write_figure(_small_fig(), tmp_path / "fig", formats=("png", "svg"))
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "<svg" in svg.read_text(encoding="utf-8")[:500]
-
-
-# ------------------------------------------------------------------------------------ atomic write
-
-
-def test_write_text_atomic_keeps_old_file_on_failure(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    target = tmp_path / "out.html"
-    write_text_atomic(target, "old")
-    assert oct(target.stat().st_mode & 0o777) == oct(0o644)
-
-    def boom(src: str, dst: str) -> None:
-        raise OSError("disk full")
-
-    monkeypatch.setattr(plots.os, "replace", boom)
-    with pytest.raises(OSError, match="disk full"):
-        write_text_atomic(target, "new")
-    assert target.read_text() == "old"
-    assert [p.name for p in tmp_path.iterdir()] == ["out.html"]
 
 
 def test_chromium_lookup_is_not_required_for_html(
