@@ -123,3 +123,9 @@ def test_console_script_infers_on_real_rows(crowd_envent_path, tmp_path):
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["manifest"]["model"]["model_id"] == "smollm2-135m-instruct"
     assert metrics["manifest"]["data"]["n"] == 26
+
+
+@pytest.mark.integration
+def test_models_pull_of_cached_alias_prints_its_folder(smollm2, capsys):
+    assert main(["models", "pull", "smollm2-135m-instruct"]) == 0
+    assert capsys.readouterr().out.strip() == str(smollm2.path)

