@@ -15,14 +15,28 @@ def test_notebook_runs(path, monkeypatch):
 
     monkeypatch.setenv("LENS_EMOTION_NOTEBOOK_N", "39")
     notebook = nbformat.read(path, as_version=4)
-    NotebookClient(notebook, timeout=600, kernel_name="python3",
-                   resources={"metadata": {"path": str(path.parent)}}).execute()
-    errors = [o for c in notebook.cells if c.cell_type == "code" for o in c.get("outputs", [])
-              if o.get("output_type") == "error"]
+    NotebookClient(
+        notebook,
+        timeout=600,
+        kernel_name="python3",
+        resources={"metadata": {"path": str(path.parent)}},
+    ).execute()
+    errors = [
+        o
+        for c in notebook.cells
+        if c.cell_type == "code"
+        for o in c.get("outputs", [])
+        if o.get("output_type") == "error"
+    ]
     assert not errors
     # Figures are shown inline: at least one Plotly output exists.
-    mimes = {k for c in notebook.cells if c.cell_type == "code" for o in c.get("outputs", [])
-             for k in o.get("data", {})}
+    mimes = {
+        k
+        for c in notebook.cells
+        if c.cell_type == "code"
+        for o in c.get("outputs", [])
+        for k in o.get("data", {})
+    }
     assert "application/vnd.plotly.v1+json" in mimes or "text/html" in mimes
 
 
