@@ -1,0 +1,574 @@
+"""Activation extraction into an on-disk :class:`ActivationStore`.
+
+``extract_activations(model, prompts, sites, layers, positions)`` runs the prompts in
+length-sorted, left-padded batches and keeps, for each requested TransformerLens site and
+layer, only the requested positions (negative offsets from the last prompt token). Nothing
+else is cached: the hooks slice positions as the activations go by, the forward pass is
+aborted right after the last needed layer (so the final norm and unembedding never run), and
+results are written to safetensors shards.
+
+**Store layout** (``root/``)::
+
+    manifest.json              request (model id + weight hash, data and prompt hashes,
+                               template, sites, layers, positions, dtype), versions, seed,
+                               ids, and "complete"
+    shard_00000.safetensors    one tensor per "site.layer": [rows, n_positions, *shape],
+    shard_00001.safetensors    plus "row_index" (rows' positions in dataset order)
+    ...
+
+Every shard is written to a temporary name and renamed into place, so a shard that exists is
+complete; each carries the request hash in its metadata, so shards from another request are
+never trusted. An interrupted run resumes from the shards it finished. The same request
+twice reuses the store; a request that differs in any field is recomputed.
+
+**Engines.** ``engine="bridge"`` reads the TransformerLens hook points of the bridge
+(``blocks.{l}.hook_attn_out`` ...). ``engine="plain"`` attaches PyTorch hooks at the same
+points of the plain transformers modules (decoder-layer output = ``resid_post``, attention
+output = ``attn_out``, MLP output = ``mlp_out``, ``o_proj`` input = ``z``) and is about 25%
+faster on CPU because the bridge re-implements attention step by step. It is offered only for
+pre-norm RMSNorm decoders (Llama, Mistral, Qwen2/3), where compatibility mode does not change
+these activations, and is checked against the bridge on a probe prompt before first use
+(``engine="auto"`` falls back to the bridge if they disagree). The tests compare both.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import shutil
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from jaxtyping import Float
+from safetensors import safe_open
+from safetensors.torch import save_file
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from lens_emotion.batching import length_batches
+from lens_emotion.errors import LensEmotionError
+from lens_emotion.io import write_json_atomic
+from lens_emotion.manifest import package_versions
+
+STORE_SITES: tuple[str, ...] = ("attn_out", "mlp_out", "resid_post", "resid_mid", "z")
+"""Sites an :class:`ActivationStore` can hold."""
+
+DEFAULT_SITES: tuple[str, ...] = ("attn_out", "mlp_out", "resid_post")
+"""MHSA output, FFN output and hidden state: the three sites of Tak et al."""
+
+PLAIN_ARCHITECTURES = frozenset(
+    {"LlamaForCausalLM", "MistralForCausalLM", "Qwen2ForCausalLM", "Qwen3ForCausalLM"}
+)
+"""Architectures whose plain-transformers activations equal the bridge's hook points."""
+
+_FORMAT_VERSION = 1
+
+
+class ActivationStoreError(LensEmotionError, ValueError):
+    """A store request or an on-disk store is invalid."""
+
+
+class _StopForward(Exception):
+    """Raised inside a hook to end the forward pass after the last needed layer."""
+
+
+def _hash_json(obj: Any) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class ActivationStore:
+    """Read access to a complete on-disk activation store.
+
+    Attributes:
+        root: The store folder.
+        manifest: The parsed ``manifest.json``.
+    """
+
+    root: Path
+    manifest: dict[str, Any]
+
+    @classmethod
+    def open(cls, root: str | Path) -> ActivationStore:
+        """Open a complete store.
+
+        Raises:
+            ActivationStoreError: No manifest, or the store is incomplete.
+        """
+        root = Path(root)
+        try:
+            manifest = json.loads((root / "manifest.json").read_text())
+        except (OSError, ValueError) as exc:
+            raise ActivationStoreError(
+                f"{root} is not an activation store (no readable manifest.json); create one "
+                "with lens_emotion.activations.extract_activations()."
+            ) from exc
+        if not manifest.get("complete"):
+            raise ActivationStoreError(
+                f"The activation store in {root} is incomplete (an interrupted run); call "
+                "extract_activations() with the same arguments to resume it."
+            )
+        return cls(root, manifest)
+
+    @property
+    def ids(self) -> tuple[str, ...]:
+        """Row ids, in dataset order."""
+        return tuple(self.manifest["ids"])
+
+    @property
+    def sites(self) -> tuple[str, ...]:
+        """Stored sites."""
+        return tuple(self.manifest["request"]["sites"])
+
+    @property
+    def layers(self) -> tuple[int, ...]:
+        """Stored layers."""
+        return tuple(self.manifest["request"]["layers"])
+
+    @property
+    def positions(self) -> tuple[int, ...]:
+        """Stored positions, as negative offsets from the last prompt token (-1 = last)."""
+        return tuple(self.manifest["request"]["positions"])
+
+    def __len__(self) -> int:
+        return len(self.manifest["ids"])
+
+    def _shards(self) -> list[Path]:
+        return [self.root / name for name in self.manifest["shards"]]
+
+    def get(self, site: str, layer: int, position: int = -1) -> np.ndarray:
+        """Activations of one site, layer and position for every row, in dataset order.
+
+        Returns:
+            float32 array ``(n, d_model)``; for ``z`` it is ``(n, n_heads, d_head)``.
+
+        Raises:
+            ActivationStoreError: The site, layer or position was not extracted.
+        """
+        for name, value, stored in (
+            ("site", site, self.sites),
+            ("layer", layer, self.layers),
+            ("position", position, self.positions),
+        ):
+            if value not in stored:
+                raise ActivationStoreError(
+                    f"{name} {value!r} is not in this store (it holds {list(stored)}); "
+                    "extract it with extract_activations(...)."
+                )
+        p = self.positions.index(position)
+        key = f"{site}.{layer}"
+        out: np.ndarray | None = None
+        for shard in self._shards():
+            with safe_open(shard, framework="pt") as handle:
+                rows = handle.get_tensor("row_index").numpy()
+                values = handle.get_slice(key)[:, p].float().numpy()
+            if out is None:
+                out = np.empty((len(self), *values.shape[1:]), dtype=np.float32)
+            out[rows] = values
+        assert out is not None
+        return out
+
+    def stack(self, site: str, position: int = -1) -> np.ndarray:
+        """All stored layers of a site: ``(n_layers_stored, n, ...)``."""
+        return np.stack([self.get(site, layer, position) for layer in self.layers])
+
+
+# --------------------------------------------------------------------------- engines
+
+
+def _plain_blocks(model: Any) -> Any:
+    hf = model.plain_model
+    return hf.model.layers
+
+
+def _first(output: Any) -> Tensor:
+    return output[0] if isinstance(output, tuple) else output
+
+
+@contextlib.contextmanager
+def _plain_hooks(
+    model: Any, wanted: dict[tuple[str, int], list], positions: int, last_layer: int
+) -> Iterator[None]:
+    """Attach PyTorch hooks to the plain model that append sliced activations to ``wanted``."""
+    blocks = _plain_blocks(model)
+    handles = []
+    resid_pre: dict[int, Tensor] = {}
+    attn: dict[int, Tensor] = {}
+    n_heads = model.n_heads
+
+    def keep(site: str, layer: int, act: Tensor) -> None:
+        if (site, layer) in wanted:
+            wanted[(site, layer)].append(act[:, -positions:].detach().float().cpu())
+
+    for layer in range(last_layer + 1):
+        block = blocks[layer]
+        need_mid = ("resid_mid", layer) in wanted
+
+        def pre_block(module, args, kwargs, layer=layer):
+            hidden = kwargs["hidden_states"] if "hidden_states" in kwargs else args[0]
+            resid_pre[layer] = hidden[:, -positions:]
+
+        def post_attn(module, args, output, layer=layer):
+            out = _first(output)
+            keep("attn_out", layer, out)
+            attn[layer] = out[:, -positions:]
+
+        def post_mlp(module, args, output, layer=layer):
+            keep("mlp_out", layer, _first(output))
+
+        def post_block(module, args, output, layer=layer):
+            keep("resid_post", layer, _first(output))
+            if ("resid_mid", layer) in wanted:
+                wanted[("resid_mid", layer)].append(
+                    (resid_pre.pop(layer) + attn.pop(layer)).float().cpu()
+                )
+            if layer == last_layer:
+                raise _StopForward
+
+        def pre_o(module, args, layer=layer):
+            z = args[0]
+            keep("z", layer, z.reshape(*z.shape[:2], n_heads, -1))
+
+        if need_mid:
+            handles.append(block.register_forward_pre_hook(pre_block, with_kwargs=True))
+        handles.append(block.self_attn.register_forward_hook(post_attn))
+        handles.append(block.mlp.register_forward_hook(post_mlp))
+        handles.append(block.register_forward_hook(post_block))
+        if ("z", layer) in wanted:
+            handles.append(block.self_attn.o_proj.register_forward_pre_hook(pre_o))
+    try:
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+def _run_plain(model: Any, input_ids: Tensor, mask: Tensor) -> None:
+    positions_ids = (mask.long().cumsum(-1) - 1).clamp(min=0)
+    with contextlib.suppress(_StopForward):
+        model.plain_model.model(
+            input_ids=input_ids, attention_mask=mask, position_ids=positions_ids, use_cache=False
+        )
+
+
+def _run_bridge(
+    model: Any,
+    input_ids: Tensor,
+    mask: Tensor,
+    wanted: dict[tuple[str, int], list],
+    positions: int,
+    last_layer: int,
+) -> None:
+    hooks = []
+    for site, layer in wanted:
+
+        def keep(act, hook, key=(site, layer)):
+            wanted[key].append(act[:, -positions:].detach().float().cpu())
+            return act
+
+        hooks.append((model.hook_name(site, layer), keep))
+
+    def stop(act, hook):
+        raise _StopForward
+
+    hooks.append((model.hook_name("resid_post", last_layer), stop))
+    with contextlib.suppress(_StopForward):
+        model.bridge.run_with_hooks(
+            input_ids, attention_mask=mask, fwd_hooks=hooks, return_type=None
+        )
+
+
+def _capture(
+    model: Any,
+    engine: str,
+    input_ids: Tensor,
+    mask: Tensor,
+    sites: Sequence[str],
+    layers: Sequence[int],
+    positions: int,
+) -> dict[tuple[str, int], Tensor]:
+    wanted: dict[tuple[str, int], list] = {(s, layer): [] for s in sites for layer in layers}
+    last_layer = max(layers)
+    with torch.inference_mode():
+        if engine == "plain":
+            with _plain_hooks(model, wanted, positions, last_layer):
+                _run_plain(model, input_ids, mask)
+        else:
+            _run_bridge(model, input_ids, mask, wanted, positions, last_layer)
+    return {key: torch.cat(chunks) for key, chunks in wanted.items()}
+
+
+_VERIFIED: dict[int, bool] = {}
+
+
+def plain_engine_matches(model: Any, atol: float = 1e-3) -> bool:
+    """Check once per model that the plain engine reproduces the bridge's hook values."""
+    key = id(model)
+    if key not in _VERIFIED:
+        ids, mask = model.pad(model.encode(["I felt calm when the rain stopped.", "Hi there"]))
+        layers = sorted({0, model.n_layers // 2, model.n_layers - 1})
+        sites = ("attn_out", "mlp_out", "resid_post", "resid_mid", "z")
+        plain = _capture(model, "plain", ids, mask, sites, layers, 2)
+        bridge = _capture(model, "bridge", ids, mask, sites, layers, 2)
+        _VERIFIED[key] = all(
+            torch.allclose(plain[k], bridge[k], atol=atol, rtol=1e-3) for k in plain
+        )
+    return _VERIFIED[key]
+
+
+def resolve_engine(model: Any, engine: str) -> str:
+    """Pick ``"plain"`` or ``"bridge"`` for a model (``"auto"`` prefers a verified plain one).
+
+    Raises:
+        ActivationStoreError: Unknown engine, or ``"plain"`` on an unsupported architecture.
+    """
+    if engine not in {"auto", "plain", "bridge"}:
+        raise ActivationStoreError(f"engine must be 'auto', 'plain' or 'bridge', not {engine!r}.")
+    try:
+        with open(model.path / "config.json") as handle:
+            architectures = set(json.load(handle).get("architectures") or [])
+    except (OSError, ValueError):
+        architectures = set()
+    supported = bool(architectures & PLAIN_ARCHITECTURES)
+    if engine == "plain" and not supported:
+        raise ActivationStoreError(
+            f"The plain engine supports {sorted(PLAIN_ARCHITECTURES)}, not {sorted(architectures)}"
+            "; use engine='bridge'."
+        )
+    if engine == "auto":
+        return "plain" if supported and plain_engine_matches(model) else "bridge"
+    return engine
+
+
+# --------------------------------------------------------------------------- extraction
+
+
+def _positions_tuple(positions: int | Sequence[int]) -> tuple[int, ...]:
+    if isinstance(positions, int):
+        if positions < 1:
+            raise ActivationStoreError(f"positions={positions}: pass k >= 1 for the last k tokens.")
+        return tuple(range(-positions, 0))
+    out = tuple(sorted({int(p) for p in positions}))
+    if not out or any(p >= 0 for p in out):
+        raise ActivationStoreError(
+            f"positions {list(positions)} must be negative offsets from the last token "
+            "(-1 = last token, -2 = the one before ...)."
+        )
+    return out
+
+
+def _request(
+    model: Any,
+    prompts: Any,
+    dataset: Any | None,
+    sites: Sequence[str],
+    layers: Sequence[int],
+    positions: tuple[int, ...],
+    dtype: str,
+    shard_size: int,
+    batch_size: int,
+) -> dict[str, Any]:
+    token_hash = hashlib.sha256()
+    for ids in prompts.token_ids:
+        token_hash.update(np.asarray(ids, dtype=np.int64).tobytes())
+        token_hash.update(b"|")
+    return {
+        "format": _FORMAT_VERSION,
+        "model_id": model.model_id,
+        "weight_sha256": model.weight_hash,
+        "data_sha256": dataset.fingerprint() if dataset is not None else None,
+        "prompt_tokens_sha256": token_hash.hexdigest(),
+        "template": prompts.template.describe(),
+        "sites": list(sites),
+        "layers": list(layers),
+        "positions": list(positions),
+        "dtype": dtype,
+        "shard_size": shard_size,
+        "batch_size": batch_size,
+    }
+
+
+def _shard_plan(lengths: Sequence[int], batch_size: int, shard_size: int) -> list[list[np.ndarray]]:
+    """Length-sorted batches grouped into shards of about ``shard_size`` rows."""
+    shards: list[list[np.ndarray]] = [[]]
+    count = 0
+    for batch in length_batches(lengths, batch_size):
+        if count >= shard_size:
+            shards.append([])
+            count = 0
+        shards[-1].append(batch)
+        count += len(batch)
+    return shards
+
+
+def _shard_is_valid(path: Path, request_hash: str, rows: np.ndarray) -> bool:
+    try:
+        with safe_open(path, framework="pt") as handle:
+            meta = handle.metadata() or {}
+            stored = handle.get_tensor("row_index").numpy()
+    except Exception:  # noqa: BLE001 - unreadable = not trusted
+        return False
+    return meta.get("request") == request_hash and np.array_equal(stored, rows)
+
+
+def extract_activations(
+    model: Any,
+    prompts: Any,
+    sites: Sequence[str] = DEFAULT_SITES,
+    layers: Sequence[int] | None = None,
+    positions: int | Sequence[int] = 1,
+    out_dir: str | Path | None = None,
+    dataset: Any | None = None,
+    dtype: str = "float32",
+    batch_size: int = 16,
+    shard_size: int = 512,
+    seed: int = 0,
+    engine: str = "auto",
+    progress: bool = True,
+) -> ActivationStore:
+    """Extract activations at the last token(s) into an on-disk store (or reuse/resume one).
+
+    Args:
+        model: An :class:`~lens_emotion.models.EmotionModel`.
+        prompts: A :class:`~lens_emotion.prompts.PromptSet` (from ``build_prompts``).
+        sites: Any of :data:`STORE_SITES`.
+        layers: Layers to keep (default: all).
+        positions: ``k`` for the last ``k`` tokens (default 1: the last token), or explicit
+            negative offsets such as ``(-1, -3)``.
+        out_dir: Store folder (default: a folder under the cache named by the request hash).
+        dataset: The dataset the prompts were built from (its hash goes in the manifest).
+        dtype: ``"float32"`` or ``"float16"`` on disk.
+        batch_size: Prompts per forward pass (length-bucketed).
+        shard_size: Rows per shard (the unit of resumption).
+        seed: Recorded in the manifest (extraction itself is deterministic).
+        engine: ``"auto"``, ``"plain"`` or ``"bridge"`` (see the module docstring).
+        progress: Show a progress bar.
+
+    Returns:
+        The complete :class:`ActivationStore`.
+
+    Raises:
+        ActivationStoreError: Bad sites, layers, positions or dtype; a prompt shorter than
+            the requested positions; or an ``out_dir`` that holds something else.
+    """
+    bad = [s for s in sites if s not in STORE_SITES]
+    if bad or not sites:
+        raise ActivationStoreError(f"Unknown sites {bad}; choose from {list(STORE_SITES)}.")
+    layers = list(range(model.n_layers)) if layers is None else sorted({int(x) for x in layers})
+    if not layers or layers[0] < 0 or layers[-1] >= model.n_layers:
+        raise ActivationStoreError(
+            f"layers must lie in 0..{model.n_layers - 1} for this model, got {layers}."
+        )
+    if dtype not in {"float32", "float16"}:
+        raise ActivationStoreError(f"dtype must be 'float32' or 'float16', not {dtype!r}.")
+    pos = _positions_tuple(positions)
+    k = -pos[0]
+    too_short = [i for i, n in enumerate(prompts.lengths) if n < k]
+    if too_short:
+        raise ActivationStoreError(
+            f"{len(too_short)} prompt(s) have fewer than {k} tokens (e.g. row {too_short[0]}); "
+            "ask for fewer positions."
+        )
+    if dataset is not None and len(dataset) != len(prompts):
+        raise ActivationStoreError(
+            f"dataset has {len(dataset)} rows but prompts has {len(prompts)}; build the prompts "
+            "from this dataset."
+        )
+    request = _request(model, prompts, dataset, sites, layers, pos, dtype, shard_size, batch_size)
+    request_hash = _hash_json(request)
+    if out_dir is None:
+        from lens_emotion.models import cache_root
+
+        out_dir = cache_root() / "activations" / request_hash[:16]
+    root = Path(out_dir)
+    manifest_path = root / "manifest.json"
+    if root.exists():
+        try:
+            old = json.loads(manifest_path.read_text())
+        except (OSError, ValueError):
+            old = None
+        if old is None and any(root.iterdir()):
+            raise ActivationStoreError(
+                f"{root} exists and is not an activation store; pass an empty or new out_dir."
+            )
+        if old is not None and old.get("request_sha256") == request_hash:
+            if old.get("complete"):
+                return ActivationStore(root, old)
+        elif old is not None:  # another request: recompute from scratch
+            shutil.rmtree(root)
+    root.mkdir(parents=True, exist_ok=True)
+
+    ids = [str(i) for i in range(len(prompts))] if dataset is None else list(dataset.ids)
+    plan = _shard_plan(prompts.lengths, batch_size, shard_size)
+    manifest = {
+        "request": request,
+        "request_sha256": request_hash,
+        "complete": False,
+        "ids": ids,
+        "n": len(prompts),
+        "shards": [f"shard_{i:05d}.safetensors" for i in range(len(plan))],
+        "seed": seed,
+        "versions": package_versions(),
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+    write_json_atomic(manifest_path, manifest)
+    for stale in root.glob(".*.tmp"):
+        stale.unlink()
+
+    chosen = resolve_engine(model, engine)
+    torch_dtype = torch.float32 if dtype == "float32" else torch.float16
+    started = time.perf_counter()
+    bar = tqdm(
+        total=len(prompts), desc=f"activations ({chosen})", disable=not progress, unit="prompt"
+    )
+    for index, batches in enumerate(plan):
+        path = root / manifest["shards"][index]
+        rows = np.concatenate(batches)
+        if path.exists() and _shard_is_valid(path, request_hash, rows):
+            bar.update(len(rows))
+            continue
+        chunks: dict[tuple[str, int], list[Tensor]] = {}
+        for batch in batches:
+            input_ids, mask = model.pad([prompts.token_ids[i] for i in batch])
+            captured = _capture(model, chosen, input_ids, mask, sites, layers, k)
+            for key, value in captured.items():
+                chunks.setdefault(key, []).append(value[:, [k + p for p in pos]])
+            bar.update(len(batch))
+        tensors = {
+            f"{s}.{layer}": torch.cat(v).to(torch_dtype).contiguous()
+            for (s, layer), v in chunks.items()
+        }
+        tensors["row_index"] = torch.from_numpy(rows.astype(np.int64))
+        tmp = root / f".{path.name}.tmp"
+        save_file(tensors, str(tmp), metadata={"request": request_hash})
+        os.replace(tmp, path)
+    bar.close()
+    manifest.update(
+        complete=True, engine=chosen, extraction_seconds=round(time.perf_counter() - started, 2)
+    )
+    write_json_atomic(manifest_path, manifest)
+    return ActivationStore(root, manifest)
+
+
+def last_token_activations(
+    model: Any, prompts: Any, site: str, layer: int, batch_size: int = 16, engine: str = "auto"
+) -> Float[np.ndarray, "n d"]:
+    """In-memory convenience: one site and layer at the last token, no store on disk."""
+    chosen = resolve_engine(model, engine)
+    out = None
+    for batch in length_batches(prompts.lengths, batch_size):
+        input_ids, mask = model.pad([prompts.token_ids[i] for i in batch])
+        value = _capture(model, chosen, input_ids, mask, [site], [layer], 1)[(site, layer)]
+        value = value[:, 0].numpy()
+        if out is None:
+            out = np.empty((len(prompts), *value.shape[1:]), dtype=np.float32)
+        out[batch] = value
+    assert out is not None
+    return out
