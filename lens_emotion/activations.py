@@ -57,7 +57,7 @@ from lens_emotion.errors import LensEmotionError
 from lens_emotion.io import write_json_atomic
 from lens_emotion.manifest import package_versions
 
-STORE_SITES: tuple[str, ...] = ("attn_out", "mlp_out", "resid_post", "resid_mid", "z")
+STORE_SITES: tuple[str, ...] = ("resid_pre", "attn_out", "mlp_out", "resid_mid", "resid_post", "z")
 """Sites an :class:`ActivationStore` can hold."""
 
 DEFAULT_SITES: tuple[str, ...] = ("attn_out", "mlp_out", "resid_post")
@@ -209,10 +209,11 @@ def _plain_hooks(
 
     for layer in range(last_layer + 1):
         block = blocks[layer]
-        need_mid = ("resid_mid", layer) in wanted
+        need_pre = ("resid_mid", layer) in wanted or ("resid_pre", layer) in wanted
 
         def pre_block(module, args, kwargs, layer=layer):
             hidden = kwargs["hidden_states"] if "hidden_states" in kwargs else args[0]
+            keep("resid_pre", layer, hidden)
             resid_pre[layer] = hidden[:, -positions:]
 
         def post_attn(module, args, output, layer=layer):
@@ -226,9 +227,8 @@ def _plain_hooks(
         def post_block(module, args, output, layer=layer):
             keep("resid_post", layer, _first(output))
             if ("resid_mid", layer) in wanted:
-                wanted[("resid_mid", layer)].append(
-                    (resid_pre.pop(layer) + attn.pop(layer)).float().cpu()
-                )
+                mid = resid_pre.pop(layer) + attn.pop(layer)
+                wanted[("resid_mid", layer)].append(mid.detach().float().cpu())
             if layer == last_layer:
                 raise _StopForward
 
@@ -236,7 +236,7 @@ def _plain_hooks(
             z = args[0]
             keep("z", layer, z.reshape(*z.shape[:2], n_heads, -1))
 
-        if need_mid:
+        if need_pre:
             handles.append(block.register_forward_pre_hook(pre_block, with_kwargs=True))
         handles.append(block.self_attn.register_forward_hook(post_attn))
         handles.append(block.mlp.register_forward_hook(post_mlp))
@@ -314,7 +314,7 @@ def plain_engine_matches(model: Any, atol: float = 1e-3) -> bool:
     if key not in _VERIFIED:
         ids, mask = model.pad(model.encode(["I felt calm when the rain stopped.", "Hi there"]))
         layers = sorted({0, model.n_layers // 2, model.n_layers - 1})
-        sites = ("attn_out", "mlp_out", "resid_post", "resid_mid", "z")
+        sites = STORE_SITES
         plain = _capture(model, "plain", ids, mask, sites, layers, 2)
         bridge = _capture(model, "bridge", ids, mask, sites, layers, 2)
         _VERIFIED[key] = all(

@@ -18,7 +18,7 @@ from lens_emotion.activations import (
 )
 from lens_emotion.prompts import build_prompts
 
-ALL_SITES = ("attn_out", "mlp_out", "resid_post", "resid_mid", "z")
+ALL_SITES = ("resid_pre", "attn_out", "mlp_out", "resid_mid", "resid_post", "z")
 
 
 @pytest.fixture(scope="module")
@@ -49,6 +49,9 @@ def test_plain_and_bridge_engines_store_the_same_values(tiny_llama, prompts, row
     assert plain.get("z", 1).shape == (26, 4, 16)
     assert plain.get("resid_post", 0).shape == (26, 64)
     # resid_mid = resid_pre + attn_out, and resid_post = resid_mid + mlp_out
+    np.testing.assert_allclose(
+        plain.get("resid_mid", 1), plain.get("resid_pre", 1) + plain.get("attn_out", 1), atol=1e-5
+    )
     np.testing.assert_allclose(
         plain.get("resid_post", 1), plain.get("resid_mid", 1) + plain.get("mlp_out", 1), atol=1e-5
     )
