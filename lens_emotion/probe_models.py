@@ -1,0 +1,521 @@
+"""Torch probe classifiers and regressors used by :mod:`lens_emotion.probing`.
+
+* :func:`fit_logistic_batched`: many independent L2 multinomial logistic regressions solved at
+  once (e.g. 5 CV folds x {probe, shuffled-label control} + the final all-rows fit), sharing
+  one feature matrix. Each problem minimises scikit-learn's objective
+
+  .. math:: \\sum_i w_i \\, \\mathrm{CE}(W x_i + b, y_i) + \\lVert W \\rVert^2 / (2C)
+
+  on features standardised with that problem's own mean and scale (the intercept is not
+  penalised), with torch's L-BFGS (strong-Wolfe line search). Standardisation is folded into
+  the weights, so all problems share one ``(n, d) @ (d, B*K)`` matrix product per evaluation.
+* :func:`fit_logistic_regression`: the single-problem convenience wrapper, returning a
+  :class:`LinearProbe` whose weights live in the raw (unstandardised) feature space.
+* :func:`fit_mlp`: a small one-hidden-layer MLP probe (Adam, weight decay, early stopping).
+* :func:`ridge_fit`: closed-form multi-target ridge regression for many penalties at once
+  (eigendecomposition of the Gram matrix), with leave-one-out errors for choosing the penalty.
+
+Every function is deterministic: L-BFGS and the closed forms involve no randomness, and the
+MLP draws from a :class:`torch.Generator` seeded by its ``seed`` argument.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from jaxtyping import Bool, Float, Int
+
+__all__ = [
+    "LinearProbe",
+    "RidgeSolution",
+    "balanced_weights",
+    "fit_logistic_batched",
+    "fit_logistic_regression",
+    "fit_mlp",
+    "fit_standardizer",
+    "ridge_fit",
+]
+
+
+def fit_standardizer(
+    x: Float[np.ndarray, "n d"], rows: Int[np.ndarray, " m"] | Bool[np.ndarray, " n"] | None = None
+) -> tuple[Float[np.ndarray, " d"], Float[np.ndarray, " d"]]:
+    """Mean and scale of the given rows, as :class:`sklearn.preprocessing.StandardScaler` does.
+
+    Only ``x[rows]`` is looked at, so passing a CV training fold's rows keeps the test fold
+    out of the scaler. The scale is the population standard deviation (``ddof=0``); features
+    that are constant on those rows get scale 1.
+
+    Args:
+        x: Feature matrix.
+        rows: Row indices or a boolean row mask; ``None`` uses every row.
+
+    Returns:
+        ``(mean, scale)``, float64 arrays of length ``d``.
+    """
+    sub = np.asarray(x, dtype=np.float64)
+    if rows is not None:
+        sub = sub[rows]
+    mean = sub.mean(axis=0)
+    scale = sub.std(axis=0)
+    scale[~(scale > 1e-12 * np.maximum(np.abs(mean), 1.0))] = 1.0
+    return mean, scale
+
+
+def balanced_weights(
+    y: Int[np.ndarray, " n"], n_classes: int, rows: Bool[np.ndarray, " n"] | None = None
+) -> Float[np.ndarray, " n"]:
+    """Per-row class-balanced weights ``n_rows / (n_present_classes * count[y])``.
+
+    Same as scikit-learn's ``class_weight="balanced"`` computed on ``y[rows]``; rows outside
+    ``rows`` get weight 0, so the weights of a training fold sum to its size.
+
+    Args:
+        y: Integer class of each row, in ``[0, n_classes)``.
+        n_classes: Number of classes.
+        rows: Rows that count (a training fold); ``None`` means all.
+
+    Returns:
+        float64 weights, one per row.
+    """
+    y = np.asarray(y)
+    use = np.ones(len(y), dtype=bool) if rows is None else np.asarray(rows, dtype=bool)
+    counts = np.bincount(y[use], minlength=n_classes).astype(np.float64)
+    present = int((counts > 0).sum())
+    per_class = np.divide(
+        use.sum() / max(present, 1), counts, out=np.zeros_like(counts), where=counts > 0
+    )
+    return np.where(use, per_class[y], 0.0)
+
+
+def fit_logistic_batched(
+    x: Float[torch.Tensor, "n d"],
+    y: Int[torch.Tensor, "B n"],
+    weight: Float[torch.Tensor, "B n"],
+    mean: Float[torch.Tensor, "B d"],
+    scale: Float[torch.Tensor, "B d"],
+    n_classes: int,
+    C: float = 1.0,
+    max_iter: int = 500,
+    tol: float = 1e-6,
+) -> tuple[Float[torch.Tensor, "B K d"], Float[torch.Tensor, "B K"], int, bool]:
+    """Fit ``B`` independent L2 multinomial logistic regressions on one feature matrix.
+
+    Problem ``b`` uses labels ``y[b]``, sample weights ``weight[b]`` (0 drops a row, e.g. a
+    test-fold row) and features standardised as ``(x - mean[b]) / scale[b]``. It minimises
+    ``(sum_i w_i CE_i + ||W_b||^2 / (2C)) / n_b`` with ``n_b`` the number of rows of non-zero
+    weight; dividing by ``n_b`` does not move the optimum, which is scikit-learn's
+    (``LogisticRegression(C=C)`` with those sample weights; full K-class softmax, intercept not
+    penalised). The ``B`` objectives are summed and solved jointly by L-BFGS; as they share no
+    parameters the joint optimum is each problem's optimum.
+
+    Args:
+        x: Features, ideally already centred and scaled globally (for float32 accuracy).
+        y: Class of each row for each problem, in ``[0, n_classes)``.
+        weight: Non-negative sample weights; rows with weight 0 are ignored by that problem.
+        mean: Per-problem feature mean used for standardisation.
+        scale: Per-problem feature scale (positive).
+        n_classes: Number of classes ``K``.
+        C: Inverse regularisation strength, as in scikit-learn.
+        max_iter: Maximum L-BFGS iterations.
+        tol: Stop when the largest gradient entry of the (per-row normalised) objective is
+            below this.
+
+    Returns:
+        ``(coef, intercept, n_iter, converged)``: weights and intercepts in the standardised
+        space of each problem, the number of L-BFGS iterations, and whether the gradient
+        tolerance was reached.
+    """
+    n_problems, _ = y.shape
+    d = x.shape[1]
+    dtype = x.dtype
+    n_rows = (weight > 0).sum(dim=1).to(dtype).clamp_min(1.0)  # (B,)
+    w_norm = weight / n_rows[:, None]  # (B, n)
+    penalty = 1.0 / (2.0 * C * n_rows)  # (B,)
+    inv_scale = 1.0 / scale  # (B, d)
+    shift = mean * inv_scale  # (B, d)
+    coef = torch.zeros(n_problems, n_classes, d, dtype=dtype, requires_grad=True)
+    intercept = torch.zeros(n_problems, n_classes, dtype=dtype, requires_grad=True)
+    targets = y.reshape(-1)
+    flat_w = w_norm.reshape(-1)
+
+    optimizer = torch.optim.LBFGS(
+        [coef, intercept],
+        lr=1.0,
+        max_iter=max_iter,
+        max_eval=max_iter * 2,
+        tolerance_grad=tol,
+        tolerance_change=1e-12,
+        history_size=20,
+        line_search_fn="strong_wolfe",
+    )
+
+    def closure() -> torch.Tensor:
+        optimizer.zero_grad()
+        logits = logits_batched(x, coef, intercept, inv_scale, shift)  # (B, n, K)
+        ce = F.cross_entropy(logits.reshape(-1, n_classes), targets, reduction="none")
+        loss = (ce * flat_w).sum() + (penalty * coef.pow(2).sum(dim=(1, 2))).sum()
+        loss.backward()
+        return loss
+
+    optimizer.step(closure)
+    state = optimizer.state[optimizer._params[0]]
+    n_iter = int(state.get("n_iter", 0))
+    with torch.no_grad():
+        grad_max = max(float(coef.grad.abs().max()), float(intercept.grad.abs().max()))
+    converged = grad_max <= tol * 10 or n_iter < max_iter
+    return coef.detach(), intercept.detach(), n_iter, converged
+
+
+def logits_batched(
+    x: Float[torch.Tensor, "n d"],
+    coef: Float[torch.Tensor, "B K d"],
+    intercept: Float[torch.Tensor, "B K"],
+    inv_scale: Float[torch.Tensor, "B d"],
+    shift: Float[torch.Tensor, "B d"],
+) -> Float[torch.Tensor, "B n K"]:
+    """Logits of ``B`` standardised-space linear models on raw features ``x``.
+
+    Computes ``((x - mean_b) / scale_b) @ coef_b.T + intercept_b`` for every problem ``b`` as
+    one matrix product, with ``inv_scale = 1 / scale`` and ``shift = mean / scale``.
+    """
+    n_problems, n_classes, d = coef.shape
+    folded = coef * inv_scale[:, None, :]  # (B, K, d)
+    offset = intercept - torch.einsum("bd,bkd->bk", shift, coef)  # (B, K)
+    logits = x @ folded.reshape(n_problems * n_classes, d).T  # (n, B*K)
+    return logits.reshape(-1, n_problems, n_classes).permute(1, 0, 2) + offset[:, None, :]
+
+
+def to_raw_space(
+    coef: Float[np.ndarray, "... K d"],
+    intercept: Float[np.ndarray, "... K"],
+    mean: Float[np.ndarray, "... d"],
+    scale: Float[np.ndarray, "... d"],
+) -> tuple[Float[np.ndarray, "... K d"], Float[np.ndarray, "... K"]]:
+    """Map standardised-space linear weights back to raw feature space.
+
+    ``W_std ((x - mu) / sigma) + b_std = (W_std / sigma) x + (b_std - W_std (mu / sigma))``.
+
+    Returns:
+        ``(coef_raw, intercept_raw)``.
+    """
+    coef = np.asarray(coef, dtype=np.float64)
+    mean = np.asarray(mean, dtype=np.float64)
+    scale = np.asarray(scale, dtype=np.float64)
+    coef_raw = coef / scale[..., None, :]
+    intercept_raw = np.asarray(intercept, dtype=np.float64) - np.einsum(
+        "...kd,...d->...k", coef, mean / scale
+    )
+    return coef_raw, intercept_raw
+
+
+@dataclass(frozen=True)
+class LinearProbe:
+    """A fitted linear classifier or regressor, usable on raw features.
+
+    Attributes:
+        coef: Raw-space weights ``(K, d)``: ``scores = x @ coef.T + intercept``.
+        intercept: Raw-space intercepts ``(K,)``.
+        coef_std: Weights in the standardised space the model was fitted in.
+        intercept_std: Intercepts in the standardised space.
+        mean: Feature means the standardisation used.
+        scale: Feature scales the standardisation used.
+        n_iter: Optimiser iterations (0 for closed forms).
+        converged: Whether the optimiser met its tolerance.
+    """
+
+    coef: np.ndarray
+    intercept: np.ndarray
+    coef_std: np.ndarray
+    intercept_std: np.ndarray
+    mean: np.ndarray
+    scale: np.ndarray
+    n_iter: int = 0
+    converged: bool = True
+
+    def decision_function(self, x: Float[np.ndarray, "n d"]) -> Float[np.ndarray, "n K"]:
+        """Scores (logits) of raw features."""
+        return np.asarray(x, dtype=np.float64) @ self.coef.T + self.intercept
+
+    def predict(self, x: Float[np.ndarray, "n d"]) -> Int[np.ndarray, " n"]:
+        """Index of the highest-scoring class of each row."""
+        return self.decision_function(x).argmax(axis=1)
+
+
+def fit_logistic_regression(
+    x: Float[np.ndarray, "n d"],
+    y: Int[np.ndarray, " n"],
+    n_classes: int | None = None,
+    *,
+    C: float = 1.0,
+    class_weight: str | None = "balanced",
+    standardize: bool = True,
+    max_iter: int = 500,
+    tol: float = 1e-6,
+    dtype: torch.dtype = torch.float32,
+) -> LinearProbe:
+    """Fit one L2 multinomial logistic regression (scikit-learn's objective) with torch L-BFGS.
+
+    Equivalent to ``make_pipeline(StandardScaler(), LogisticRegression(C=C,
+    class_weight=class_weight))`` (or plain ``LogisticRegression`` with
+    ``standardize=False``), but much faster for a few thousand rows and hundreds of features.
+    The features are centred and scaled before optimisation in every case (for conditioning);
+    with ``standardize=False`` the penalty is still applied to the raw-space weights.
+
+    Args:
+        x: Raw features.
+        y: Integer classes in ``[0, n_classes)``.
+        n_classes: Number of classes; defaults to ``y.max() + 1``.
+        C: Inverse regularisation strength.
+        class_weight: ``"balanced"`` or ``None`` (all rows weight 1).
+        standardize: Fit on standardised features (weights are mapped back to raw space).
+        max_iter: Maximum L-BFGS iterations.
+        tol: Gradient tolerance of the per-row normalised objective.
+        dtype: Torch dtype of the optimisation (float32 is about twice as fast as float64).
+
+    Returns:
+        The fitted :class:`LinearProbe`.
+    """
+    x = np.asarray(x)
+    y = np.asarray(y, dtype=np.int64)
+    k = int(y.max()) + 1 if n_classes is None else int(n_classes)
+    mean, scale = fit_standardizer(x)
+    weights = balanced_weights(y, k) if class_weight == "balanced" else np.ones(len(y))
+    if class_weight not in ("balanced", None):
+        raise ValueError(f"class_weight must be 'balanced' or None, not {class_weight!r}")
+    xs = torch.as_tensor((x - mean) / scale, dtype=dtype)
+    if standardize:
+        fit_mean, fit_scale = np.zeros_like(mean), np.ones_like(scale)
+    else:  # raw-space penalty: model on the scaled features with weights W_raw * scale
+        fit_mean, fit_scale = -mean / scale, 1.0 / scale
+    coef, intercept, n_iter, converged = fit_logistic_batched(
+        xs,
+        torch.as_tensor(y)[None],
+        torch.as_tensor(weights, dtype=dtype)[None],
+        torch.as_tensor(fit_mean, dtype=dtype)[None],
+        torch.as_tensor(fit_scale, dtype=dtype)[None],
+        n_classes=k,
+        C=C,
+        max_iter=max_iter,
+        tol=tol,
+    )
+    coef_std = coef[0].double().numpy()
+    intercept_std = intercept[0].double().numpy()
+    # Model space: ((xs - fit_mean) / fit_scale) with xs = (x - mean) / scale.
+    total_mean = mean + scale * fit_mean
+    total_scale = scale * fit_scale
+    coef_raw, intercept_raw = to_raw_space(coef_std, intercept_std, total_mean, total_scale)
+    return LinearProbe(
+        coef=coef_raw,
+        intercept=intercept_raw,
+        coef_std=coef_std,
+        intercept_std=intercept_std,
+        mean=total_mean,
+        scale=total_scale,
+        n_iter=n_iter,
+        converged=converged,
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# MLP probe
+# --------------------------------------------------------------------------------------------
+
+
+def fit_mlp(
+    x_train: Float[np.ndarray, "n d"],
+    y_train: Int[np.ndarray, " n"],
+    n_classes: int,
+    *,
+    hidden: int = 256,
+    weight_decay: float = 1e-4,
+    lr: float = 1e-3,
+    batch_size: int = 128,
+    max_epochs: int = 200,
+    patience: int = 10,
+    val_fraction: float = 0.1,
+    seed: int = 0,
+) -> torch.nn.Module:
+    """Train a one-hidden-layer ReLU MLP probe with early stopping; deterministic per seed.
+
+    Features are standardised with the training rows' mean and scale (folded into the returned
+    module, which takes raw features). A stratified ``val_fraction`` of the training rows is
+    held out for early stopping on the class-balanced validation loss; the best epoch's weights
+    are kept. Optimiser: Adam with decoupled weight decay (AdamW); class-balanced loss.
+
+    Args:
+        x_train: Raw training features.
+        y_train: Training classes in ``[0, n_classes)``.
+        n_classes: Number of classes.
+        hidden: Hidden units.
+        weight_decay: AdamW weight decay.
+        lr: Learning rate.
+        batch_size: Mini-batch size.
+        max_epochs: Maximum epochs.
+        patience: Epochs without validation improvement before stopping.
+        val_fraction: Share of each class held out for early stopping.
+        seed: Seed of initialisation, validation split and batch order.
+
+    Returns:
+        A module in eval mode mapping raw features ``(n, d)`` to logits ``(n, n_classes)``.
+    """
+    x_train = np.asarray(x_train)
+    y_train = np.asarray(y_train, dtype=np.int64)
+    rng = np.random.default_rng(seed)
+    val = np.zeros(len(y_train), dtype=bool)
+    for k in range(n_classes):
+        rows = np.flatnonzero(y_train == k)
+        n_val = int(math.floor(len(rows) * val_fraction))
+        if n_val and len(rows) - n_val > 0:
+            val[rng.choice(rows, size=n_val, replace=False)] = True
+    if not val.any():  # too few rows for a split: early-stop on the training loss
+        val = np.ones(len(y_train), dtype=bool)
+        fit_rows = np.ones(len(y_train), dtype=bool)
+    else:
+        fit_rows = ~val
+    mean, scale = fit_standardizer(x_train, fit_rows)
+    xs = torch.as_tensor((x_train - mean) / scale, dtype=torch.float32)
+    yt = torch.as_tensor(y_train)
+    counts = np.bincount(y_train[fit_rows], minlength=n_classes).astype(np.float64)
+    present = max(int((counts > 0).sum()), 1)
+    per_class = np.divide(
+        fit_rows.sum() / present, counts, out=np.zeros_like(counts), where=counts > 0
+    )
+    loss_w = torch.as_tensor(per_class, dtype=torch.float32)  # sklearn's "balanced"
+
+    gen = torch.Generator().manual_seed(int(seed))
+    d = xs.shape[1]
+    net = torch.nn.Sequential(
+        torch.nn.Linear(d, hidden), torch.nn.ReLU(), torch.nn.Linear(hidden, n_classes)
+    )
+    with torch.no_grad():
+        for layer in (net[0], net[2]):
+            bound = 1.0 / math.sqrt(layer.in_features)
+            layer.weight.copy_(torch.rand(layer.weight.shape, generator=gen) * 2 * bound - bound)
+            layer.bias.copy_(torch.rand(layer.bias.shape, generator=gen) * 2 * bound - bound)
+    opt = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=weight_decay)
+    fit_idx = torch.as_tensor(np.flatnonzero(fit_rows))
+    val_idx = torch.as_tensor(np.flatnonzero(val))
+    best_loss, best_state, stale = math.inf, None, 0
+    for _ in range(max_epochs):
+        net.train()
+        order = fit_idx[torch.randperm(len(fit_idx), generator=gen)]
+        for start in range(0, len(order), batch_size):
+            batch = order[start : start + batch_size]
+            opt.zero_grad()
+            loss = F.cross_entropy(net(xs[batch]), yt[batch], weight=loss_w)
+            loss.backward()
+            opt.step()
+        net.eval()
+        with torch.no_grad():
+            val_loss = float(F.cross_entropy(net(xs[val_idx]), yt[val_idx], weight=loss_w))
+        if val_loss < best_loss - 1e-6:
+            best_loss, stale = val_loss, 0
+            best_state = {k: v.detach().clone() for k, v in net.state_dict().items()}
+        else:
+            stale += 1
+            if stale >= patience:
+                break
+    if best_state is not None:
+        net.load_state_dict(best_state)
+    return _Standardized(net, mean, scale).eval()
+
+
+class _Standardized(torch.nn.Module):
+    """Wraps a module so that it takes raw features and standardises them first."""
+
+    def __init__(self, inner: torch.nn.Module, mean: np.ndarray, scale: np.ndarray) -> None:
+        super().__init__()
+        self.inner = inner
+        self.register_buffer("mean", torch.as_tensor(mean, dtype=torch.float32))
+        self.register_buffer("scale", torch.as_tensor(scale, dtype=torch.float32))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits of raw features."""
+        return self.inner((x - self.mean) / self.scale)
+
+
+# --------------------------------------------------------------------------------------------
+# Ridge regression
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RidgeSolution:
+    """Multi-target ridge fit on standardised features.
+
+    Attributes:
+        coef: Standardised-space weights ``(T, d)`` at each target's chosen penalty.
+        intercept: Intercepts ``(T,)`` (the training targets' means).
+        alpha: Chosen penalty of each target ``(T,)``.
+        loo_mse: Leave-one-out mean squared error ``(n_alphas, T)`` (``None`` with one alpha).
+    """
+
+    coef: np.ndarray
+    intercept: np.ndarray
+    alpha: np.ndarray
+    loo_mse: np.ndarray | None = None
+
+
+def ridge_fit(
+    x_std: Float[np.ndarray, "n d"],
+    y: Float[np.ndarray, "n T"],
+    alphas: Sequence[float],
+) -> RidgeSolution:
+    """Ridge regression of every target at once: ``min ||y - X w - b||^2 + alpha ||w||^2``.
+
+    Same objective as :class:`sklearn.linear_model.Ridge` with ``fit_intercept=True``. ``x_std``
+    must already be centred on these rows (standardised features are). One eigendecomposition
+    of ``X^T X`` serves all targets and all penalties. With several ``alphas`` each target gets
+    the one with the smallest leave-one-out squared error (the efficient LOO of
+    :class:`~sklearn.linear_model.RidgeCV`, computed exactly from the hat-matrix diagonal,
+    intercept included).
+
+    Args:
+        x_std: Centred (standardised) features.
+        y: Targets.
+        alphas: One or more positive penalties.
+
+    Returns:
+        The :class:`RidgeSolution`.
+    """
+    x = torch.as_tensor(np.asarray(x_std), dtype=torch.float64)
+    yt = torch.as_tensor(np.asarray(y), dtype=torch.float64)
+    n = x.shape[0]
+    y_mean = yt.mean(dim=0)
+    yc = yt - y_mean
+    evals, evecs = torch.linalg.eigh(x.T @ x)  # (d,), (d, d)
+    evals = evals.clamp_min(0.0)
+    proj = evecs.T @ (x.T @ yc)  # (d, T)
+    alpha_arr = torch.as_tensor(list(alphas), dtype=torch.float64)
+    if len(alpha_arr) == 1:
+        coef = evecs @ (proj / (evals + alpha_arr[0])[:, None])  # (d, T)
+        return RidgeSolution(
+            coef=coef.T.numpy(),
+            intercept=y_mean.numpy(),
+            alpha=np.full(yt.shape[1], float(alpha_arr[0])),
+        )
+    xv = x @ evecs  # (n, d)
+    xv2 = xv.pow(2)
+    loo = []
+    for alpha in alpha_arr:
+        shrink = 1.0 / (evals + alpha)
+        fitted = xv @ (proj * shrink[:, None])  # (n, T), centred predictions
+        hat = xv2 @ shrink + 1.0 / n  # (n,), intercept adds 1/n
+        resid = (yc - fitted) / (1.0 - hat).clamp_min(1e-12)[:, None]
+        loo.append(resid.pow(2).mean(dim=0))
+    loo_mse = torch.stack(loo)  # (A, T)
+    best = loo_mse.argmin(dim=0)  # (T,)
+    chosen = alpha_arr[best]  # (T,)
+    coef = evecs @ (proj / (evals[:, None] + chosen[None, :]))  # (d, T)
+    return RidgeSolution(
+        coef=coef.T.numpy(),
+        intercept=y_mean.numpy(),
+        alpha=chosen.numpy(),
+        loo_mse=loo_mse.numpy(),
+    )
