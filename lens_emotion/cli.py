@@ -120,6 +120,48 @@ def _cmd_infer(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_probe(args: argparse.Namespace) -> int:
+    from lens_emotion.models import load_model
+    from lens_emotion.workflows import run_probing
+
+    dataset = load_data_from_args(args)
+    model = load_model(
+        args.model, device=args.device, dtype=args.dtype, trust_remote_code=args.trust_remote_code
+    )
+    sites = [s.strip() for s in args.sites.split(",") if s.strip()]
+    formats = [f.strip() for f in args.formats.split(",") if f.strip()]
+    outputs = run_probing(
+        model,
+        dataset,
+        args.out,
+        template=args.template,
+        sites=sites,
+        last_k=args.last_k,
+        agreeing_only=args.agreeing_only,
+        n_folds=args.folds,
+        C=args.C,
+        alpha=args.alpha,
+        probe_model=args.probe,
+        formats=formats,
+        store_dir=args.store,
+        batch_size=args.batch_size,
+        seed=args.seed,
+        num_threads=args.threads,
+    )
+    table = outputs.emotion.table
+    for site in sites:
+        rows = table[table.site == site]
+        best = rows.loc[rows.accuracy_mean.idxmax()]
+        print(
+            f"{site:<11} best layer {int(best.layer):>2}: accuracy {best.accuracy_mean:.3f} "
+            f"(majority {best.majority_baseline:.3f}, shuffled {best.shuffled_control:.3f})"
+        )
+    embed = outputs.embedding.iloc[0]
+    print(f"embedding (resid_pre 0): accuracy {embed.accuracy_mean:.3f}")
+    print(f"probed {outputs.n_rows} rows; wrote {len(outputs.files)} files to {args.out}")
+    return 0
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     from lens_emotion.demo import run_demo
 
@@ -171,6 +213,45 @@ def build_parser() -> argparse.ArgumentParser:
     infer.add_argument("--batch-size", type=int, default=16)
     infer.add_argument("--out", required=True, help="output folder")
 
+    probe = sub.add_parser("probe", help="per-layer emotion and appraisal probes (Tak et al. 1)")
+    _add_model_args(probe)
+    _add_data_args(probe)
+    probe.add_argument("--template", default="emotion-list", choices=sorted(TEMPLATES))
+    probe.add_argument(
+        "--sites",
+        default="attn_out,mlp_out,resid_post",
+        help="comma-separated sites (default: attn_out,mlp_out,resid_post)",
+    )
+    probe.add_argument(
+        "--agreeing-only",
+        action="store_true",
+        help="probe only texts the model classifies correctly (mean-calibrated)",
+    )
+    probe.add_argument(
+        "--last-k",
+        type=int,
+        default=1,
+        help="also probe each of the last k positions of resid_post",
+    )
+    probe.add_argument("--folds", type=int, default=5)
+    probe.add_argument("--C", type=float, default=1.0, help="inverse L2 strength (logreg)")
+    probe.add_argument("--alpha", type=float, default=1.0, help="ridge penalty (appraisals)")
+    probe.add_argument("--probe", default="logreg", choices=["logreg", "mlp"])
+    probe.add_argument(
+        "--formats",
+        default="html",
+        help="figure formats, e.g. html,png,svg,pdf (static: ./run setup-static)",
+    )
+    probe.add_argument("--store", default=None, help="activation store folder (default: cache)")
+    probe.add_argument("--batch-size", type=int, default=16)
+    probe.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="torch threads for probe fits (1 is fastest on a busy CPU)",
+    )
+    probe.add_argument("--out", required=True, help="output folder")
+
     demo = sub.add_parser("demo", help="run every available analysis and write OUT/index.html")
     demo.add_argument("--out", default="demo_out", help="output folder (default: demo_out)")
     demo.add_argument("--model", default=None, help="model spec (default: offline SmolLM2)")
@@ -191,7 +272,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``lens-emotion``; returns the exit status."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    handlers = {"models": _cmd_models, "infer": _cmd_infer, "demo": _cmd_demo}
+    handlers = {"models": _cmd_models, "infer": _cmd_infer, "probe": _cmd_probe, "demo": _cmd_demo}
     try:
         return handlers[args.command](args)
     except LensEmotionError as exc:

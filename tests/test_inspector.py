@@ -1,0 +1,179 @@
+"""The offline inspector page and the offline CircuitsVis views, loaded in headless Chromium.
+
+The browser tests need Playwright (``pip install playwright``) and Debian's Chromium at
+/usr/bin/chromium; Playwright's own browser downloads are never used. They skip otherwise.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from lens_emotion.circuitsvis_offline import attention_heads_view, colored_tokens_view, write_views
+from lens_emotion.inspector import MAX_SAMPLES, InspectorError, build_inspector
+
+CHROMIUM = Path("/usr/bin/chromium")
+LAUNCH_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+
+
+@pytest.fixture(scope="module")
+def inspector_page(tiny_llama, sample_dataset, tmp_path_factory):
+    out = tmp_path_factory.mktemp("inspector")
+    return build_inspector(tiny_llama, sample_dataset, limit=5, out_dir=out, progress=False)
+
+
+@pytest.fixture(scope="module")
+def browser():
+    sync_api = pytest.importorskip(
+        "playwright.sync_api", reason="playwright is not installed (pip install playwright)"
+    )
+    if not CHROMIUM.exists():
+        pytest.skip(f"no Chromium at {CHROMIUM} (apt-get install chromium)")
+    with sync_api.sync_playwright() as pw:
+        try:
+            instance = pw.chromium.launch(executable_path=str(CHROMIUM), args=LAUNCH_ARGS)
+        except Exception as err:  # noqa: BLE001 - any launch failure means: cannot test here
+            pytest.skip(f"Chromium at {CHROMIUM} does not start under Playwright: {err}")
+        yield instance
+        instance.close()
+
+
+class _OfflinePage:
+    """A browser page that aborts (and records) every request that is not a local file."""
+
+    def __init__(self, browser):
+        self.page = browser.new_page(viewport={"width": 1300, "height": 1100})
+        self.requests: list[str] = []
+        self.errors: list[str] = []
+        self.page.on(
+            "console", lambda msg: self.errors.append(msg.text) if msg.type == "error" else None
+        )
+        self.page.on("pageerror", lambda exc: self.errors.append(str(exc)))
+        self.page.route("**/*", self._route)
+
+    def _route(self, route):
+        url = route.request.url
+        if url.startswith(("file:", "data:", "blob:")):
+            route.continue_()
+        else:
+            self.requests.append(url)
+            route.abort()
+
+    def close(self):
+        self.page.close()
+
+
+@pytest.fixture
+def offline_page(browser):
+    page = _OfflinePage(browser)
+    yield page
+    page.close()
+
+
+def _rendered(page, state: str) -> None:
+    # A selector wait needs no eval(), which the page's Content-Security-Policy forbids.
+    page.wait_for_selector(f'body[data-rendered="{state}"]', state="attached", timeout=15_000)
+
+
+def test_inspector_page_works_offline(inspector_page, offline_page, tmp_path):
+    page = offline_page.page
+    page.goto(inspector_page.as_uri())
+    page.wait_for_selector("body[data-rendered]")
+    assert page.get_attribute("body", "data-rendered") == "0/1/-1"  # sample 0, middle layer
+    assert page.locator("#sample option").count() == 5
+    assert page.locator("#head option").count() == 4 + 1  # query heads + mean
+    attention_before = page.inner_html("#attn-tokens")
+    grid_before = page.inner_html("#grid")
+
+    page.select_option("#layer", "0")
+    _rendered(page, "0/0/-1")
+    assert page.get_attribute("#attn-tokens", "data-layer") == "0"
+    assert page.inner_html("#attn-tokens") != attention_before
+    assert page.inner_html("#grid") != grid_before  # selected cell moved
+
+    page.select_option("#head", "2")
+    _rendered(page, "0/0/2")
+    assert "head 2" in page.inner_text("#attn-title")
+
+    text_before = page.inner_text("#text")
+    page.select_option("#sample", "3")
+    _rendered(page, "3/0/2")
+    assert page.inner_text("#text") != text_before
+    assert page.locator("#saliency .tok").count() > 0
+    assert page.locator("#probs rect").count() == 13
+
+    page.locator("#grid rect.cell").nth(3).click()  # layer 0, head 2 (column 0 is the mean)
+    _rendered(page, "3/0/2")
+    page.locator("#grid rect.cell").nth(5).click()  # layer 1, mean of heads
+    _rendered(page, "3/1/-1")
+    assert page.locator("#matrix").is_visible()  # layer 1 has a stored full matrix
+
+    assert offline_page.requests == []
+    assert offline_page.errors == []
+    shot = tmp_path / "inspector.png"
+    page.screenshot(path=str(shot), full_page=True)
+    assert shot.stat().st_size > 10_000
+    shutil.copyfile(shot, "/tmp/inspector.png")
+
+
+def test_inspector_page_is_self_contained(inspector_page):
+    page = inspector_page.read_text()
+    assert "Content-Security-Policy" in page and "default-src 'none'" in page
+    assert not re.search(r"<script[^>]*\bsrc\s*=", page)
+    assert not re.search(r"""(href|src)\s*=\s*["']?(https?:)?//""", page)
+    blocks = re.findall(r'<script type="application/json" id="sample-(\d+)">', page)
+    assert blocks == [str(i) for i in range(5)]
+    meta = json.loads(re.search(r'id="meta">(.*?)</script>', page).group(1))
+    assert meta["matrixLayers"] == [0, 1] and meta["heads"] == [0, 1, 2, 3]
+    assert meta["manifest"]["model"]["n_heads"] == 4
+
+
+def test_inspector_refuses_too_many_samples(tiny_llama, sample_dataset, tmp_path):
+    assert MAX_SAMPLES == 200
+    with pytest.raises(InspectorError, match="max_samples") as info:
+        build_inspector(tiny_llama, sample_dataset, limit=5, max_samples=4, out_dir=tmp_path)
+    assert "--limit 4 or less" in str(info.value)
+    with pytest.raises(InspectorError, match="at least 1"):
+        build_inspector(tiny_llama, sample_dataset, limit=0, out_dir=tmp_path)
+    with pytest.raises(InspectorError, match="matrix_layers"):
+        build_inspector(
+            tiny_llama, sample_dataset, limit=2, layers=[0], matrix_layers=[1], out_dir=tmp_path
+        )
+    assert not (tmp_path / "index.html").exists()
+
+
+def test_circuitsvis_views_render_offline(offline_page, tmp_path):
+    tokens = ["<s>", "When", " my", " dog", " died", " I", " cried"]
+    n = len(tokens)
+    pattern = np.tril(np.random.default_rng(0).random((3, n, n)))
+    pattern /= pattern.sum(-1, keepdims=True)
+    heads = attention_heads_view(tokens, pattern, [f"L0H{h}" for h in range(3)], title="heads")
+    colored = colored_tokens_view(tokens, np.linspace(-1, 1, n), title="saliency")
+    cases = {
+        "heads": ([heads], ["Head Selector", "L0H2"]),
+        "tokens": ([colored], ["dog", "cried"]),
+        "both": ([heads, colored], ["L0H2", "dog"]),
+    }
+    for name, (views, expected) in cases.items():
+        path = write_views(tmp_path / f"{name}.html", views, name)
+        offline_page.page.goto(path.as_uri())
+        roots = offline_page.page.locator("div[id^='circuits-vis-']")
+        assert roots.count() == len(views)
+        for k in range(len(views)):
+            roots.nth(k).locator("*").first.wait_for(timeout=15_000)  # React mounted content
+        text = offline_page.page.inner_text("body")
+        assert all(word in text for word in expected), text
+    assert offline_page.requests == []
+    assert offline_page.errors == []
