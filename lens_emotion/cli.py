@@ -162,6 +162,28 @@ def _cmd_probe(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_inspect(args: argparse.Namespace) -> int:
+    from lens_emotion.inspector import build_inspector
+    from lens_emotion.models import load_model
+
+    args.limit_for_inspector, args.limit = args.limit, None  # the inspector samples itself
+    dataset = load_data_from_args(args)
+    model = load_model(
+        args.model, device=args.device, dtype=args.dtype, trust_remote_code=args.trust_remote_code
+    )
+    path = build_inspector(
+        model,
+        dataset,
+        template=args.template,
+        limit=args.limit_for_inspector,
+        out_dir=args.out,
+        seed=args.seed,
+        command=shlex.join(["lens-emotion", *sys.argv[1:]]),
+    )
+    print(f"wrote {path} (self-contained, works offline: open it in a browser)")
+    return 0
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     from lens_emotion.demo import run_demo
 
@@ -252,6 +274,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     probe.add_argument("--out", required=True, help="output folder")
 
+    inspect = sub.add_parser("inspect", help="offline HTML attention inspector (OUT/index.html)")
+    _add_model_args(inspect)
+    _add_data_args(inspect)
+    inspect.set_defaults(limit=50)
+    inspect.add_argument("--template", default="emotion-list", choices=sorted(TEMPLATES))
+    inspect.add_argument("--out", required=True, help="output folder")
+
     demo = sub.add_parser("demo", help="run every available analysis and write OUT/index.html")
     demo.add_argument("--out", default="demo_out", help="output folder (default: demo_out)")
     demo.add_argument("--model", default=None, help="model spec (default: offline SmolLM2)")
@@ -272,7 +301,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``lens-emotion``; returns the exit status."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    handlers = {"models": _cmd_models, "infer": _cmd_infer, "probe": _cmd_probe, "demo": _cmd_demo}
+    handlers = {
+        "models": _cmd_models,
+        "infer": _cmd_infer,
+        "probe": _cmd_probe,
+        "inspect": _cmd_inspect,
+        "demo": _cmd_demo,
+    }
     try:
         return handlers[args.command](args)
     except LensEmotionError as exc:

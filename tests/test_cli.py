@@ -129,3 +129,13 @@ def test_console_script_infers_on_real_rows(crowd_envent_path, tmp_path):
 def test_models_pull_of_cached_alias_prints_its_folder(smollm2, capsys):
     assert main(["models", "pull", "smollm2-135m-instruct"]) == 0
     assert capsys.readouterr().out.strip() == str(smollm2.path)
+
+
+def test_inspect_cli_builds_offline_page(tiny_llama_dir, tmp_path, capsys):
+    out = tmp_path / "insp"
+    code = main(["inspect", "--model", str(tiny_llama_dir), "--dataset", "sample", "--limit", "3",
+                 "--out", str(out)])
+    assert code == 0
+    html = (out / "index.html").read_text()
+    assert "<script" in html and 'src="http' not in html
+    assert "index.html" in capsys.readouterr().out
