@@ -6,7 +6,9 @@ crowd-enVENT rows), and writes ``OUT/index.html``: one offline report page with 
 numbers, interactive figures, links to every CSV/JSON output and the run manifest.
 
 Analyses so far: emotion inference under the paper's prompt and the emotion-list prompt,
-uncalibrated and with both calibration modes, plus the non-emotional control task.
+uncalibrated and with both calibration modes; the non-emotional control task; per-layer
+emotion and appraisal probes with their alignment; and the attention analysis (token-group
+masses, emotion-bearing tokens, CircuitsVis views).
 """
 
 from __future__ import annotations
@@ -29,6 +31,10 @@ class DemoConfig:
         n_rows: crowd-enVENT rows (stratified subset) when real data is used.
         runs: ``(template, calibration)`` pairs of the inference step.
         batch_size: Prompts per forward pass.
+        probe_sites: Sites of the probing step.
+        probe_folds: Cross-validation folds of the probes.
+        attention_rows: Texts of the attention step (occlusion saliency is the costly part).
+        attention_layers: Layers of the attention step (default: all).
     """
 
     n_rows: int = 260
@@ -39,12 +45,20 @@ class DemoConfig:
         ("emotion-list", "mean"),
     )
     batch_size: int = 16
+    probe_sites: tuple[str, ...] = ("attn_out", "mlp_out", "resid_post")
+    probe_folds: int = 5
+    attention_rows: int = 48
+    attention_layers: tuple[int, ...] | None = None
 
     @classmethod
     def quick(cls) -> DemoConfig:
         """Smaller sizes for a smoke run (well under 3 minutes on a 2-core CPU)."""
         return cls(
-            n_rows=65, runs=(("paper", None), ("emotion-list", None), ("emotion-list", "mean"))
+            n_rows=65,
+            runs=(("paper", None), ("emotion-list", None), ("emotion-list", "mean")),
+            probe_sites=("resid_post",),
+            probe_folds=3,
+            attention_rows=12,
         )
 
 
@@ -180,6 +194,119 @@ def _control_step(
     return {"accuracy": result.accuracy}
 
 
+def _probing_step(
+    model: Any, dataset: Any, config: DemoConfig, out: Path, report: Any, progress: bool, seed: int
+) -> dict[str, Any]:
+    from lens_emotion.workflows import run_probing
+
+    folds = min(config.probe_folds, min(dataset.label_counts().values()))
+    outputs = run_probing(
+        model,
+        dataset,
+        out / "probing",
+        sites=config.probe_sites,
+        n_folds=folds,
+        seed=seed,
+        progress=progress,
+        num_threads=1,
+        batch_size=config.batch_size,
+    )
+    table = outputs.emotion.table
+    metrics: dict[str, Any] = {}
+    for site in config.probe_sites:
+        rows = table[table.site == site]
+        best = rows.loc[rows.accuracy_mean.idxmax()]
+        metrics[f"{site}: best layer (accuracy ± sd)"] = (
+            f"{int(best.layer)} ({best.accuracy_mean:.3f} ± {best.accuracy_sd:.3f})"
+        )
+    embed = outputs.embedding.iloc[0]
+    metrics["embedding baseline (resid_pre of block 0)"] = f"{embed.accuracy_mean:.3f}"
+    metrics["majority baseline"] = f"{table.majority_baseline.iloc[0]:.3f}"
+    figures = [outputs.emotion.figure(), outputs.emotion.heatmap()]
+    if outputs.appraisal is not None:
+        r2 = outputs.appraisal.table
+        plea = r2[(r2.appraisal == "pleasantness") & (r2.site == config.probe_sites[-1])]
+        best_r2 = plea.loc[plea.r2_mean.idxmax()]
+        metrics["pleasantness R² (best layer)"] = (
+            f"{best_r2.r2_mean:.3f} (layer {int(best_r2.layer)})"
+        )
+        figures += [outputs.appraisal.figure(), outputs.alignment.figure()]
+    report.add_section(
+        "Probing: where emotion and appraisals are linearly decodable",
+        text=(
+            f"Linear probes on {', '.join(config.probe_sites)} at the last prompt token of "
+            f"every layer ({folds}-fold stratified CV, standardised features, class-balanced "
+            "L2 logistic regression; shuffled-label control and majority baseline alongside). "
+            "Ridge probes predict the 21 appraisal ratings; the alignment map shows the cosine "
+            f"between emotion and appraisal probe directions per layer ({len(dataset)} texts)."
+        ),
+        metrics=metrics,
+        figures=figures,
+        links={
+            name: f"probing/{rel}"
+            for name, rel in sorted(outputs.files.items())
+            if rel.endswith((".csv", ".json"))
+        },
+    )
+    return {"best": {k: v for k, v in metrics.items()}, "n_rows": outputs.n_rows}
+
+
+def _attention_step(
+    model: Any, dataset: Any, config: DemoConfig, out: Path, report: Any, progress: bool, seed: int
+) -> dict[str, Any]:
+    from lens_emotion.attention import attention_mass
+    from lens_emotion.circuitsvis_offline import attention_heads_view
+
+    rows = dataset.sample(config.attention_rows, seed=seed)
+    result = attention_mass(
+        model,
+        rows,
+        "emotion-list",
+        layers=config.attention_layers,
+        seed=seed,
+        keep_patterns=True,
+        progress=progress,
+    )
+    paths = result.save(out / "attention")
+    bands = result.band_frame()
+    metrics: dict[str, Any] = {}
+    for row in bands.to_dict(orient="records"):
+        wanted = row["group"] in {"sink", "template", "context", "final"}
+        if (wanted and row["normalise"] == "total") or row["group"] == "emotion_enrichment":
+            metrics[f"{row['band']} ({row['layers']}): {row['group']}"] = (
+                f"{row['mean']:.3f} [{row['ci_low']:.3f}, {row['ci_high']:.3f}]"
+            )
+    html = []
+    if result.saliency is not None:
+        html.append(result.saliency.view(0))
+    if result.patterns is not None and result.patterns.query == "final":
+        layer = result.layers[len(result.layers) * 2 // 3]
+        li = result.layers.index(layer)
+        pattern = result.patterns.patterns[0][li]  # [head, key]: the final token's query
+        html.append(
+            attention_heads_view(
+                result.patterns.tokens[0], pattern, title=f"Final-token attention, layer {layer}"
+            )
+        )
+    report.add_section(
+        "Attention: what the final token looks at, layer by layer",
+        text=(
+            "Attention mass of the final token on the attention sink (first token), the "
+            "template, the event text and itself, per layer; emotion-bearing tokens are the "
+            "top 20% of event-text tokens by occlusion saliency (hiding the token lowers the "
+            "predicted label's log-prob most). Enrichment = per-token mass on emotion-bearing "
+            "tokens / per-token mass on the rest of the event text. Below: the saliency of "
+            "one text and the final-token attention of every head at one layer "
+            "(CircuitsVis, embedded offline)."
+        ),
+        metrics=metrics,
+        figures=[result.figure(), result.heatmap(group="emotion")],
+        html=html,
+        links={p.name: f"attention/{p.name}" for p in paths if p.suffix in {".csv", ".json"}},
+    )
+    return {"bands": bands.to_dict(orient="records"), "n_rows": len(rows)}
+
+
 def run_demo(
     out: str | Path = "demo_out",
     model_spec: str | None = None,
@@ -223,6 +350,10 @@ def run_demo(
         summary["inference"] = _inference_step(model, dataset, config, out, report, progress)
     with timer.step("control task"):
         summary["control"] = _control_step(model, dataset, config, out, report, progress)
+    with timer.step("probing"):
+        summary["probing"] = _probing_step(model, dataset, config, out, report, progress, seed)
+    with timer.step("attention"):
+        summary["attention"] = _attention_step(model, dataset, config, out, report, progress, seed)
     timer.timings["total"] = round(time.perf_counter() - started, 2)
     manifest = run_manifest(
         seed=seed,
@@ -241,5 +372,7 @@ def run_demo(
             file=sys.stderr,
         )
     print(f"  control task accuracy {summary['control']['accuracy']:.3f}", file=sys.stderr)
+    for key, value in summary["probing"]["best"].items():
+        print(f"  probing {key}: {value}", file=sys.stderr)
     print(f"  total {timer.timings['total']:.0f} s; report: {index}", file=sys.stderr)
     return index
