@@ -257,7 +257,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     probe.add_argument("--folds", type=int, default=5)
     probe.add_argument("--C", type=float, default=1.0, help="inverse L2 strength (logreg)")
-    probe.add_argument("--alpha", type=float, default=1.0, help="ridge penalty (appraisals)")
+    probe.add_argument(
+        "--alpha",
+        default="1,10,100,1000,10000",
+        help="ridge penalty of the appraisal probes, or a comma-separated grid "
+        "chosen per appraisal inside each training fold (default)",
+    )
     probe.add_argument("--probe", default="logreg", choices=["logreg", "mlp"])
     probe.add_argument(
         "--formats",

@@ -54,7 +54,7 @@ def run_probing(
     calibrate: bool | str = "mean",
     n_folds: int = 5,
     C: float = 1.0,
-    alpha: float = 1.0,
+    alpha: float | Sequence[float] = (1.0, 10.0, 100.0, 1e3, 1e4),
     probe_model: str = "logreg",
     formats: Sequence[str] = ("html",),
     store_dir: str | Path | None = None,
@@ -77,7 +77,8 @@ def run_probing(
         calibrate: Calibration used for the agreeing filter.
         n_folds: Cross-validation folds.
         C: Inverse L2 strength of the emotion probes.
-        alpha: Ridge penalty of the appraisal probes.
+        alpha: Ridge penalty of the appraisal probes, or a grid from which each appraisal's
+            penalty is chosen inside every training fold (leave-one-out), the default.
         probe_model: ``"logreg"`` or ``"mlp"``.
         formats: Figure formats (``"html"``, ``"png"``, ``"svg"``, ``"pdf"``).
         store_dir: Where to keep the activation store (default: the cache, by request hash).
