@@ -70,6 +70,16 @@ def peak_rss_gb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2
 
 
+def _status_gb(field: str) -> float:
+    text = Path("/proc/self/status").read_text()
+    return int(text.split(f"{field}:")[1].split()[0]) / 1024**2
+
+
+def reset_peak_rss() -> None:
+    """Reset the kernel's high-water mark (VmHWM) so the next phase is measured alone."""
+    Path("/proc/self/clear_refs").write_text("5")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--n", type=int, default=160)
@@ -86,7 +96,11 @@ def main() -> None:
     model_gb = sum(p.numel() * p.element_size() for p in model.bridge.parameters()) / 1024**3
 
     if args.full_rss:
+        load_peak = peak_rss_gb()  # includes the bridge's one-off weight-processing spike
         prompts = build_prompts(model, data.texts, data.labels, data.label_names, "emotion-list")
+        model.plain_model  # noqa: B018 - load the engine's weights before measuring
+        before = _status_gb("VmRSS")
+        reset_peak_rss()
         with tempfile.TemporaryDirectory() as tmp:
             start = time.perf_counter()
             store = extract_activations(
@@ -94,15 +108,20 @@ def main() -> None:
             )
             seconds = time.perf_counter() - start
             disk = sum(f.stat().st_size for f in Path(store.root).glob("*")) / 1024**3
+            extraction_peak = _status_gb("VmHWM")
         result = {
             "n": len(data),
             "seconds": seconds,
             "prompts_per_s": len(data) / seconds,
-            "peak_rss_gb": peak_rss_gb(),
+            "peak_rss_during_extraction_gb": extraction_peak,
+            "rss_before_extraction_gb": before,
+            "process_peak_rss_gb": peak_rss_gb(),
+            "load_peak_rss_gb": load_peak,
             "model_gb": model_gb,
             "store_gb": disk,
             "target_gb": model_gb + 1.5,
             "engine": store.manifest["engine"],
+            "threads": torch.get_num_threads(),
         }
         print(result)
         write_json_atomic(

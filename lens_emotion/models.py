@@ -713,6 +713,20 @@ def _load_tokenizer(folder: Path, trust_remote_code: bool) -> Any:
     return tokenizer
 
 
+def _release_freed_memory() -> None:
+    """Return memory freed after weight processing to the OS (glibc keeps it otherwise).
+
+    Booting the bridge and folding weights in compatibility mode briefly holds extra copies;
+    on SmolLM2 this trims the resident size after loading from ~1.5 GB to ~1.1 GB.
+    """
+    import ctypes
+    import gc
+
+    gc.collect()
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+
+
 def load_model(
     spec: str | Path = DEFAULT_MODEL,
     device: str | torch.device | None = None,
@@ -759,6 +773,7 @@ def load_model(
         ) from exc
     bridge.enable_compatibility_mode()
     bridge.eval()
+    _release_freed_memory()
     return EmotionModel(
         bridge=bridge,
         tokenizer=tokenizer,
