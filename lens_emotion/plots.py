@@ -25,6 +25,7 @@ import pandas as pd
 import plotly.graph_objects as go
 import plotly.io as pio
 
+from lens_emotion.data.crowd_envent import CROWD_ENVENT_EMOTIONS
 from lens_emotion.errors import LensEmotionError
 from lens_emotion.io import write_bytes_atomic
 
@@ -58,21 +59,7 @@ class StaticExportError(LensEmotionError, RuntimeError):
 # --------------------------------------------------------------------------------------------
 
 #: The 13 crowd-enVENT emotion labels, in the order figures use by default.
-EMOTION_ORDER: tuple[str, ...] = (
-    "anger",
-    "boredom",
-    "disgust",
-    "fear",
-    "guilt",
-    "joy",
-    "neutral",
-    "pride",
-    "relief",
-    "sadness",
-    "shame",
-    "surprise",
-    "trust",
-)
+EMOTION_ORDER: tuple[str, ...] = CROWD_ENVENT_EMOTIONS
 
 # Drawn from the Okabe-Ito and Paul Tol "muted" palettes, both designed to stay distinguishable
 # under the common colour-vision deficiencies; hues loosely follow emotion conventions.
