@@ -133,8 +133,19 @@ def test_models_pull_of_cached_alias_prints_its_folder(smollm2, capsys):
 
 def test_inspect_cli_builds_offline_page(tiny_llama_dir, tmp_path, capsys):
     out = tmp_path / "insp"
-    code = main(["inspect", "--model", str(tiny_llama_dir), "--dataset", "sample", "--limit", "3",
-                 "--out", str(out)])
+    code = main(
+        [
+            "inspect",
+            "--model",
+            str(tiny_llama_dir),
+            "--dataset",
+            "sample",
+            "--limit",
+            "3",
+            "--out",
+            str(out),
+        ]
+    )
     assert code == 0
     html = (out / "index.html").read_text()
     assert "<script" in html and 'src="http' not in html

@@ -15,7 +15,12 @@ def test_demo_writes_report_and_manifest(tiny_llama_dir, tmp_path):
     assert html.count("<script") >= 1 and 'src="http' not in html
     manifest = json.loads((tmp_path / "demo" / "manifest.json").read_text())
     assert manifest["data"]["name"] == "sample"
-    assert set(manifest["timings_s"]) >= {"load model", "emotion inference", "probing",
-                                          "attention", "total"}
+    assert set(manifest["timings_s"]) >= {
+        "load model",
+        "emotion inference",
+        "probing",
+        "attention",
+        "total",
+    }
     for run in ("paper", "emotion-list", "emotion-list_mean"):
         assert (tmp_path / "demo" / "inference" / run / "predictions.csv").is_file()
