@@ -305,22 +305,21 @@ def _capture(
     return {key: torch.cat(chunks) for key, chunks in wanted.items()}
 
 
-_VERIFIED: dict[int, bool] = {}
-
-
 def plain_engine_matches(model: Any, atol: float = 1e-3) -> bool:
-    """Check once per model that the plain engine reproduces the bridge's hook values."""
-    key = id(model)
-    if key not in _VERIFIED:
+    """Check once per model that the plain engine reproduces the bridge's hook values.
+
+    The verdict is cached on the model object (``_plain_engine_verified``).
+    """
+    verdict = getattr(model, "_plain_engine_verified", None)
+    if verdict is None:
         ids, mask = model.pad(model.encode(["I felt calm when the rain stopped.", "Hi there"]))
         layers = sorted({0, model.n_layers // 2, model.n_layers - 1})
         sites = STORE_SITES
         plain = _capture(model, "plain", ids, mask, sites, layers, 2)
         bridge = _capture(model, "bridge", ids, mask, sites, layers, 2)
-        _VERIFIED[key] = all(
-            torch.allclose(plain[k], bridge[k], atol=atol, rtol=1e-3) for k in plain
-        )
-    return _VERIFIED[key]
+        verdict = all(torch.allclose(plain[k], bridge[k], atol=atol, rtol=1e-3) for k in plain)
+        model._plain_engine_verified = verdict
+    return verdict
 
 
 def resolve_engine(model: Any, engine: str) -> str:

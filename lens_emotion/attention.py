@@ -1362,6 +1362,35 @@ def _rgba(hex_color: str, alpha: float) -> str:
     return f"rgba({r},{g},{b},{alpha})"
 
 
+def prompts_with_saliency(
+    model: Any,
+    dataset: Any,
+    template: Any,
+    *,
+    top_frac: float = 0.2,
+    min_tokens: int = 1,
+    use_cache: bool = True,
+    progress: bool = False,
+) -> tuple[PromptSet, tuple[TokenGroups, ...], Saliency]:
+    """Build a dataset's prompts, their token groups and the occlusion saliency in one go.
+
+    Shared by :func:`attention_mass` and the inspector.
+    """
+    prompt_set = build_prompts(model, dataset.texts, dataset.labels, dataset.label_names, template)
+    groups = token_groups(model, prompt_set, dataset.texts)
+    saliency = occlusion_saliency(
+        model,
+        prompt_set,
+        groups,
+        ids=tuple(dataset.ids),
+        top_frac=top_frac,
+        min_tokens=min_tokens,
+        use_cache=use_cache,
+        progress=progress,
+    )
+    return prompt_set, groups, saliency
+
+
 def attention_mass(
     model: Any,
     dataset: Any,
@@ -1411,19 +1440,16 @@ def attention_mass(
     if len(dataset) == 0:
         raise AttentionError("The dataset is empty; pass at least one text.")
     layer_t = _check_layers(model, layers)
-    prompt_set = build_prompts(model, dataset.texts, dataset.labels, dataset.label_names, template)
-    groups = token_groups(model, prompt_set, dataset.texts)
-    ids = tuple(dataset.ids)
-    saliency = occlusion_saliency(
+    prompt_set, groups, saliency = prompts_with_saliency(
         model,
-        prompt_set,
-        groups,
-        ids=ids,
+        dataset,
+        template,
         top_frac=top_frac,
         min_tokens=min_tokens,
         use_cache=share_prefix,
         progress=progress,
     )
+    ids = tuple(dataset.ids)
     token_lists = [list(t) for t in prompt_set.token_ids]
     prefix = shared_prefix_length(token_lists) if share_prefix else 0
     heads = tuple(range(model.n_heads))

@@ -54,14 +54,13 @@ from lens_emotion.attention import (
     _check_layers,
     _iter_patterns,
     group_masses,
-    occlusion_saliency,
+    prompts_with_saliency,
     shared_prefix_length,
-    token_groups,
 )
 from lens_emotion.errors import LensEmotionError
 from lens_emotion.io import write_text_atomic
 from lens_emotion.plots import emotion_color
-from lens_emotion.prompts import PromptTemplate, build_prompts, get_template
+from lens_emotion.prompts import PromptTemplate, get_template
 
 __all__ = ["MAX_SAMPLES", "InspectorError", "build_inspector"]
 
@@ -184,18 +183,10 @@ def build_inspector(
             f"matrix_layers {missing} are not among the inspected layers {list(layer_t)}; pick "
             "matrix layers from layers= (or pass matrix_layers=() for none)."
         )
-    prompt_set = build_prompts(model, data.texts, data.labels, data.label_names, tmpl)
-    groups = token_groups(model, prompt_set, data.texts)
-    ids = tuple(data.ids)
-    saliency = occlusion_saliency(
-        model,
-        prompt_set,
-        groups,
-        ids=ids,
-        top_frac=top_frac,
-        min_tokens=min_tokens,
-        progress=progress,
+    prompt_set, groups, saliency = prompts_with_saliency(
+        model, data, tmpl, top_frac=top_frac, min_tokens=min_tokens, progress=progress
     )
+    ids = tuple(data.ids)
     token_lists = [list(t) for t in prompt_set.token_ids]
     starts = [g.context_start for g in groups]
     prefix = shared_prefix_length(token_lists, starts)

@@ -14,6 +14,7 @@ import pytest
 from plotly.offline import get_plotlyjs
 
 from lens_emotion import plots
+from lens_emotion.data import CROWD_ENVENT_EMOTIONS
 from lens_emotion.errors import LensEmotionError
 from lens_emotion.plots import (
     EMOTION_COLORS,
@@ -28,21 +29,7 @@ from lens_emotion.plots import (
     write_figure,
 )
 
-CROWD_ENVENT = [
-    "anger",
-    "boredom",
-    "disgust",
-    "fear",
-    "guilt",
-    "joy",
-    "neutral",
-    "pride",
-    "relief",
-    "sadness",
-    "shame",
-    "surprise",
-    "trust",
-]
+CROWD_ENVENT = list(CROWD_ENVENT_EMOTIONS)
 
 SCRIPT_OR_LINK_TAG = re.compile(r"<(?:script|link)\b[^>]*>", re.IGNORECASE)
 URL_ATTR = re.compile(r"""\b(?:src|href)\s*=\s*["']?\s*([^"'\s>]+)""", re.IGNORECASE)

@@ -1,5 +1,6 @@
 import pytest
 
+from lens_emotion.data import CROWD_ENVENT_EMOTIONS
 from lens_emotion.errors import LabelTokenError, TemplateError
 from lens_emotion.prompts import (
     TEMPLATES,
@@ -11,21 +12,7 @@ from lens_emotion.prompts import (
     resolve_label_tokens,
 )
 
-CROWD_LABELS = [
-    "anger",
-    "boredom",
-    "disgust",
-    "fear",
-    "guilt",
-    "joy",
-    "neutral",
-    "pride",
-    "relief",
-    "sadness",
-    "shame",
-    "surprise",
-    "trust",
-]
+CROWD_LABELS = list(CROWD_ENVENT_EMOTIONS)
 
 
 def test_registry_has_required_templates():
