@@ -31,9 +31,11 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from numbers import Integral
 from pathlib import Path
 from typing import Any
 
@@ -69,6 +71,7 @@ __all__ = [
     "embedder_folder",
     "judge_cache_dir",
     "load_judge",
+    "shared_embedder",
 ]
 
 #: Label set name -> the judge's labels, in order (columns of ``predict_proba``).
@@ -281,6 +284,23 @@ class SentenceEmbedder:
                 bar.update(len(idx))
         bar.close()
         return out
+
+
+_SHARED: dict[tuple[str, str], SentenceEmbedder] = {}
+_SHARED_LOCK = threading.Lock()
+
+
+def shared_embedder(device: str = "cpu") -> SentenceEmbedder:
+    """One :class:`SentenceEmbedder` per device for the process, shared by all judges.
+
+    Loading both label sets' judges then loads all-MiniLM-L6-v2 (and hashes its weights) once.
+    """
+    folder = embedder_folder()
+    key = (str(folder), str(torch.device(device)))
+    with _SHARED_LOCK:
+        if key not in _SHARED:
+            _SHARED[key] = SentenceEmbedder(folder, device=device)
+        return _SHARED[key]
 
 
 # --------------------------------------------------------------------------- training data
@@ -622,6 +642,7 @@ def load_judge(
     c: float = 3.0,
     batch_size: int = 64,
     use_cache: bool = True,
+    device: str = "cpu",
 ) -> EmotionJudge:
     """Train (or load from cache) the offline emotion judge.
 
@@ -639,6 +660,7 @@ def load_judge(
         c: Inverse L2 regularisation strength of the logistic regression.
         batch_size: Texts per embedding batch.
         use_cache: Read and write the judge cache (``False`` always retrains, writes nothing).
+        device: Torch device of the embedder (shared by judges on the same device).
 
     Returns:
         The judge. ``judge.validation`` holds held-out ``accuracy``, ``macro_f1``,
@@ -656,8 +678,9 @@ def load_judge(
         raise JudgeInputError(
             f"unknown label_set {label_set!r}; choose one of {', '.join(JUDGE_LABEL_SETS)}"
         )
-    if isinstance(seed, bool) or not isinstance(seed, int):
+    if isinstance(seed, bool) or not isinstance(seed, Integral):
         raise JudgeInputError(f"seed={seed!r} must be an int")
+    seed = int(seed)
     if not 0.0 < float(test_size) < 1.0:
         raise JudgeInputError(f"test_size={test_size!r} must be a fraction in (0, 1)")
     if not (isinstance(c, int | float) and math.isfinite(c) and c > 0):
@@ -669,7 +692,7 @@ def load_judge(
     labels = JUDGE_LABEL_SETS[key_name]
     t_start = time.perf_counter()
     full, rows, dataset, path = _training_rows(key_name, data_path, text_column)
-    embedder = SentenceEmbedder()
+    embedder = shared_embedder(device)
     settings = {
         "cache_version": _CACHE_VERSION,
         "data_sha256": full.fingerprint(),

@@ -92,6 +92,19 @@ def test_embedding_independent_of_batching(embedder):
     )
 
 
+def test_embedder_loads_and_runs_without_network(monkeypatch):
+    import socket
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the judge's embedder tried to open a network connection")
+
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    monkeypatch.setattr(socket, "create_connection", refuse)
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    emb = SentenceEmbedder().embed(TEXTS[:1])
+    assert emb.shape == (1, 384)
+
+
 # ------------------------------------------------------------------ accuracy on real rows
 
 
@@ -150,20 +163,25 @@ def test_describe_is_a_manifest(sev_judge, crowd_envent_path):
     assert d["labels"] == list(SEV_EMOTIONS)
 
 
+def test_judges_share_one_embedder(sev_judge, crowd_judge):
+    assert sev_judge.embedder is crowd_judge.embedder
+
+
 # ------------------------------------------------------------------ determinism and cache
 
 
 def test_same_seed_same_judge_other_seed_other_split(small_csv, tmp_cache):
     a = load_judge("crowd-envent", data_path=small_csv, seed=3, progress=False, use_cache=False)
-    b = load_judge("crowd-envent", data_path=small_csv, seed=3, progress=False, use_cache=False)
-    c = load_judge("crowd-envent", data_path=small_csv, seed=4, progress=False, use_cache=False)
-    assert not a.from_cache and not b.from_cache
+    assert not tmp_cache.exists()  # use_cache=False writes nothing
+    b = load_judge("crowd-envent", data_path=small_csv, seed=3, progress=False)
+    c = load_judge("crowd-envent", data_path=small_csv, seed=4, progress=False)
+    assert not a.from_cache and not b.from_cache and not c.from_cache
     np.testing.assert_array_equal(a.coef, b.coef)
     assert a.validation == b.validation
     assert a.predict(TEXTS) == b.predict(TEXTS)
     np.testing.assert_array_equal(a.predict_proba(TEXTS), b.predict_proba(TEXTS))
+    assert c.cache_dir != b.cache_dir
     assert not np.array_equal(a.coef, c.coef)
-    assert not tmp_cache.exists()  # use_cache=False writes nothing
 
 
 def test_cache_reused_then_corruption_recomputed(small_csv, tmp_cache):

@@ -1,0 +1,109 @@
+"""The offline emotion judge (``lens_emotion.judge``): accuracy, first-train and cache-load times.
+
+In one process, on 1 CPU thread, with an empty temporary cache:
+  * first ``load_judge("crowd-envent")``: embeds all crowd-enVENT texts with all-MiniLM-L6-v2,
+    fits the logistic regression, writes the cache (the embedding throughput is reported);
+  * ``load_judge("sev")``: reuses the cached corpus embeddings, fits its own classifier;
+  * second ``load_judge`` of each label set: read from the cache (no training);
+  * the first ``predict`` after a cache load (includes loading the embedder);
+  * embedding throughput of our transformers path vs. ``SentenceTransformer.encode`` on the
+    same texts, interleaved over repeats, at a few batch sizes.
+
+    python benchmarks/bench_judge.py                 # full run (~2 min on 1 thread)
+    python benchmarks/bench_judge.py --n-speed 320   # smaller speed comparison
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from lens_emotion.data import default_crowd_envent_path, load_crowd_envent
+from lens_emotion.io import write_json_atomic
+from lens_emotion.judge import SentenceEmbedder, embedder_folder, load_judge
+from lens_emotion.manifest import run_manifest
+
+HEADLINE = (
+    "accuracy",
+    "macro_f1",
+    "majority_baseline",
+    "chance",
+    "n_train",
+    "n_test",
+    "accuracy_without_emotion_word",
+    "n_test_without_emotion_word",
+)
+
+
+def timed(fn):
+    start = time.perf_counter()
+    out = fn()
+    return out, time.perf_counter() - start
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--n-speed", type=int, default=640, help="texts for the speed comparison")
+    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--out", type=Path, default=Path("benchmarks/results/judge.json"))
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    path = default_crowd_envent_path()
+    results: dict = {"threads": torch.get_num_threads()}
+
+    with tempfile.TemporaryDirectory() as tmp:
+        os.environ["LENS_EMOTION_CACHE"] = tmp
+        for label_set in ("crowd-envent", "sev"):
+            judge, first_s = timed(
+                lambda ls=label_set: load_judge(ls, data_path=path, seed=args.seed, progress=False)
+            )
+            assert not judge.from_cache
+            again, cached_s = timed(
+                lambda ls=label_set: load_judge(ls, data_path=path, seed=args.seed, progress=False)
+            )
+            assert again.from_cache
+            _, first_predict_s = timed(lambda j=again: j.predict(["I missed the last train home."]))
+            results[label_set] = {
+                "first_load_s": first_s,
+                "timings": judge.timings,
+                "embeddings_from_cache": judge.training["embeddings_from_cache"],
+                "cache_load_s": cached_s,
+                "first_predict_after_cache_load_s": first_predict_s,
+                "validation": {k: judge.validation.get(k) for k in HEADLINE},
+                "per_class_recall": judge.validation["per_class_recall"],
+            }
+            print(label_set, {k: round(v, 3) for k, v in results[label_set]["validation"].items()})
+            print(f"  first load {first_s:.1f} s, from cache {cached_s:.2f} s", judge.timings)
+
+    from sentence_transformers import SentenceTransformer
+
+    texts = list(load_crowd_envent(path, text_column="generated_text").sample(args.n_speed).texts)
+    ours = SentenceEmbedder()
+    ours.embed(texts[:8])
+    st = SentenceTransformer(str(embedder_folder()), device="cpu", local_files_only=True)
+    st.encode(texts[:8])
+    speed: dict[str, list[float]] = {}
+    for _ in range(args.repeats):
+        for bs in (16, 64, 128):
+            _, s = timed(lambda b=bs: ours.embed(texts, batch_size=b))
+            speed.setdefault(f"ours_bs{bs}", []).append(len(texts) / s)
+            _, s = timed(lambda b=bs: st.encode(texts, batch_size=b))
+            speed.setdefault(f"sentence_transformers_bs{bs}", []).append(len(texts) / s)
+    results["embedding_texts_per_s"] = {k: statistics.median(v) for k, v in speed.items()}
+    results["embedding_texts_per_s_raw"] = speed
+    results["n_speed"] = len(texts)
+    print({k: round(v, 1) for k, v in results["embedding_texts_per_s"].items()})
+    results["manifest"] = run_manifest(seed=args.seed, extra={"embedder": ours.describe()})
+    write_json_atomic(args.out, results)
+    print("wrote", args.out)
+
+
+if __name__ == "__main__":
+    main()
