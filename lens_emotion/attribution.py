@@ -78,12 +78,14 @@ __all__ = [
     "HEAD_SITE",
     "AttributionError",
     "AttributionResult",
+    "AttributionOutputs",
     "PatchingComparison",
     "attribute",
     "attribution_patch",
     "compare_with_patching",
     "interpolation_patch",
     "patching_cost",
+    "run_attribution",
 ]
 
 ATP_SITES: tuple[str, ...] = ("resid_pre", "attn_out", "mlp_out", "resid_mid", "resid_post")
@@ -337,6 +339,44 @@ class AttributionResult:
         ).reset_index()
         table["n_pairs"] = self.n_pairs
         return table
+
+    def figure(self, title: str | None = None) -> Any:
+        """Mean AtP estimate against layer, one line per site (band: ±1 standard error)."""
+        import plotly.graph_objects as go
+
+        from lens_emotion.plots import apply_style
+
+        fig = go.Figure()
+        x = list(self.layers)
+        sem_scale = 1.0 / math.sqrt(max(1, self.n_pairs))
+        for k, site in enumerate(self.sites):
+            values = self.site_effects[:, k]
+            mean, sem = values.mean(axis=0), values.std(axis=0, ddof=0) * sem_scale
+            color = SITE_COLORS.get(site, "#333333")
+            fig.add_trace(
+                go.Scatter(
+                    x=x + x[::-1],
+                    y=np.concatenate([mean + sem, (mean - sem)[::-1]]),
+                    fill="toself",
+                    fillcolor=color,
+                    opacity=0.15,
+                    line={"width": 0},
+                    hoverinfo="skip",
+                    showlegend=False,
+                )
+            )
+            fig.add_trace(
+                go.Scatter(x=x, y=mean, mode="lines+markers", name=site, line={"color": color})
+            )
+        apply_style(
+            fig,
+            title
+            or f"Attribution patching: estimated change of the logit difference ({self.n_pairs} "
+            "pairs, last token)",
+        )
+        fig.update_xaxes(title_text="layer")
+        fig.update_yaxes(title_text="AtP estimate: Δ logit diff (source − target label)")
+        return fig
 
     def cost(self) -> dict[str, Any]:
         """Cost of this run in forward-pass equivalents (a backward pass counts as 2 forwards)."""
@@ -704,6 +744,17 @@ def _correlate(x: np.ndarray, y: np.ndarray) -> dict[str, float]:
     return out
 
 
+def _finite_or_none(obj: Any) -> Any:
+    """Replace NaN/inf floats by ``None`` in nested dicts/lists (strict JSON)."""
+    if isinstance(obj, dict):
+        return {key: _finite_or_none(value) for key, value in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_finite_or_none(value) for value in obj]
+    if isinstance(obj, float | np.floating) and not math.isfinite(float(obj)):
+        return None
+    return obj
+
+
 def _site_patch_frame(site_patching: Any) -> pd.DataFrame:
     """Per-pair span-1 patching effects as (site, layer, pair, patch_effect)."""
     frame = getattr(site_patching, "per_pair", site_patching)
@@ -736,17 +787,19 @@ def _site_patch_frame(site_patching: Any) -> pd.DataFrame:
 
 def _head_patch_array(head_patching: Any, n_pairs: int) -> np.ndarray:
     """Real head effects as ``(n_layers, n_heads)`` means or ``(n_pairs, n_layers, n_heads)``."""
-    for name in ("per_pair_effects", "pair_effects", "per_pair", "effects"):
+    array = None
+    for name in ("per_pair_effects", "per_pair"):
         value = getattr(head_patching, name, None)
-        if isinstance(value, np.ndarray | torch.Tensor) and np.asarray(value).ndim == 3:
-            return np.asarray(value, dtype=float)
-    value = getattr(head_patching, "effects", head_patching)
-    array = np.asarray(value, dtype=float)
+        if isinstance(value, np.ndarray | torch.Tensor) and value.ndim == 3:
+            array = np.asarray(value, dtype=float)
+            break
+    if array is None:
+        array = np.asarray(getattr(head_patching, "effects", head_patching), dtype=float)
     if array.ndim not in (2, 3) or (array.ndim == 3 and array.shape[0] != n_pairs):
         raise AttributionError(
             f"head_patching must give (n_layers, n_heads) mean effects or (n_pairs={n_pairs}, "
             f"n_layers, n_heads) per-pair effects, got shape {array.shape}; pass the result of "
-            "lens_emotion.patching.patch_heads(model, pairs)."
+            "lens_emotion.patching.patch_heads(model, pairs) on the same pairs."
         )
     return array
 
@@ -868,11 +921,13 @@ class PatchingComparison:
     def to_json(self) -> dict[str, Any]:
         """Correlations, cost and the top disagreements as a JSON-friendly dict."""
         top = self.disagreements(15).astype(object).where(lambda f: f.notna(), None)
-        return {
-            "correlations": self.correlations,
-            "cost": self.cost,
-            "disagreements": top.to_dict(orient="records"),
-        }
+        return _finite_or_none(
+            {
+                "correlations": self.correlations,
+                "cost": self.cost,
+                "disagreements": top.to_dict(orient="records"),
+            }
+        )
 
 
 def compare_with_patching(
@@ -939,17 +994,24 @@ def compare_with_patching(
         if atp.head_effects is None:
             raise AttributionError("head_patching was given but AtP ran with heads=False.")
         real_heads = _head_patch_array(head_patching, atp.n_pairs)
-        layer_idx = list(atp.layers)
-        if real_heads.shape[-2:] != (max(layer_idx) + 1, atp.n_heads) and real_heads.shape[-2:] != (
-            len(layer_idx),
-            atp.n_heads,
-        ):
+        if real_heads.shape[-1] != atp.n_heads:
             raise AttributionError(
                 f"Head effects have shape {real_heads.shape}; expected (..., n_layers, "
                 f"{atp.n_heads}) for this model's {atp.n_heads} query heads."
             )
-        if real_heads.shape[-2] != len(layer_idx):
-            real_heads = real_heads[..., layer_idx, :]
+        head_layers = tuple(getattr(head_patching, "layers", range(real_heads.shape[-2])))
+        if len(head_layers) != real_heads.shape[-2]:
+            raise AttributionError(
+                f"Head effects cover {real_heads.shape[-2]} layers but name {len(head_layers)}."
+            )
+        layer_idx = [layer for layer in head_layers if layer in atp.layers]
+        if not layer_idx:
+            raise AttributionError(
+                f"No layer in common between head patching {list(head_layers)[:5]}... and AtP "
+                f"{list(atp.layers)[:5]}...."
+            )
+        real_heads = real_heads[..., [head_layers.index(layer) for layer in layer_idx], :]
+        atp_heads = atp.head_effects[:, [atp.layers.index(layer) for layer in layer_idx]]
         heads = np.arange(atp.n_heads)
         layer_grid, head_grid = np.meshgrid(np.asarray(layer_idx), heads, indexing="ij")
         mean_real = real_heads.mean(axis=0) if real_heads.ndim == 3 else real_heads
@@ -958,7 +1020,7 @@ def compare_with_patching(
                 "site": HEAD_SITE,
                 "layer": layer_grid.ravel(),
                 "head": pd.array(head_grid.ravel(), dtype="Int64"),
-                "atp_effect": atp.head_effects.mean(axis=0).ravel(),
+                "atp_effect": atp_heads.mean(axis=0).ravel(),
                 "patch_effect": mean_real.ravel(),
             }
         )
@@ -972,7 +1034,7 @@ def compare_with_patching(
                     "site": HEAD_SITE,
                     "layer": np.tile(layer_grid.ravel(), n),
                     "head": pd.array(np.tile(head_grid.ravel(), n), dtype="Int64"),
-                    "atp_effect": atp.head_effects.reshape(n, -1).ravel(),
+                    "atp_effect": atp_heads.reshape(n, -1).ravel(),
                     "patch_effect": real_heads.reshape(n, -1).ravel(),
                 }
             )
@@ -996,3 +1058,166 @@ def compare_with_patching(
         correlations=correlations,
         cost=cost,
     )
+
+
+# --------------------------------------------------------------------------- workflow
+
+
+@dataclass(frozen=True)
+class AttributionOutputs:
+    """What :func:`run_attribution` computed and wrote.
+
+    Attributes:
+        atp: The AtP estimates.
+        comparison: AtP next to real single-layer patching (``None`` with ``compare=False``).
+        pairs: The pairs (a :class:`~lens_emotion.pairs.PatchPairs`).
+        files: Every file written.
+    """
+
+    atp: AttributionResult
+    comparison: PatchingComparison | None
+    pairs: Any = field(repr=False)
+    files: list[Path] = field(default_factory=list)
+
+
+def _write_figure_safely(
+    fig: Any, stem: Path, formats: Sequence[str]
+) -> tuple[list[Path], str | None]:
+    """Write a figure; when static export is not set up, fall back to HTML and say so."""
+    from lens_emotion.plots import StaticExportError, write_figure
+
+    try:
+        return write_figure(fig, stem, formats=formats), None
+    except StaticExportError as exc:
+        return write_figure(fig, stem, formats=("html",)), f"static formats skipped: {exc}"
+
+
+def run_attribution(
+    model: Any,
+    dataset: Any,
+    out_dir: str | Path,
+    *,
+    n_pairs: int = 100,
+    seed: int = 0,
+    template: str = "emotion-list",
+    agreeing_only: bool = True,
+    calibrate: bool | str | None = "auto",
+    sites: Sequence[str] = ATP_SITES,
+    heads: bool = True,
+    compare: bool = True,
+    method: str = "auto",
+    formats: Sequence[str] = ("html",),
+    batch_size: int = 8,
+    progress: bool = True,
+    command: str | None = None,
+) -> AttributionOutputs:
+    """Draw pairs, run AtP, check it against real single-layer patching and write it all.
+
+    Writes to ``out_dir``: ``attribution.csv`` (site, layer, head, atp_effect, atp_std,
+    atp_abs_mean, n_pairs, and patch_effect when compared), ``attribution_per_pair.csv``,
+    ``pairs.csv``, ``attribution.html`` (mean estimate per layer and site),
+    ``attribution_vs_patching.json`` / ``.csv`` and the scatter
+    ``attribution_vs_patching.html`` (with ``compare``), and ``manifest.json``.
+
+    Args:
+        model: An :class:`~lens_emotion.models.EmotionModel`.
+        dataset: An :class:`~lens_emotion.data.EmotionDataset`; every row is scored once to
+            find the clean predictions.
+        out_dir: Output folder.
+        n_pairs: Pairs to draw (see :func:`lens_emotion.patching.draw_pairs`).
+        seed: Seed of the pair draw (and of everything else).
+        template: Prompt template.
+        agreeing_only: Draw pairs among agreeing rows only (the paper's setting).
+        calibrate: Calibration of the clean predictions (see ``draw_pairs``).
+        sites: AtP sites (:data:`ATP_SITES`); the comparison covers those real patching has.
+        heads: Score (and compare) every query head too.
+        compare: Also run real span-1 patching (``patch_sites``/``patch_heads``) and correlate.
+        method: Engine of the real patching (see ``patch_sites``).
+        formats: Figure formats; static ones fall back to HTML when kaleido/Chromium is missing.
+        batch_size: Pairs per AtP forward/backward pass.
+        progress: Show progress bars.
+        command: The command line, for the manifest.
+
+    Returns:
+        The :class:`AttributionOutputs`.
+    """
+    from lens_emotion.manifest import run_manifest, seed_everything
+    from lens_emotion.patching import SITES, draw_pairs, patch_heads, patch_sites
+
+    seed_everything(seed)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    pairs = draw_pairs(
+        model,
+        dataset,
+        n_pairs=n_pairs,
+        seed=seed,
+        template=template,
+        agreeing_only=agreeing_only,
+        calibrate=calibrate,
+        progress=progress,
+    )
+    atp = attribute(
+        model, pairs, sites=sites, heads=heads, batch_size=batch_size, progress=progress
+    )
+    files: list[Path] = []
+    notes: list[str] = []
+    comparison = None
+    table = atp.table()
+    if compare:
+        patch_site_list = [site for site in SITES if site in atp.sites]
+        site_patching = patch_sites(
+            model, pairs, sites=patch_site_list, span=1, method=method, progress=progress
+        )
+        seconds = site_patching.seconds
+        head_patching = None
+        if heads:
+            head_patching = patch_heads(model, pairs, method=method, progress=progress)
+            seconds += head_patching.seconds
+        comparison = compare_with_patching(
+            atp, site_patching, head_patching, patching_seconds=seconds
+        )
+        comparison.cost["patching_method"] = site_patching.method
+        table = table.merge(
+            comparison.points[["site", "layer", "head", "patch_effect"]],
+            on=["site", "layer", "head"],
+            how="left",
+        )
+    manifest = run_manifest(
+        seed=seed,
+        model=model,
+        dataset=dataset,
+        template=pairs.template,
+        command=command,
+        extra={
+            "analysis": "attribution patching (AtP), last token",
+            "pairs": pairs.describe(),
+            "parameters": {
+                "sites": list(atp.sites),
+                "heads": heads,
+                "compare": compare,
+                "method": method,
+                "batch_size": batch_size,
+            },
+            "cost": comparison.cost if comparison is not None else atp.cost(),
+        },
+    )
+    files.append(write_text_atomic(out / "attribution.csv", table.to_csv(index=False)))
+    files.append(
+        write_text_atomic(out / "attribution_per_pair.csv", atp.per_pair().to_csv(index=False))
+    )
+    files.append(write_text_atomic(out / "pairs.csv", pairs.to_frame().to_csv(index=False)))
+    written, note = _write_figure_safely(atp.figure(), out / "attribution", formats)
+    files += written
+    notes += [note] if note else []
+    if comparison is not None:
+        files += comparison.save(out, manifest=manifest)
+        written, note = _write_figure_safely(
+            comparison.figure(), out / "attribution_vs_patching", formats
+        )
+        files += written
+        notes += [note] if note else []
+    if notes:
+        manifest["notes"] = sorted(set(notes))
+    files.append(write_json_atomic(out / "manifest.json", manifest))
+    return AttributionOutputs(atp=atp, comparison=comparison, pairs=pairs, files=files)

@@ -184,6 +184,54 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_attribute(args: argparse.Namespace) -> int:
+    from lens_emotion.attribution import ATP_SITES, run_attribution
+    from lens_emotion.models import load_model
+
+    sites = [s.strip() for s in args.sites.split(",") if s.strip()]
+    unknown = [s for s in sites if s not in ATP_SITES]
+    if unknown:
+        raise LensEmotionError(
+            f"Unknown --sites {unknown}; choose from {', '.join(ATP_SITES)} (comma-separated)."
+        )
+    if args.pairs < 1:
+        raise LensEmotionError(f"--pairs must be positive, got {args.pairs}.")
+    dataset = load_data_from_args(args)
+    model = load_model(
+        args.model, device=args.device, dtype=args.dtype, trust_remote_code=args.trust_remote_code
+    )
+    outputs = run_attribution(
+        model,
+        dataset,
+        args.out,
+        n_pairs=args.pairs,
+        seed=args.seed,
+        template=args.template,
+        agreeing_only=not args.all_rows,
+        sites=sites,
+        heads=not args.no_heads,
+        compare=not args.no_compare,
+        method=args.method,
+        formats=[f.strip() for f in args.formats.split(",") if f.strip()],
+        batch_size=args.batch_size,
+        command=shlex.join(["lens-emotion", *sys.argv[1:]]),
+    )
+    cost = outputs.atp.cost()
+    print(
+        f"AtP on {outputs.atp.n_pairs} pairs: {outputs.atp.seconds:.1f} s, "
+        f"{cost['atp_fpe']:.0f} forward-pass equivalents "
+        f"(one-forward-per-patch patching: {cost['patching_fpe']:.0f})"
+    )
+    if outputs.comparison is not None:
+        for key, corr in outputs.comparison.correlations.items():
+            print(
+                f"{key:<11} vs real span-1 patching: Pearson {corr['pearson']:.3f}, "
+                f"Spearman {corr['spearman']:.3f} (n={corr['n']})"
+            )
+    print(f"wrote {len(outputs.files)} files to {args.out}")
+    return 0
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     from lens_emotion.demo import run_demo
 
@@ -286,6 +334,40 @@ def build_parser() -> argparse.ArgumentParser:
     inspect.add_argument("--template", default="emotion-list", choices=sorted(TEMPLATES))
     inspect.add_argument("--out", required=True, help="output folder")
 
+    attribute = sub.add_parser(
+        "attribute", help="attribution patching (AtP) and its check against real patching"
+    )
+    _add_model_args(attribute)
+    _add_data_args(attribute)
+    attribute.set_defaults(limit=800)
+    attribute.add_argument("--pairs", type=int, default=100, help="pairs (default 100)")
+    attribute.add_argument("--template", default="emotion-list", choices=sorted(TEMPLATES))
+    attribute.add_argument(
+        "--all-rows",
+        action="store_true",
+        help="draw pairs among all rows, not only agreeing rows",
+    )
+    attribute.add_argument(
+        "--sites",
+        default="resid_pre,attn_out,mlp_out,resid_mid,resid_post",
+        help="comma-separated AtP sites (default: all five)",
+    )
+    attribute.add_argument("--no-heads", action="store_true", help="skip per-head (hook_z) AtP")
+    attribute.add_argument(
+        "--no-compare", action="store_true", help="skip the real span-1 patching comparison"
+    )
+    attribute.add_argument(
+        "--method",
+        default="auto",
+        choices=["auto", "fast", "bridge", "reference"],
+        help="engine of the real patching used for the comparison",
+    )
+    attribute.add_argument(
+        "--formats", default="html", help="figure formats, e.g. html,png (static: kaleido)"
+    )
+    attribute.add_argument("--batch-size", type=int, default=8, help="pairs per AtP pass")
+    attribute.add_argument("--out", required=True, help="output folder")
+
     demo = sub.add_parser("demo", help="run every available analysis and write OUT/index.html")
     demo.add_argument("--out", default="demo_out", help="output folder (default: demo_out)")
     demo.add_argument("--model", default=None, help="model spec (default: offline SmolLM2)")
@@ -311,6 +393,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "infer": _cmd_infer,
         "probe": _cmd_probe,
         "inspect": _cmd_inspect,
+        "attribute": _cmd_attribute,
         "demo": _cmd_demo,
     }
     try:

@@ -372,3 +372,73 @@ def test_smollm2_matches_transformer_lens_node_attribution(smollm2, crowd_envent
         tl_attribution_patch(
             smollm2.bridge, clean, corrupt, metric, EdgeAttributionConfig(granularity="edge")
         )
+
+
+# ---------------------------------------------------------------------------------------------
+# CLI: a small real run, checked against real single-layer patching
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [(["--sites", "attn_out,bogus"], "Unknown --sites"), (["--pairs", "0"], "--pairs")],
+)
+def test_cli_attribute_bad_options(tmp_path, capsys, extra, message):
+    from lens_emotion.cli import main
+
+    assert main(["attribute", "--dataset", "sample", "--out", str(tmp_path), *extra]) == 2
+    assert message in capsys.readouterr().err
+
+
+@pytest.mark.integration
+def test_cli_attribute_real_run_correlates_with_real_patching(
+    smollm2, crowd_envent_path, tmp_path, monkeypatch
+):
+    import lens_emotion.models
+
+    requested = []
+
+    def reuse_loaded(spec, **kwargs):  # the session's real SmolLM2, not a second copy
+        requested.append(spec)
+        return smollm2
+
+    monkeypatch.setattr(lens_emotion.models, "load_model", reuse_loaded)
+    from lens_emotion.cli import main
+
+    out = tmp_path / "atp"
+    argv = ["attribute", "--model", "smollm2-135m-instruct", "--dataset", "crowd-envent"]
+    argv += ["--data-path", str(crowd_envent_path), "--limit", "40", "--pairs", "3"]
+    argv += ["--seed", "0", "--out", str(out)]
+    assert main(argv) == 0
+    assert requested == ["smollm2-135m-instruct"]
+
+    table = pd.read_csv(out / "attribution.csv")
+    assert list(table.columns[:4]) == ["site", "layer", "head", "atp_effect"]
+    assert set(table.site) == {*ATP_SITES, HEAD_SITE}
+    assert table[table.site != HEAD_SITE]["head"].isna().all()
+    assert table[table.site == HEAD_SITE]["head"].notna().all()
+    assert len(table) == len(ATP_SITES) * 30 + 30 * 9
+    # Real effects are there for the three patched sites and the heads, not resid_pre/mid.
+    patched = table.site.isin(["attn_out", "mlp_out", "resid_post", HEAD_SITE])
+    assert table[patched].patch_effect.notna().all()
+    assert table[~patched].patch_effect.isna().all()
+
+    report = json.loads((out / "attribution_vs_patching.json").read_text())
+    corr = report["correlations"]
+    assert set(corr) == {"attn_out", "mlp_out", "resid_post", "sites", HEAD_SITE}
+    for key in ("attn_out", "mlp_out", "resid_post"):
+        assert corr[key]["pearson"] > 0 and corr[key]["spearman"] > 0, key
+    assert corr["sites"]["per_pair"]["pearson"] > 0.5
+    assert corr["sites"]["per_pair"]["spearman"] > 0.5
+    assert corr[HEAD_SITE]["per_pair"]["pearson"] > 0.5
+    assert corr[HEAD_SITE]["n"] == 30 * 9
+    cost = report["cost"]
+    assert cost["n_pairs"] == 3 and cost["atp_backward_passes"] == 3
+    assert cost["patching_fpe"] == 3 * (2 + 3 * 30 + 30 * 9)
+    assert len(report["disagreements"]) == 15
+
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["seed"] == 0 and manifest["pairs"]["n_kept"] == 3
+    assert manifest["model"]["n_kv_heads"] == 3
+    for name in ("attribution.html", "attribution_vs_patching.html", "pairs.csv"):
+        assert (out / name).stat().st_size > 0
