@@ -184,6 +184,50 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_patch(args: argparse.Namespace) -> int:
+    from lens_emotion.models import load_model
+    from lens_emotion.patching_workflow import run_patching
+
+    dataset = load_data_from_args(args)
+    model = load_model(
+        args.model, device=args.device, dtype=args.dtype, trust_remote_code=args.trust_remote_code
+    )
+    layers = [int(x) for x in args.layers.split(",") if x.strip()] if args.layers else None
+    calibrate = {"none": False}.get(args.calibrate, args.calibrate)
+    outputs = run_patching(
+        model,
+        dataset,
+        args.out,
+        n_pairs=args.pairs,
+        span=args.span,
+        seed=args.seed,
+        template=args.template,
+        agreeing_only=not args.all_rows,
+        calibrate=calibrate,
+        sites=[s.strip() for s in args.sites.split(",") if s.strip()],
+        layers=layers,
+        heads=not args.no_heads,
+        ablations=not args.no_ablations,
+        control=not args.no_control,
+        method=args.method,
+        formats=[f.strip() for f in args.formats.split(",") if f.strip()],
+        batch_size=args.batch_size,
+        command=shlex.join(["lens-emotion", *sys.argv[1:]]),
+    )
+    pairs = outputs.sites.pairs
+    print(
+        f"{len(pairs)} pairs kept of {pairs.n_candidates} examined ({pairs.n_eligible_rows} "
+        f"eligible of {pairs.n_rows} rows); engine {outputs.sites.method}"
+    )
+    for row in outputs.sites.peaks().itertuples():
+        print(
+            f"{row.site:<11} peak transfer {row.peak_transfer:.2f} at layer {row.peak_layer} "
+            f"(depth {row.relative_depth:.2f})"
+        )
+    print(f"wrote {len(outputs.files)} files to {args.out}")
+    return 0
+
+
 def _cmd_attribute(args: argparse.Namespace) -> int:
     from lens_emotion.attribution import ATP_SITES, run_attribution
     from lens_emotion.models import load_model
@@ -334,6 +378,41 @@ def build_parser() -> argparse.ArgumentParser:
     inspect.add_argument("--template", default="emotion-list", choices=sorted(TEMPLATES))
     inspect.add_argument("--out", required=True, help="output folder")
 
+    patch = sub.add_parser(
+        "patch", help="activation patching, head patching, ablations, control (Tak et al. 2)"
+    )
+    _add_model_args(patch)
+    _add_data_args(patch)
+    patch.set_defaults(limit=800)
+    patch.add_argument("--pairs", type=int, default=200, help="source/target pairs (default 200)")
+    patch.add_argument("--span", type=int, default=3, choices=[1, 3, 5], help="window size")
+    patch.add_argument("--template", default="emotion-list", choices=sorted(TEMPLATES))
+    patch.add_argument(
+        "--all-rows",
+        action="store_true",
+        help="draw pairs among all rows (kept only if clean predictions differ), not only "
+        "agreeing rows",
+    )
+    patch.add_argument(
+        "--calibrate",
+        default="auto",
+        choices=["auto", "none", "mean", "content-free"],
+        help="calibration of clean predictions (auto: mean for emotions, none for control)",
+    )
+    patch.add_argument("--sites", default="attn_out,mlp_out,resid_post")
+    patch.add_argument("--layers", default=None, help="comma-separated center layers (all)")
+    patch.add_argument("--method", default="auto", choices=["auto", "fast", "bridge", "reference"])
+    patch.add_argument("--no-heads", action="store_true", help="skip head (hook_z) patching")
+    patch.add_argument("--no-ablations", action="store_true", help="skip the ablations")
+    patch.add_argument("--no-control", action="store_true", help="skip the control task")
+    patch.add_argument(
+        "--formats",
+        default="html,png",
+        help="figure formats; static ones are skipped if kaleido/Chromium are missing",
+    )
+    patch.add_argument("--batch-size", type=int, default=16)
+    patch.add_argument("--out", required=True, help="output folder")
+
     attribute = sub.add_parser(
         "attribute", help="attribution patching (AtP) and its check against real patching"
     )
@@ -393,6 +472,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "infer": _cmd_infer,
         "probe": _cmd_probe,
         "inspect": _cmd_inspect,
+        "patch": _cmd_patch,
         "attribute": _cmd_attribute,
         "demo": _cmd_demo,
     }

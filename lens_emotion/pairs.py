@@ -183,12 +183,16 @@ class PatchPairs:
             "row_accuracy": round(float(self.row_accuracy), 4),
             "n_labels": len(self.labels),
             "metric_labels": "clean (calibrated) predictions of source and target",
-            "source_predictions": dict(pd.Series(self.source_prediction).value_counts()),
-            "target_predictions": dict(pd.Series(self.target_prediction).value_counts()),
+            "source_predictions": _counts(self.source_prediction),
+            "target_predictions": _counts(self.target_prediction),
             "n_unique_rows": len(set(self.source_ids) | set(self.target_ids)),
             "dataset": self.dataset_name,
             "dataset_sha256": self.dataset_sha256,
         }
+
+
+def _counts(values: Sequence[str]) -> dict[str, int]:
+    return {str(k): int(v) for k, v in pd.Series(values).value_counts().items()}
 
 
 def _resolve_calibration(calibrate: bool | str | None, template: PromptTemplate) -> Any:
@@ -302,10 +306,11 @@ def draw_pairs(
     kept, examined = _draw_order(eligible, gold[eligible], pred[eligible], n_pairs, rng)
     if not kept:
         where = "agreeing rows" if agreeing_only else "rows"
+        fix = ", or pass agreeing_only=False (--all-rows)" if agreeing_only else ""
         raise PatchingError(
-            f"No source/target pair could be formed: {len(eligible)} {where} of {len(dataset)} "
-            "with at least two different labels (and different clean predictions) are needed. "
-            "Score more rows (a larger dataset or --limit), or pass agreeing_only=False."
+            f"No source/target pair could be formed from {len(eligible)} {where} of "
+            f"{len(dataset)}: two rows with different human labels and different clean "
+            f"predictions are needed. Score more rows (a larger dataset or --limit){fix}."
         )
     src = [a for a, _ in kept]
     tgt = [b for _, b in kept]

@@ -239,15 +239,7 @@ def run_variants(
     clean = np.empty((n, len(labels)), dtype=np.float32)
     bar = tqdm(total=n * m, desc=f"patching ({method})", disable=not progress, unit="run")
     if method == "fast":
-        engine = _fast_engine(model)
-        per_batch = max(1, max_rows // m)
-        for batch in length_batches([len(t) for t in target_tokens], per_batch):
-            input_ids, mask = model.pad([target_tokens[i] for i in batch])
-            run = engine.clean(input_ids, mask, labels)
-            rows = torch.as_tensor(batch, device=model.device)
-            patched[batch] = engine.patched(run, variants, provider, rows, labels).cpu().numpy()
-            clean[batch] = run.logits.cpu().numpy()
-            bar.update(len(batch) * m)
+        _run_fast(model, target_tokens, variants, provider, labels, max_rows, patched, clean, bar)
     elif method == "bridge":
         _run_bridge(
             model, target_tokens, variants, provider, labels, bridge_rows, patched, clean, bar
@@ -258,6 +250,65 @@ def run_variants(
         raise PatchingError(f"method must be 'fast', 'bridge' or 'reference', not {method!r}.")
     bar.close()
     return patched, clean
+
+
+def _target_batches(
+    target_tokens: Sequence[Sequence[int]], rows_per_batch: int
+) -> list[tuple[list[Sequence[int]], np.ndarray, np.ndarray]]:
+    """Batches of distinct target prompts (length-sorted), with the rows that use them.
+
+    Returns:
+        Per batch: the distinct prompts, the row indices, and for each row the position of its
+        prompt in the batch. A batch holds at most ``rows_per_batch`` rows (at least one
+        prompt).
+    """
+    index: dict[tuple[int, ...], int] = {}
+    where = np.array([index.setdefault(tuple(t), len(index)) for t in target_tokens])
+    unique = list(index)
+    uses = np.bincount(where, minlength=len(unique))
+    batches = []
+    current: list[int] = []
+    count = 0
+    for u in np.argsort([len(t) for t in unique], kind="stable"):
+        if current and count + uses[u] > rows_per_batch:
+            batches.append(current)
+            current, count = [], 0
+        current.append(int(u))
+        count += int(uses[u])
+    if current:
+        batches.append(current)
+    out = []
+    for batch in batches:
+        local = {u: i for i, u in enumerate(batch)}
+        rows = np.flatnonzero(np.isin(where, batch))
+        out.append(([unique[u] for u in batch], rows, np.array([local[where[r]] for r in rows])))
+    return out
+
+
+@torch.inference_mode()
+def _run_fast(
+    model: Any,
+    target_tokens: Sequence[Sequence[int]],
+    variants: Sequence[Variant],
+    provider: Provider,
+    labels: Tensor,
+    max_rows: int,
+    patched: np.ndarray,
+    clean: np.ndarray,
+    bar: Any,
+) -> None:
+    """Fast path: one cached clean run per distinct target, last position only per variant."""
+    engine = _fast_engine(model)
+    m = len(variants)
+    for prompts, rows, local in _target_batches(target_tokens, max(1, max_rows // m)):
+        input_ids, mask = model.pad(prompts)
+        run = engine.clean(input_ids, mask, labels).select(
+            torch.as_tensor(local, device=model.device)
+        )
+        row_t = torch.as_tensor(rows, device=model.device)
+        patched[rows] = engine.patched(run, variants, provider, row_t, labels).cpu().numpy()
+        clean[rows] = run.logits.cpu().numpy()
+        bar.update(len(rows) * m)
 
 
 def _hook_plan(

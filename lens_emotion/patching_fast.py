@@ -104,6 +104,18 @@ class CleanRun:
     acts: dict[str, Tensor]
     logits: Float[Tensor, "P n_labels"]
 
+    def select(self, index: Tensor) -> CleanRun:
+        """The run of the prompts at ``index`` (repeats allowed: one clean run, many rows)."""
+        return CleanRun(
+            keys=[k[index] for k in self.keys],
+            values=[v[index] for v in self.values],
+            key_bias=self.key_bias[index],
+            cos=self.cos[index],
+            sin=self.sin[index],
+            acts={s: a[:, index] for s, a in self.acts.items()},
+            logits=self.logits[index],
+        )
+
 
 def _rotate_half(x: Tensor) -> Tensor:
     half = x.shape[-1] // 2
