@@ -15,10 +15,18 @@ Two label sets:
 
 Training uses a seeded stratified train / held-out split; held-out accuracy, macro-F1,
 per-class recall and the chance / majority baselines are stored in
-:attr:`EmotionJudge.validation`. The trained weights are cached (safetensors + JSON, atomic
-writes) under ``cache_root()/judges/<key>/``, where the key hashes the data fingerprint, label
-set, text column, seed, training settings and the embedder's weight hash. A cache entry whose
-metadata or weight hash does not match is retrained, never trusted.
+:attr:`EmotionJudge.validation`. By default the judge trains on crowd-enVENT's
+``generated_text`` (the writers' texts with their emotion words, e.g. "I felt joy when ..."),
+since generated text may name its emotion too; a third of the rows do, so ``validation`` also
+reports ``accuracy_without_emotion_word`` on the held-out rows that name none (there the judge
+must read the event). ``text_column="hidden_emo_text"`` trains on the masked texts instead.
+
+The trained weights are cached (safetensors + JSON, atomic writes) under
+``cache_root()/judges/<label_set>-<key>/``, where the key hashes the data fingerprint, label
+set, text column, seed, training settings and the embedder's weight hash; the corpus
+embeddings are cached too (``judges/embeddings/``), so a second label set or seed trains in
+about a second. A cache entry whose metadata, file hash or weight digest does not match is
+recomputed, never trusted.
 
 Example:
     >>> judge = load_judge(label_set="sev")  # doctest: +SKIP
@@ -238,7 +246,7 @@ class SentenceEmbedder:
         self._model = model.to(self.device).eval()
 
     def embed(
-        self, texts: Sequence[str], batch_size: int = 64, progress: bool = False
+        self, texts: Sequence[str], batch_size: int = 16, progress: bool = False
     ) -> Float[np.ndarray, "n 384"]:
         """Embed texts.
 
@@ -375,7 +383,7 @@ def corpus_embeddings(
     full: EmotionDataset,
     embedder: SentenceEmbedder,
     *,
-    batch_size: int = 64,
+    batch_size: int = 16,
     progress: bool = True,
     use_cache: bool = True,
 ) -> tuple[Float[np.ndarray, "n 384"], bool, float]:
@@ -450,7 +458,7 @@ class EmotionJudge:
     timings: dict[str, float] = field(default_factory=dict)
 
     def embed(
-        self, texts: Sequence[str], batch_size: int = 64, progress: bool = False
+        self, texts: Sequence[str], batch_size: int = 16, progress: bool = False
     ) -> Float[np.ndarray, "n 384"]:
         """Sentence embeddings of ``texts`` (see :meth:`SentenceEmbedder.embed`)."""
         return self.embedder.embed(texts, batch_size=batch_size, progress=progress)
@@ -468,7 +476,7 @@ class EmotionJudge:
         return _softmax(emb @ self.coef.T + self.intercept)
 
     def predict_proba(
-        self, texts: Sequence[str], batch_size: int = 64, progress: bool = False
+        self, texts: Sequence[str], batch_size: int = 16, progress: bool = False
     ) -> Float[np.ndarray, "n n_labels"]:
         """Probability of each label (columns in :attr:`labels` order) for each text.
 
@@ -478,7 +486,7 @@ class EmotionJudge:
         return self.proba_from_embeddings(self.embed(texts, batch_size, progress))
 
     def predict(
-        self, texts: Sequence[str], batch_size: int = 64, progress: bool = False
+        self, texts: Sequence[str], batch_size: int = 16, progress: bool = False
     ) -> list[str]:
         """The most probable label of each text.
 
@@ -640,7 +648,7 @@ def load_judge(
     text_column: str = "generated_text",
     test_size: float = 0.2,
     c: float = 3.0,
-    batch_size: int = 64,
+    batch_size: int = 16,
     use_cache: bool = True,
     device: str = "cpu",
 ) -> EmotionJudge:
