@@ -828,39 +828,55 @@ class PatchingComparison:
         """The ``k`` components whose AtP estimate and real effect differ most (abs_error)."""
         return self.points.sort_values("abs_error", ascending=False).head(k).reset_index(drop=True)
 
-    def figure(self, title: str | None = None) -> Any:
+    def figure(self, title: str | None = None, level: str = "mean") -> Any:
         """Scatter of AtP estimate against the real patch effect, coloured by site.
 
-        Left panel: per-layer sites (one point per site and layer, mean over pairs); right
-        panel: heads (one point per layer and head). The dashed line is ``y = x``.
+        Left panel: per-layer sites; right panel: heads. The dashed line is ``y = x``; legend
+        entries and panel titles give Pearson ``r`` and Spearman ``ρ`` at the same level.
+
+        Args:
+            title: Figure title.
+            level: ``"mean"`` (one point per component, mean over pairs) or ``"pair"`` (one
+                point per pair and component).
+
+        Raises:
+            AttributionError: Unknown level, or ``"pair"`` without per-pair real effects.
         """
         import plotly.graph_objects as go
         from plotly.subplots import make_subplots
 
         from lens_emotion.plots import apply_style
 
+        if level not in {"mean", "pair"}:
+            raise AttributionError(f"level must be 'mean' or 'pair', not {level!r}.")
+        data = self.points if level == "mean" else self.pair_points
+        if data is None:
+            raise AttributionError("No per-pair real effects were given; use level='mean'.")
+
         def corr_text(key: str) -> str:
             c = self.correlations.get(key, {})
+            c = c.get("per_pair", {}) if level == "pair" else c
             return f"r={c.get('pearson', math.nan):.2f}, ρ={c.get('spearman', math.nan):.2f}"
 
-        has_heads = bool((self.points.site == HEAD_SITE).any())
-        titles = [f"sites ({corr_text('sites')})"]
-        if has_heads:
-            titles.append(f"heads ({corr_text(HEAD_SITE)})")
-        fig = make_subplots(rows=1, cols=len(titles), subplot_titles=titles)
-        for col, rows in enumerate(
-            [
-                self.points[self.points.site != HEAD_SITE],
-                self.points[self.points.site == HEAD_SITE],
-            ][: len(titles)],
-            start=1,
-        ):
+        panels = [("sites", data[data.site != HEAD_SITE])]
+        if (data.site == HEAD_SITE).any():
+            panels.append((HEAD_SITE, data[data.site == HEAD_SITE]))
+        titles = [
+            f"{'heads (hook_z)' if key == HEAD_SITE else 'sites'}: {corr_text(key)}"
+            for key, _ in panels
+        ]
+        fig = make_subplots(rows=1, cols=len(panels), subplot_titles=titles)
+        size = 7 if level == "mean" else 4
+        for col, (_, rows) in enumerate(panels, start=1):
             for site, group in rows.groupby("site", sort=False):
                 label = "head (hook_z)" if site == HEAD_SITE else f"{site} ({corr_text(site)})"
                 heads = group["head"].astype("float").fillna(-1).astype(int)
+                pair = group["pair"] if "pair" in group else [None] * len(group)
                 hover = [
-                    f"{site} L{layer}" + (f" H{h}" if h >= 0 else "")
-                    for layer, h in zip(group["layer"], heads, strict=True)
+                    f"{site} L{layer}"
+                    + (f" H{h}" if h >= 0 else "")
+                    + (f" pair {p}" if p is not None else "")
+                    for layer, h, p in zip(group["layer"], heads, pair, strict=True)
                 ]
                 fig.add_trace(
                     go.Scatter(
@@ -869,37 +885,44 @@ class PatchingComparison:
                         mode="markers",
                         name=label,
                         text=hover,
-                        marker={"color": SITE_COLORS.get(site, "#333333"), "size": 7},
+                        marker={
+                            "color": SITE_COLORS.get(site, "#333333"),
+                            "size": size,
+                            "opacity": 0.85 if level == "mean" else 0.5,
+                        },
                         hovertemplate="%{text}<br>patch %{x:.3f}<br>AtP %{y:.3f}<extra></extra>",
                     ),
                     row=1,
                     col=col,
                 )
-            if not rows.empty:
-                lo = float(min(rows.patch_effect.min(), rows.atp_effect.min()))
-                hi = float(max(rows.patch_effect.max(), rows.atp_effect.max()))
-                fig.add_trace(
-                    go.Scatter(
-                        x=[lo, hi],
-                        y=[lo, hi],
-                        mode="lines",
-                        line={"dash": "dash", "color": "#888888"},
-                        showlegend=False,
-                        hoverinfo="skip",
-                    ),
-                    row=1,
-                    col=col,
-                )
-            fig.update_xaxes(
-                title_text="real patch: Δ logit diff (mean over pairs)", row=1, col=col
+            lo = float(min(rows.patch_effect.min(), rows.atp_effect.min()))
+            hi = float(max(rows.patch_effect.max(), rows.atp_effect.max()))
+            fig.add_trace(
+                go.Scatter(
+                    x=[lo, hi],
+                    y=[lo, hi],
+                    mode="lines",
+                    line={"dash": "dash", "color": "#888888"},
+                    showlegend=False,
+                    hoverinfo="skip",
+                ),
+                row=1,
+                col=col,
             )
+            what = "mean over pairs" if level == "mean" else "per pair"
+            fig.update_xaxes(title_text=f"real patch: Δ logit diff ({what})", row=1, col=col)
             fig.update_yaxes(title_text="AtP estimate", row=1, col=col)
         n = int(self.cost.get("n_pairs", 0))
         apply_style(
             fig,
             title or f"Attribution patching vs single-layer activation patching ({n} pairs)",
         )
-        fig.update_layout(width=520 * len(titles) + 80, height=560)
+        fig.update_layout(
+            width=520 * len(panels) + 80,
+            height=600,
+            legend={"y": -0.16, "yanchor": "top", "x": 0.5, "xanchor": "center"},
+            margin={"b": 120},
+        )
         return fig
 
     def save(self, out_dir: str | Path, manifest: Mapping[str, Any] | None = None) -> list[Path]:

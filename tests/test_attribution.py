@@ -208,6 +208,12 @@ def test_tiny_comparison_plumbing(tiny_llama, tiny_pairs, tiny_atp, tmp_path):
     fig = cmp.figure()
     sites_in_fig = {trace.name.split(" ")[0] for trace in fig.data if trace.name}
     assert {"attn_out", "mlp_out", "resid_post", "head"} <= sites_in_fig
+    assert sum(len(t.x) for t in fig.data if t.mode == "markers") == len(cmp.points)
+    per_pair_fig = cmp.figure(level="pair")
+    n_markers = sum(len(t.x) for t in per_pair_fig.data if t.mode == "markers")
+    assert n_markers == len(cmp.pair_points) == 3 * (3 * tiny_llama.n_layers + 2 * 4)
+    with pytest.raises(AttributionError, match="level"):
+        cmp.figure(level="median")
     assert cmp.cost["patching_seconds"] == 1.5
     paths = cmp.save(tmp_path, manifest={"seed": 0})
     payload = json.loads(paths[0].read_text())
