@@ -1,0 +1,63 @@
+"""``lens-emotion patch`` end to end on a small real run (SmolLM2, real crowd-enVENT rows)."""
+
+import json
+
+import pandas as pd
+import pytest
+
+from lens_emotion import cli
+from lens_emotion.patching import TABLE_COLUMNS
+
+
+@pytest.fixture
+def reuse_loaded_model(monkeypatch, smollm2):
+    """The CLI loads its model by name; hand it the session's already loaded SmolLM2."""
+    import lens_emotion.models
+
+    monkeypatch.setattr(lens_emotion.models, "load_model", lambda *args, **kwargs: smollm2)
+
+
+@pytest.mark.integration
+def test_patch_cli_writes_tables_figures_and_manifest(
+    reuse_loaded_model, crowd_envent_path, tmp_path, capsys
+):
+    out = tmp_path / "patch"
+    argv = ["patch", "--dataset", "crowd-envent", "--data-path", str(crowd_envent_path)]
+    argv += ["--limit", "24", "--pairs", "2", "--span", "3", "--layers", "0,14,29"]
+    argv += ["--seed", "0", "--formats", "html", "--out", str(out)]
+    assert cli.main(argv) == 0
+    printed = capsys.readouterr().out
+    assert "pairs kept" in printed and "attn_out" in printed
+
+    table = pd.read_csv(out / "patching.csv")
+    assert tuple(table.columns) == TABLE_COLUMNS
+    assert sorted(table.center_layer.unique()) == [0, 14, 29] and (table.span == 3).all()
+    assert len(table) == 9
+    heads = pd.read_csv(out / "heads.csv")
+    assert len(heads) == 3 * 9 and set(heads["head"]) == set(range(9))
+    ablations = pd.read_csv(out / "ablations.csv")
+    assert set(ablations["mode"]) == {"zero", "mean", "random"} and len(ablations) == 27
+    control = pd.read_csv(out / "control_patching.csv")
+    assert tuple(control.columns) == TABLE_COLUMNS
+    comparison = pd.read_csv(out / "control_comparison.csv")
+    assert list(comparison.site) == ["attn_out", "mlp_out", "resid_post"]
+    pairs = pd.read_csv(out / "pairs.csv")
+    assert (pairs.source_human != pairs.target_human).all()
+    for name in ("transfer", "heads", "ablations", "control"):
+        html = (out / "figures" / f"{name}.html").read_text()
+        assert "plotly" in html.lower()
+
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["seed"] == 0 and manifest["model"]["n_layers"] == 30
+    assert manifest["pairs"]["n_kept"] == 2 and manifest["pairs"]["agreeing_only"] is True
+    assert manifest["pairs"]["calibration"] == "mean"
+    assert manifest["control"]["pairs"]["template"] == "control-first-word"
+    assert manifest["parameters"]["method"] == "fast"
+    assert set(manifest["files"]) >= {"patching.csv", "heads.csv", "ablations.csv"}
+
+
+@pytest.mark.integration
+def test_patch_cli_bad_request_exits_2(reuse_loaded_model, crowd_envent_path, tmp_path, capsys):
+    argv = ["patch", "--data-path", str(crowd_envent_path), "--limit", "20", "--pairs", "0"]
+    assert cli.main([*argv, "--out", str(tmp_path / "x")]) == 2
+    assert "n_pairs must be at least 1" in capsys.readouterr().err
