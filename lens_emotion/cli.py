@@ -276,6 +276,12 @@ def _cmd_attribute(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_steer(args: argparse.Namespace) -> int:
+    from lens_emotion.steering_cli import run_steer_command
+
+    return run_steer_command(args, load_data_from_args)
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     from lens_emotion.demo import run_demo
 
@@ -447,6 +453,10 @@ def build_parser() -> argparse.ArgumentParser:
     attribute.add_argument("--batch-size", type=int, default=8, help="pairs per AtP pass")
     attribute.add_argument("--out", required=True, help="output folder")
 
+    from lens_emotion.steering_cli import add_steer_parser
+
+    add_steer_parser(sub, _add_model_args, _add_data_args)
+
     demo = sub.add_parser("demo", help="run every available analysis and write OUT/index.html")
     demo.add_argument("--out", default="demo_out", help="output folder (default: demo_out)")
     demo.add_argument("--model", default=None, help="model spec (default: offline SmolLM2)")
@@ -474,6 +484,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "inspect": _cmd_inspect,
         "patch": _cmd_patch,
         "attribute": _cmd_attribute,
+        "steer": _cmd_steer,
         "demo": _cmd_demo,
     }
     try:
