@@ -1,0 +1,327 @@
+"""Plotly figures of the emotion-circuit analyses, styled with the suite's ``apply_style``."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
+
+from lens_emotion.circuits.circuit import EmotionCircuit
+from lens_emotion.circuits.components import ComponentScores
+from lens_emotion.circuits.errors import CircuitError
+from lens_emotion.plots import apply_style, emotion_color
+
+__all__ = [
+    "ablation_figure",
+    "circuit_figure",
+    "consistency_figure",
+    "control_figure",
+    "head_heatmap",
+    "influence_figure",
+]
+
+
+def _rgba(hex_color: str, alpha: float) -> str:
+    r, g, b = (int(hex_color[i : i + 2], 16) for i in (1, 3, 5))
+    return f"rgba({r},{g},{b},{alpha})"
+
+
+def ablation_figure(table: pd.DataFrame) -> go.Figure:
+    """Emotion score against k: top-k (solid) vs random-k control (dashed), per emotion.
+
+    One panel per (component type, intervention). Scores are shown relative to the unedited
+    score of each emotion (1 = unchanged) when every baseline is positive, else raw.
+    """
+    if table.empty:
+        raise CircuitError("the ablation table is empty; run ablation_sweep() first.")
+    kinds = list(dict.fromkeys(table.component_type))
+    interventions = list(dict.fromkeys(table.intervention))
+    relative = bool((table.baseline > 0).all())
+    titles = [f"{kind}s · {iv}" for kind in kinds for iv in interventions]
+    fig = make_subplots(rows=len(kinds), cols=len(interventions), subplot_titles=titles)
+    for r, kind in enumerate(kinds, start=1):
+        for c, intervention in enumerate(interventions, start=1):
+            part = table[(table.component_type == kind) & (table.intervention == intervention)]
+            for emotion, rows in part.groupby("emotion", sort=False):
+                rows = rows.sort_values("k")
+                scale = rows.baseline.to_numpy() if relative else 1.0
+                color = emotion_color(str(emotion))
+                first = r == 1 and c == 1
+                fig.add_trace(
+                    go.Scatter(
+                        x=rows.k,
+                        y=rows.score / scale,
+                        mode="lines+markers",
+                        name=str(emotion),
+                        legendgroup=str(emotion),
+                        showlegend=first,
+                        line={"color": color},
+                        hovertemplate=f"{emotion} top-k<br>k=%{{x}}<br>%{{y:.3f}}<extra></extra>",
+                    ),
+                    row=r,
+                    col=c,
+                )
+                fig.add_trace(
+                    go.Scatter(
+                        x=rows.k,
+                        y=rows.control_score / scale,
+                        mode="lines",
+                        name=f"{emotion} (random k)",
+                        legendgroup=str(emotion),
+                        showlegend=False,
+                        line={"color": color, "dash": "dash", "width": 1.5},
+                        hovertemplate=f"{emotion} random<br>k=%{{x}}<br>%{{y:.3f}}<extra></extra>",
+                    ),
+                    row=r,
+                    col=c,
+                )
+            fig.update_xaxes(type="log", title_text="k", row=r, col=c)
+    ytitle = "emotion score / unedited" if relative else "emotion score"
+    for r in range(1, len(kinds) + 1):
+        fig.update_yaxes(title_text=ytitle, row=r, col=1)
+    fig.update_layout(height=330 * len(kinds) + 120, width=380 * len(interventions) + 120)
+    return apply_style(fig, "Intervening on top-k components (solid) vs random k (dashed)")
+
+
+def head_heatmap(scores: ComponentScores) -> go.Figure:
+    """Layer x head heatmaps of the head scores, one panel per emotion."""
+    if scores.kind != "head":
+        raise CircuitError("head_heatmap() needs head scores (score_components(...)['head']).")
+    n = len(scores.emotions)
+    cols = 3 if n > 3 else n
+    rows = int(np.ceil(n / cols))
+    fig = make_subplots(rows=rows, cols=cols, subplot_titles=list(scores.emotions))
+    bound = float(scores.score.abs().max()) or 1.0
+    for i, emotion in enumerate(scores.emotions):
+        fig.add_trace(
+            go.Heatmap(
+                z=scores.score[i].numpy(),
+                x=list(range(scores.n_units)),
+                y=list(range(scores.n_layers)),
+                zmin=-bound,
+                zmax=bound,
+                colorscale="RdBu",
+                reversescale=True,
+                showscale=i == 0,
+                colorbar={"title": "score"},
+                hovertemplate="layer %{y}, head %{x}<br>score %{z:.3f}<extra>"
+                + emotion
+                + "</extra>",
+            ),
+            row=i // cols + 1,
+            col=i % cols + 1,
+        )
+    fig.update_xaxes(title_text="head")
+    fig.update_yaxes(title_text="layer")
+    fig.update_layout(height=380 * rows + 100, width=330 * cols + 120)
+    return apply_style(fig, "Head scores: emotion-specific write along v_e (exact decomposition)")
+
+
+def influence_figure(table: pd.DataFrame) -> go.Figure:
+    """Sublayer influence ``I = delta_s / (alpha * sigma)`` per layer, attention and MLP."""
+    fig = make_subplots(rows=1, cols=2, subplot_titles=["attention", "MLP"], shared_yaxes=True)
+    for c, name in enumerate(("attn", "mlp"), start=1):
+        part = table[table.sublayer == name]
+        for emotion, rows in part.groupby("emotion", sort=False):
+            rows = rows.sort_values("layer")
+            fig.add_trace(
+                go.Scatter(
+                    x=rows.layer,
+                    y=rows.influence,
+                    mode="lines+markers",
+                    name=str(emotion),
+                    legendgroup=str(emotion),
+                    showlegend=c == 1,
+                    line={"color": emotion_color(str(emotion))},
+                ),
+                row=1,
+                col=c,
+            )
+        fig.update_xaxes(title_text="layer", row=1, col=c)
+    fig.update_yaxes(title_text="influence I = Δs / (α·σ)", row=1, col=1)
+    fig.update_layout(height=460, width=1000)
+    return apply_style(fig, "Sublayer influence on the final emotion score")
+
+
+def consistency_figure(table: pd.DataFrame) -> go.Figure:
+    """Held-out projection accuracy and cross-context cosines per layer and site."""
+    fig = make_subplots(
+        rows=1,
+        cols=2,
+        subplot_titles=["held-out accuracy (argmax projection)", "cosine across contexts"],
+    )
+    dashes = {"resid_mid": "dot", "resid_post": "solid"}
+    for site, rows in table.groupby("site", sort=False):
+        rows = rows.sort_values("layer")
+        if "heldout_accuracy" in rows:
+            fig.add_trace(
+                go.Scatter(
+                    x=rows.layer,
+                    y=rows.heldout_accuracy,
+                    name=f"{site} accuracy",
+                    line={"dash": dashes.get(str(site), "solid"), "color": "#0072B2"},
+                ),
+                row=1,
+                col=1,
+            )
+        for column, color in (("cos_across_themes", "#D55E00"), ("cos_across_valences", "#009E73")):
+            fig.add_trace(
+                go.Scatter(
+                    x=rows.layer,
+                    y=rows[column],
+                    name=f"{site} {column.replace('cos_across_', 'across ')}",
+                    line={"dash": dashes.get(str(site), "solid"), "color": color},
+                ),
+                row=1,
+                col=2,
+            )
+    if "chance" in table:
+        fig.add_hline(
+            y=float(table.chance.iloc[0]), line_dash="dash", line_color="#888", row=1, col=1
+        )
+    fig.update_xaxes(title_text="layer")
+    fig.update_layout(height=460, width=1050)
+    return apply_style(fig, "Consistency of the context-agnostic emotion directions")
+
+
+def control_figure(table: pd.DataFrame) -> go.Figure:
+    """Expression accuracy per method and target emotion, with bootstrap intervals."""
+    fig = go.Figure()
+    palette = {
+        "neutral": "#BBBBBB",
+        "prompting": "#0072B2",
+        "steering": "#E69F00",
+        "circuit": "#009E73",
+    }
+    for method, rows in table.groupby("method", sort=False):
+        fig.add_trace(
+            go.Bar(
+                x=rows.emotion,
+                y=rows.accuracy,
+                name=str(method),
+                marker_color=palette.get(str(method), "#666666"),
+                error_y={
+                    "type": "data",
+                    "symmetric": False,
+                    "array": (rows.ci_high - rows.accuracy).to_numpy(),
+                    "arrayminus": (rows.accuracy - rows.ci_low).to_numpy(),
+                },
+            )
+        )
+    fig.update_layout(barmode="group", yaxis_range=[0, 1], height=480, width=1000)
+    fig.update_yaxes(title_text="judged as target emotion")
+    return apply_style(fig, "Emotion expression on held-out scenarios (95% bootstrap CI)")
+
+
+def circuit_figure(circuit: EmotionCircuit, n_layers: int | None = None) -> go.Figure:
+    """The circuit as a layered graph flowing into the final emotion readout.
+
+    Attention sublayers sit above the residual stream, MLP sublayers below; a node's size
+    grows with its members' summed estimated effect and its colour with its influence.
+    Edges join consecutive circuit sublayers along the stream and every node to the readout.
+    """
+    if not circuit.sublayers:
+        raise CircuitError(f"the {circuit.emotion} circuit has no sublayers to draw.")
+    layers = [s["layer"] for s in circuit.sublayers]
+    last = (n_layers - 1) if n_layers else max(layers)
+    readout_x = last + 1.5
+    color = emotion_color(circuit.emotion)
+    fig = go.Figure()
+    fig.add_trace(
+        go.Scatter(
+            x=[-0.5, readout_x],
+            y=[0, 0],
+            mode="lines",
+            line={"color": "#CCCCCC", "width": 6},
+            hoverinfo="skip",
+            showlegend=False,
+        )
+    )
+    nodes = sorted(circuit.sublayers, key=lambda s: (s["layer"], s["sublayer"] != "attn"))
+    xs = [s["layer"] - 0.2 if s["sublayer"] == "attn" else s["layer"] + 0.2 for s in nodes]
+    ys = [1.0 if s["sublayer"] == "attn" else -1.0 for s in nodes]
+    effects = np.asarray([max(s["effect"], 0.0) for s in nodes])
+    sizes = (
+        12 + 38 * np.sqrt(effects / effects.max()) if effects.max() > 0 else np.full(len(nodes), 14)
+    )
+    for (x0, y0), (x1, y1) in zip(
+        zip(xs, ys, strict=True), list(zip(xs, ys, strict=True))[1:], strict=False
+    ):
+        fig.add_trace(
+            go.Scatter(
+                x=[x0, x1],
+                y=[y0, y1],
+                mode="lines",
+                line={"color": "#999999", "width": 1},
+                hoverinfo="skip",
+                showlegend=False,
+            )
+        )
+    for x, y, s in zip(xs, ys, nodes, strict=True):
+        width = 0.5 + 3.0 * (max(s["effect"], 0.0) / effects.max() if effects.max() > 0 else 0)
+        fig.add_trace(
+            go.Scatter(
+                x=[x, readout_x],
+                y=[y, 0],
+                mode="lines",
+                line={"color": _rgba(color, 0.35), "width": width},
+                hoverinfo="skip",
+                showlegend=False,
+            )
+        )
+
+    def members(s: dict) -> str:
+        if s["sublayer"] == "attn":
+            heads = [f"H{h['head']}" for h in circuit.heads if h["layer"] == s["layer"]]
+            return ", ".join(heads) or "(no heads chosen)"
+        neurons = [f"N{n['neuron']}" for n in circuit.neurons if n["layer"] == s["layer"]]
+        shown = ", ".join(neurons[:12]) + (" ..." if len(neurons) > 12 else "")
+        return shown or "(no neurons chosen)"
+
+    fig.add_trace(
+        go.Scatter(
+            x=xs,
+            y=ys,
+            mode="markers+text",
+            text=[f"{'A' if s['sublayer'] == 'attn' else 'M'}{s['layer']}" for s in nodes],
+            textposition=["top center" if y > 0 else "bottom center" for y in ys],
+            marker={
+                "size": sizes,
+                "color": [s["influence"] for s in nodes],
+                "colorscale": "Viridis",
+                "showscale": True,
+                "colorbar": {"title": "influence"},
+                "line": {"color": "#333333", "width": 1},
+            },
+            customdata=[
+                [s["sublayer"], s["layer"], s["influence"], s["effect"], members(s)] for s in nodes
+            ],
+            hovertemplate="%{customdata[0]} layer %{customdata[1]}"
+            "<br>influence %{customdata[2]:.2f}<br>estimated effect %{customdata[3]:.2f}"
+            "<br>%{customdata[4]}<extra></extra>",
+            showlegend=False,
+        )
+    )
+    fig.add_trace(
+        go.Scatter(
+            x=[readout_x],
+            y=[0],
+            mode="markers+text",
+            text=[f"{circuit.emotion} score"],
+            textposition="middle right",
+            marker={"size": 26, "color": color, "symbol": "diamond"},
+            hoverinfo="text",
+            showlegend=False,
+        )
+    )
+    fig.update_xaxes(title_text="layer", range=[-1, readout_x + 3])
+    fig.update_yaxes(
+        tickvals=[1, 0, -1],
+        ticktext=["attention", "residual", "MLP"],
+        range=[-1.8, 1.8],
+        showgrid=False,
+    )
+    fig.update_layout(height=420, width=1100)
+    n_h, n_n = len(circuit.heads), len(circuit.neurons)
+    return apply_style(fig, f"{circuit.emotion} circuit: {n_h} heads, {n_n} neurons")

@@ -1,0 +1,259 @@
+"""Generation with head/neuron edits at every position, on the fast KV-cached engine.
+
+:func:`lens_emotion.interventions.generate_with_hooks` runs a KV-cached loop on the plain
+transformers copy of the weights when every hook sits on a residual or sublayer-output site.
+Head and neuron edits live one step earlier (``attn.hook_z``, ``mlp.hook_post``), but an
+edit ``a := mult * a + add`` applied at every position is exactly
+
+* ``mult`` multiplying the component's columns of the output matrix (``o_proj`` for head
+  ``h``: columns ``h*d_head : (h+1)*d_head``; ``down_proj`` for neuron ``i``: column ``i``),
+  plus
+* the constant ``add @ W`` added to the sublayer output (``hook_attn_out``/``hook_mlp_out``),
+
+because the output projection is linear and has no bias in Llama-family models.
+:func:`plain_weight_edit` applies the first part to the plain model for the duration of a
+``with`` block (restoring the weights after) and yields the second part as direction hooks.
+The equivalence with hooking ``hook_z``/``hook_post`` on the bridge is tested.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import Tensor
+
+from lens_emotion.circuits.ablation import ComponentMeans, random_components
+from lens_emotion.circuits.components import ComponentScores
+from lens_emotion.circuits.edits import ComponentEdit, ablation_edit
+from lens_emotion.circuits.errors import CircuitError
+
+__all__ = [
+    "generate_with_edit",
+    "judge_replies",
+    "judged_ablation",
+    "plain_weight_edit",
+    "vector_hooks",
+]
+
+#: Label given to empty replies (the judge cannot read them; they never count as correct).
+NO_REPLY = "(empty)"
+
+
+def judge_replies(judge: Any, replies: Sequence[str]) -> list[str]:
+    """The judge's label of each reply; empty replies get :data:`NO_REPLY`."""
+    labels = [NO_REPLY] * len(replies)
+    keep = [i for i, r in enumerate(replies) if r.strip()]
+    if keep:
+        for i, label in zip(keep, judge.predict([replies[i] for i in keep]), strict=True):
+            labels[i] = label
+    return labels
+
+
+def vector_hooks(
+    model: Any, vectors: Mapping[tuple[str, int], Tensor], positions: str = "all"
+) -> list[tuple[str, Any]]:
+    """Hooks adding fixed vectors to sublayer outputs (``{(site, layer): vector}``).
+
+    Built from :func:`lens_emotion.interventions.direction_hook` with ``beta = ||vector||``,
+    so they run on either generation engine. Zero vectors are skipped.
+    """
+    from lens_emotion.interventions import direction_hook
+
+    hooks = []
+    for (site, layer), vec in sorted(vectors.items()):
+        norm = float(vec.double().norm())
+        if norm > 0:
+            hooks.append(
+                (
+                    model.hook_name(site, layer),
+                    direction_hook(vec, norm, scale="none", positions=positions),
+                )
+            )
+    return hooks
+
+
+def _plain_layers(model: Any) -> Any:
+    try:
+        layers = model.plain_model.model.layers
+        _ = layers[0].self_attn.o_proj.weight, layers[0].mlp.down_proj.weight
+    except AttributeError as exc:
+        raise CircuitError(
+            "edited generation needs a Llama-family model (self_attn.o_proj and mlp.down_proj "
+            f"in model.layers); this architecture lacks them ({exc})."
+        ) from exc
+    for module in (layers[0].self_attn.o_proj, layers[0].mlp.down_proj):
+        if getattr(module, "bias", None) is not None:
+            raise CircuitError("edited generation assumes bias-free output projections.")
+    return layers
+
+
+@contextlib.contextmanager
+def plain_weight_edit(model: Any, edit: ComponentEdit) -> Iterator[list[tuple[str, Any]]]:
+    """Apply an edit at every position via the plain model's output weights (module docstring).
+
+    Args:
+        model: An :class:`~lens_emotion.models.EmotionModel` (Llama family).
+        edit: Head/neuron edits and sublayer injections.
+
+    Yields:
+        Hooks (``positions="all"``) that add the edit's constant parts; pass them to
+        :func:`lens_emotion.interventions.generate_with_hooks`. The weights are restored
+        when the block exits, also on errors.
+    """
+    layers = _plain_layers(model)
+    d_head = int(model.cfg.d_head)
+    saved: list[tuple[Tensor, tuple[slice, slice], Tensor]] = []
+    vectors: dict[tuple[str, int], Tensor] = {}
+
+    def add_vector(key: tuple[str, int], vec: Tensor) -> None:
+        vectors[key] = vectors[key] + vec if key in vectors else vec
+
+    try:
+        with torch.no_grad():
+            for row, (layer, head) in enumerate(edit.head_index.tolist()):
+                weight = layers[layer].self_attn.o_proj.weight
+                cols = slice(head * d_head, (head + 1) * d_head)
+                block = weight[:, cols]
+                saved.append((weight, (slice(None), cols), block.clone()))
+                if edit.head_add is not None:
+                    add = edit.head_add[row].to(weight.dtype).to(weight.device)
+                    add_vector(("attn_out", layer), (block @ add).float().cpu())
+                weight[:, cols] = block * float(edit.head_mult[row])
+            for row, (layer, unit) in enumerate(edit.neuron_index.tolist()):
+                weight = layers[layer].mlp.down_proj.weight
+                cols = slice(unit, unit + 1)
+                block = weight[:, cols]
+                saved.append((weight, (slice(None), cols), block.clone()))
+                if edit.neuron_add is not None:
+                    add_vector(
+                        ("mlp_out", layer),
+                        (block[:, 0] * float(edit.neuron_add[row])).float().cpu(),
+                    )
+                weight[:, cols] = block * float(edit.neuron_mult[row])
+            for key, vec in edit.inject.items():
+                add_vector(key, vec.float().cpu())
+        yield vector_hooks(model, vectors, positions="all")
+    finally:
+        with torch.no_grad():
+            for weight, index, original in reversed(saved):
+                weight[index] = original
+
+
+def generate_with_edit(
+    model: Any,
+    prompts: Sequence[str],
+    edit: ComponentEdit,
+    max_new_tokens: int = 30,
+    batch_size: int = 16,
+    seed: int = 0,
+    progress: bool = False,
+) -> list[str]:
+    """Greedy continuations of chat prompts with an edit at every position (plain, KV-cached).
+
+    Args:
+        model: An :class:`~lens_emotion.models.EmotionModel`.
+        prompts: Chat-formatted prompts (special tokens already in them).
+        edit: The edit (``ComponentEdit()`` for none).
+        max_new_tokens: Tokens to generate at most.
+        batch_size: Prompts per batch.
+        seed: Seed (unused by greedy decoding; recorded for sampling variants).
+        progress: Show a progress bar.
+
+    Returns:
+        The new text of each prompt.
+    """
+    from lens_emotion.interventions import generate_with_hooks
+
+    with plain_weight_edit(model, edit) as hooks:
+        return generate_with_hooks(
+            model,
+            list(prompts),
+            hooks,
+            max_new_tokens=max_new_tokens,
+            seed=seed,
+            batch_size=batch_size,
+            progress=progress,
+            add_special_tokens=False,
+            engine="plain",
+        )
+
+
+def judged_ablation(
+    model: Any,
+    judge: Any,
+    prompts: Mapping[str, Sequence[str]],
+    scores: Mapping[str, ComponentScores],
+    means: ComponentMeans,
+    ks: Mapping[str, int],
+    intervention: str = "mean",
+    seed: int = 0,
+    max_new_tokens: int = 30,
+    batch_size: int = 16,
+    progress: bool = False,
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Judged emotion of generations with top-k vs random-k components ablated.
+
+    For each emotion ``e`` (key of ``prompts``, prompts that ask for ``e``) and kind, the
+    top-``k`` components for ``e`` and ``k`` random components are ablated at every position
+    while the model replies; the offline judge labels every reply.
+
+    Args:
+        model: An :class:`~lens_emotion.models.EmotionModel`.
+        judge: An :class:`~lens_emotion.judge.EmotionJudge` with the SEV labels.
+        prompts: ``{emotion: chat prompts asking for it}``.
+        scores: Component rankings.
+        means: Mean activations (mean ablation).
+        ks: ``{kind: k}``.
+        intervention: ``"zero"``, ``"mean"`` or ``"scale"``.
+        seed: Seed of the random components.
+        max_new_tokens: Tokens per reply.
+        batch_size: Prompts per generation batch.
+        progress: Show progress bars.
+
+    Returns:
+        ``(table, generations)``: accuracy (share judged as the asked emotion) per emotion,
+        component_type, k and which (``none``/``top``/``random``); and every reply.
+    """
+    records = []
+    for e_index, (emotion, texts) in enumerate(prompts.items()):
+        rng = np.random.default_rng([seed, e_index, 7])
+        conditions: list[tuple[str, int, str, ComponentEdit]] = [
+            ("none", 0, "none", ComponentEdit())
+        ]
+        for kind, k in ks.items():
+            kind_scores = scores[kind]
+            top = kind_scores.top(emotion, k)
+            rand = random_components(kind_scores.n_layers, kind_scores.n_units, k, rng)
+            for which, comps in (("top", top), ("random", rand)):
+                edit = ablation_edit(kind, comps, intervention, means.of(kind))
+                conditions.append((kind, k, which, edit))
+        for kind, k, which, edit in conditions:
+            replies = generate_with_edit(
+                model, texts, edit, max_new_tokens, batch_size, seed, progress
+            )
+            judged = judge_replies(judge, replies)
+            for text, label in zip(replies, judged, strict=True):
+                records.append(
+                    {
+                        "emotion": emotion,
+                        "component_type": kind,
+                        "k": k,
+                        "intervention": intervention if which != "none" else "none",
+                        "which": which,
+                        "reply": text,
+                        "judged": label,
+                        "correct": label == emotion,
+                    }
+                )
+    generations = pd.DataFrame(records)
+    table = (
+        generations.groupby(["emotion", "component_type", "k", "intervention", "which"], sort=False)
+        .agg(accuracy=("correct", "mean"), n=("correct", "size"))
+        .reset_index()
+    )
+    return table, generations
