@@ -164,6 +164,9 @@ def run_steering(
     betas: Sequence[float] = (-8.0, -4.0, 0.0, 4.0, 8.0),
     *,
     gen_betas: Sequence[float] | None = None,
+    gen_layers: Sequence[int] | None = None,
+    gen_n: int | None = None,
+    gen_controls: int | None = None,
     n: int = 60,
     n_probe: int = 400,
     site: str = "resid_post",
@@ -203,6 +206,9 @@ def run_steering(
         layers: Centre layers.
         betas: Readout betas (0 is the clean run).
         gen_betas: Generation betas (default: ``betas``).
+        gen_layers: Centre layers for generation (default: ``layers``).
+        gen_n: Generate for a stratified subset of ``gen_n`` steered texts (default: all).
+        gen_controls: Random directions per generation cell (default: ``n_controls``).
         n: Steered texts.
         n_probe: Probe rows (disjoint from the steered ones).
         site: Site of probes and hooks.
@@ -355,17 +361,18 @@ def run_steering(
         gen_vectors = {k: vectors[k] for k in gen_names}
         gen_conditions = build_conditions(
             gen_vectors,
-            layers,
+            layers if gen_layers is None else [int(x) for x in gen_layers],
             betas if gen_betas is None else gen_betas,
-            n_controls,
+            n_controls if gen_controls is None else gen_controls,
             seed,
             span,
             {k: "unique" for k in gen_names},
         )
+        gen_rows = steer_rows if gen_n is None else steer_rows.sample(min(gen_n, n), seed=seed)
         t0 = time.perf_counter()
         generation = generation_sweep(
             model,
-            steer_rows.texts,
+            gen_rows.texts,
             gen_conditions,
             judge,
             site,
@@ -374,7 +381,7 @@ def run_steering(
             max_new_tokens,
             batch_size,
             seed,
-            ids=steer_rows.ids,
+            ids=gen_rows.ids,
             progress=progress,
         )
         timings["generation_sweep_s"] = round(time.perf_counter() - t0, 2)
@@ -436,7 +443,7 @@ def run_steering(
         put("theory_checks.csv", checks.to_csv(index=False))
         put("theory_summary.csv", summary.to_csv(index=False))
     if generation is not None:
-        put("generations.jsonl", _generations_jsonl(generation, steer_rows.texts))
+        put("generations.jsonl", _generations_jsonl(generation, gen_rows.texts))
     if promotion is not None:
         put("promotion.csv", promotion.table.to_csv(index=False))
     directions = _direction_report(appraisal, site, vectors, layers)
@@ -444,6 +451,7 @@ def run_steering(
     files["directions.json"] = "directions.json"
 
     figures: dict[str, Any] = {}
+    shown_gen_layers = [] if generation is None else generation.layers()
     for name in user:
         slug = name.replace("+", "plus_").replace("-", "minus_").replace(",", "__")
         for layer in layers:
@@ -451,7 +459,7 @@ def run_steering(
                 readout_table, name, layer, "readout"
             )
             figures[f"readout_sankey_{slug}_L{layer}"] = sankey_figure(readout, name, layer)
-            if generation is not None:
+            if layer in shown_gen_layers:
                 figures[f"generation_bars_{slug}_L{layer}"] = stacked_bars_figure(
                     steering_table, name, layer, "generation"
                 )
@@ -481,6 +489,9 @@ def run_steering(
             "scale": scale,
             "betas": [float(b) for b in betas],
             "gen_betas": [float(b) for b in (betas if gen_betas is None else gen_betas)],
+            "gen_layers": [int(x) for x in (layers if gen_layers is None else gen_layers)],
+            "gen_n": len(steer_rows) if gen_n is None else min(gen_n, n),
+            "gen_controls": n_controls if gen_controls is None else gen_controls,
             "readout_positions": readout_positions,
             "gen_positions": gen_positions,
             "n_controls": n_controls,

@@ -1,0 +1,107 @@
+"""Real-model steering run: appraisal-theory checks on SmolLM2 with real crowd-enVENT rows.
+
+Fits ridge appraisal probes on ``--n-probe`` rows, then steers ``--n`` disjoint rows:
+
+* readout (outcome 1): unique-effect and raw combos for the three theory combos at
+  ``--layers``, betas ``--betas`` (RMS units, last prompt token), ``--controls`` random
+  directions per cell;
+* generation (outcome 2): the theory combos at ``--gen-layers`` with ``--gen-betas`` (RMS
+  units, every position), ``--gen-n`` texts, judged by the offline judge;
+* emotion promotion (the paper's six emotions) on the readout.
+
+Writes the usual run folder (``steering.csv``, ``theory_checks.csv`` ...) to ``--out`` and a
+compact JSON summary to ``benchmarks/results/steering_theory.json``.
+
+    .venv/bin/python benchmarks/steering_theory.py --out benchmarks/results/steering_run
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import torch
+
+from lens_emotion.data import default_crowd_envent_path, load_crowd_envent
+from lens_emotion.io import write_json_atomic
+from lens_emotion.models import load_model
+from lens_emotion.steering import AppraisalCombo
+from lens_emotion.steering_workflow import run_steering
+
+
+def _floats(text: str) -> list[float]:
+    return [float(x) for x in text.split(",")]
+
+
+def _ints(text: str) -> list[int]:
+    return [int(x) for x in text.split(",")]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", default="benchmarks/results/steering_run")
+    parser.add_argument("--n", type=int, default=80)
+    parser.add_argument("--n-probe", type=int, default=600)
+    parser.add_argument("--layers", default="4,8,12,16,20,24")
+    parser.add_argument("--betas", default="-16,-8,-4,0,4,8,16")
+    parser.add_argument("--gen-layers", default="12,20")
+    parser.add_argument("--gen-betas", default="-4,-2,0,2,4")
+    parser.add_argument("--gen-n", type=int, default=40)
+    parser.add_argument("--gen-controls", type=int, default=2)
+    parser.add_argument("--max-new-tokens", type=int, default=20)
+    parser.add_argument("--controls", type=int, default=3)
+    parser.add_argument("--promote", default="anger,joy,pride,fear,guilt,sadness")
+    parser.add_argument("--promote-betas", default="1,8")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=1)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+
+    started = time.perf_counter()
+    model = load_model("smollm2-135m-instruct", device="cpu")
+    data = load_crowd_envent(default_crowd_envent_path())
+    outputs = run_steering(
+        model,
+        data,
+        args.out,
+        [AppraisalCombo.parse("pleasantness,other_responsblt", "+,+")],
+        _ints(args.layers),
+        _floats(args.betas),
+        gen_betas=_floats(args.gen_betas),
+        gen_layers=_ints(args.gen_layers),
+        gen_n=args.gen_n,
+        gen_controls=args.gen_controls,
+        n=args.n,
+        n_probe=args.n_probe,
+        scale="rms",
+        methods=("unique", "raw"),
+        n_controls=args.controls,
+        theory=True,
+        theory_generation=True,
+        max_new_tokens=args.max_new_tokens,
+        promote=[e for e in args.promote.split(",") if e],
+        promote_betas=_floats(args.promote_betas),
+        seed=args.seed,
+        command="benchmarks/steering_theory.py",
+    )
+    manifest = json.loads((Path(args.out) / "manifest.json").read_text())
+    summary = {
+        "model": manifest["model"],
+        "settings": {k: manifest[k] for k in manifest if k not in ("model", "versions")},
+        "judge_validation": (outputs.judge or {}).get("validation"),
+        "theory_summary": outputs.summary.to_dict(orient="records"),
+        "theory_checks": outputs.checks.to_dict(orient="records"),
+        "promotion": None
+        if outputs.promotion is None
+        else outputs.promotion.table.to_dict(orient="records"),
+        "directions": outputs.directions,
+        "wall_s": round(time.perf_counter() - started, 1),
+    }
+    write_json_atomic(Path("benchmarks/results/steering_theory.json"), summary)
+    print(outputs.summary.to_string())
+
+
+if __name__ == "__main__":
+    main()
