@@ -34,6 +34,7 @@ these activations, and is checked against the bridge on a probe prompt before fi
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import hashlib
 import json
 import os
@@ -56,11 +57,14 @@ from lens_emotion.batching import length_batches
 from lens_emotion.errors import LensEmotionError
 from lens_emotion.io import write_json_atomic
 from lens_emotion.manifest import package_versions
+from lens_emotion.models import release_freed_memory
 
 STORE_SITES: tuple[str, ...] = ("resid_pre", "attn_out", "mlp_out", "resid_mid", "resid_post", "z")
 """Sites an :class:`ActivationStore` can hold."""
 
 DEFAULT_SITES: tuple[str, ...] = ("attn_out", "mlp_out", "resid_post")
+#: Default cap on padded tokens per batch (16 prompts of 256 tokens); see ``extract_activations``.
+DEFAULT_MAX_TOKENS = 4096
 """MHSA output, FFN output and hidden state: the three sites of Tak et al."""
 
 PLAIN_ARCHITECTURES = frozenset(
@@ -188,6 +192,38 @@ def _plain_blocks(model: Any) -> Any:
     return hf.model.layers
 
 
+_MMAP_THRESHOLD = 4 << 20
+_heap_bounded = False
+
+
+def bound_heap_growth() -> None:
+    """Serve allocations of 4 MiB or more with ``mmap`` so that freeing returns them at once.
+
+    glibc raises its mmap threshold as large blocks are freed, after which per-batch buffers
+    (attention scores, MLP activations) come from the heap and stay resident as fragments:
+    extracting all 6,600 crowd-enVENT prompts grew the resident size by ~1.5 GB that way.
+    Fixing the threshold keeps extraction within the model size + ~0.9 GB (BENCHMARKS.md) at
+    no measurable speed cost. It is a process-wide glibc setting, applied once; a no-op on
+    other C libraries.
+    """
+    global _heap_bounded
+    if _heap_bounded:
+        return
+    _heap_bounded = True
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6").mallopt(-3, _MMAP_THRESHOLD)  # -3 = M_MMAP_THRESHOLD
+
+
+def _own(act: Tensor) -> Tensor:
+    """A float32 CPU copy of a slice that owns its memory.
+
+    ``.float().cpu()`` is a no-op on float32 CPU tensors, so a sliced view would keep the whole
+    full-sequence activation alive until the batch is done (hundreds of MB for 90 hook points on
+    long batches); ``clone`` keeps only the sliced positions.
+    """
+    return act.detach().to(device="cpu", dtype=torch.float32).clone()
+
+
 def _first(output: Any) -> Tensor:
     return output[0] if isinstance(output, tuple) else output
 
@@ -205,7 +241,7 @@ def _plain_hooks(
 
     def keep(site: str, layer: int, act: Tensor) -> None:
         if (site, layer) in wanted:
-            wanted[(site, layer)].append(act[:, -positions:].detach().float().cpu())
+            wanted[(site, layer)].append(_own(act[:, -positions:]))
 
     for layer in range(last_layer + 1):
         block = blocks[layer]
@@ -228,7 +264,7 @@ def _plain_hooks(
             keep("resid_post", layer, _first(output))
             if ("resid_mid", layer) in wanted:
                 mid = resid_pre.pop(layer) + attn.pop(layer)
-                wanted[("resid_mid", layer)].append(mid.detach().float().cpu())
+                wanted[("resid_mid", layer)].append(_own(mid))
             if layer == last_layer:
                 raise _StopForward
 
@@ -270,7 +306,7 @@ def _run_bridge(
     for site, layer in wanted:
 
         def keep(act, hook, key=(site, layer)):
-            wanted[key].append(act[:, -positions:].detach().float().cpu())
+            wanted[key].append(_own(act[:, -positions:]))
             return act
 
         hooks.append((model.hook_name(site, layer), keep))
@@ -373,6 +409,7 @@ def _request(
     dtype: str,
     shard_size: int,
     batch_size: int,
+    max_tokens: int | None,
 ) -> dict[str, Any]:
     token_hash = hashlib.sha256()
     for ids in prompts.token_ids:
@@ -391,14 +428,17 @@ def _request(
         "dtype": dtype,
         "shard_size": shard_size,
         "batch_size": batch_size,
+        "max_tokens": max_tokens,
     }
 
 
-def _shard_plan(lengths: Sequence[int], batch_size: int, shard_size: int) -> list[list[np.ndarray]]:
-    """Length-sorted batches grouped into shards of about ``shard_size`` rows."""
+def _shard_plan(
+    lengths: Sequence[int], batch_size: int, shard_size: int, max_tokens: int | None = None
+) -> list[list[np.ndarray]]:
+    """Length-sorted batches (at most ``max_tokens`` padded tokens) grouped into shards."""
     shards: list[list[np.ndarray]] = [[]]
     count = 0
-    for batch in length_batches(lengths, batch_size):
+    for batch in length_batches(lengths, batch_size, max_tokens):
         if count >= shard_size:
             shards.append([])
             count = 0
@@ -431,6 +471,7 @@ def extract_activations(
     seed: int = 0,
     engine: str = "auto",
     progress: bool = True,
+    max_tokens: int | None = DEFAULT_MAX_TOKENS,
 ) -> ActivationStore:
     """Extract activations at the last token(s) into an on-disk store (or reuse/resume one).
 
@@ -449,6 +490,9 @@ def extract_activations(
         seed: Recorded in the manifest (extraction itself is deterministic).
         engine: ``"auto"``, ``"plain"`` or ``"bridge"`` (see the module docstring).
         progress: Show a progress bar.
+        max_tokens: Cap on padded tokens per batch (``batch x longest prompt``): long prompts
+            go in smaller batches, which bounds the attention scores' memory (they grow with
+            ``batch x length²``). ``None`` disables the cap.
 
     Returns:
         The complete :class:`ActivationStore`.
@@ -480,7 +524,9 @@ def extract_activations(
             f"dataset has {len(dataset)} rows but prompts has {len(prompts)}; build the prompts "
             "from this dataset."
         )
-    request = _request(model, prompts, dataset, sites, layers, pos, dtype, shard_size, batch_size)
+    request = _request(
+        model, prompts, dataset, sites, layers, pos, dtype, shard_size, batch_size, max_tokens
+    )
     request_hash = _hash_json(request)
     if out_dir is None:
         from lens_emotion.models import cache_root
@@ -505,7 +551,7 @@ def extract_activations(
     root.mkdir(parents=True, exist_ok=True)
 
     ids = [str(i) for i in range(len(prompts))] if dataset is None else list(dataset.ids)
-    plan = _shard_plan(prompts.lengths, batch_size, shard_size)
+    plan = _shard_plan(prompts.lengths, batch_size, shard_size, max_tokens)
     manifest = {
         "request": request,
         "request_sha256": request_hash,
@@ -521,6 +567,7 @@ def extract_activations(
     for stale in root.glob(".*.tmp"):
         stale.unlink()
 
+    bound_heap_growth()
     chosen = resolve_engine(model, engine)
     torch_dtype = torch.float32 if dtype == "float32" else torch.float16
     started = time.perf_counter()
@@ -548,6 +595,8 @@ def extract_activations(
         tmp = root / f".{path.name}.tmp"
         save_file(tensors, str(tmp), metadata={"request": request_hash})
         os.replace(tmp, path)
+        del tensors, chunks
+        release_freed_memory()  # glibc keeps freed batch buffers otherwise
     bar.close()
     manifest.update(
         complete=True, engine=chosen, extraction_seconds=round(time.perf_counter() - started, 2)

@@ -14,6 +14,7 @@ dequantised to fp32 with transformers' GGUF support and saved as a safetensors f
 from __future__ import annotations
 
 import contextlib
+import copy
 import fcntl
 import hashlib
 import json
@@ -618,17 +619,33 @@ class EmotionModel:
     def plain_model(self) -> Any:
         """The same weights as a plain transformers model (SDPA attention, no hooks).
 
-        Loaded lazily from :attr:`path` on first use (it costs one more copy of the weights
-        in memory). Hook-free work such as label-logit inference runs on it, because the
-        bridge re-implements attention step by step for its hooks and is about 20-25% slower
-        on a CPU; the two agree to ~1e-5 in log-probs (tested).
+        Hook-free work such as label-logit inference and activation extraction runs on it,
+        because the bridge re-implements attention step by step for its hooks and is about
+        20-25% slower on a CPU. It is built lazily on first use.
+
+        Where possible it costs no memory: a fresh module tree (SDPA attention, no hooks) is
+        pointed at the very tensors of the bridge's wrapped Hugging Face model, whose weights
+        compatibility mode has already processed (layer norms folded, unembedding centred).
+        Those compute the same function as the original checkpoint: hook values match the
+        bridge exactly and log-probs match to ~1e-5 (checked here on one prompt, and tested).
+        If sharing is impossible for an architecture, or that check fails, it falls back to a
+        second copy loaded from :attr:`path`.
         """
+        shared = _shared_plain_model(self)
+        if shared is not None:
+            return shared
         from transformers import AutoModelForCausalLM
 
         model = AutoModelForCausalLM.from_pretrained(
             self.path, dtype=self.dtype, trust_remote_code=self._trust_remote_code
         )
         return model.to(self.device).eval()
+
+    @property
+    def plain_model_shares_weights(self) -> bool:
+        """Whether :attr:`plain_model` shares the bridge's weight tensors (no second copy)."""
+        bridge_ptrs = {p.data_ptr() for p in self.bridge.parameters()}
+        return all(p.data_ptr() in bridge_ptrs for p in self.plain_model.parameters())
 
     @torch.inference_mode()
     def last_logits(
@@ -698,6 +715,73 @@ class EmotionModel:
         return self.tokenizer.decode(out[0, ids.shape[1] :], skip_special_tokens=True)
 
 
+def _wrapped_submodule(root: Any, name: str) -> Any:
+    """``root.get_submodule(name)``, stepping through the bridge's ``_original_component``."""
+    module = root
+    for part in [p for p in name.split(".") if p]:
+        module = getattr(module, part)
+        module = getattr(module, "_original_component", module)
+    return getattr(module, "_original_component", module)
+
+
+def _shared_plain_model(model: EmotionModel, atol: float = 1e-3) -> Any | None:
+    """A hook-free SDPA model tree over the bridge's own weight tensors, or ``None``.
+
+    Builds the architecture on the meta device (no allocation), assigns the wrapped model's
+    parameters and buffers (``load_state_dict(assign=True)`` shares storage), copies any
+    non-persistent tensors (rotary tables), and checks last-token log-probs against the bridge.
+    """
+    from transformers import AutoModelForCausalLM
+
+    original = getattr(model.bridge, "original_model", None)
+    if original is None or not hasattr(original, "config"):
+        return None
+    try:
+        config = copy.deepcopy(original.config)
+        with torch.device("meta"):
+            plain = AutoModelForCausalLM.from_config(
+                config,
+                attn_implementation="sdpa",
+                dtype=model.dtype,
+                trust_remote_code=model._trust_remote_code,
+            )
+        wanted = set(plain.state_dict())
+        shared: dict[str, Tensor] = {}
+        extra: list[Tensor] = []
+        for key, value in original.state_dict().items():
+            # The bridge wraps each HF module; its weights sit under ``._original_component``.
+            name = key.replace("._original_component", "")
+            if name in wanted:
+                shared.setdefault(name, value)
+            else:
+                extra.append(value)
+        pointers = {t.data_ptr() for t in shared.values()}
+        for value in extra:  # bridge aliases of the same tensors are fine; anything else not
+            if value.data_ptr() not in pointers and value.count_nonzero() > 0:
+                return None
+        plain.load_state_dict(shared, strict=True, assign=True)
+        for name, module in plain.named_modules():
+            source = _wrapped_submodule(original, name)
+            for key, buffer in list(module._buffers.items()):
+                if buffer is not None and buffer.is_meta:
+                    module._buffers[key] = source._buffers[key]
+            for key, value in list(vars(module).items()):
+                if isinstance(value, Tensor) and value.is_meta:
+                    setattr(module, key, getattr(source, key))
+        if any(t.is_meta for t in [*plain.parameters(), *plain.buffers()]):
+            return None
+        plain.eval()
+        ids, mask = model.pad(model.encode(["The weather today made me feel"]))
+        with torch.inference_mode():
+            ours = torch.log_softmax(plain(input_ids=ids, attention_mask=mask).logits[:, -1], -1)
+            ref = torch.log_softmax(model.bridge(ids, attention_mask=mask)[:, -1], -1)
+        if not torch.allclose(ours.float(), ref.float(), atol=atol, rtol=0):
+            return None
+        return plain
+    except Exception:  # noqa: BLE001 - any failure means: use a separate copy instead
+        return None
+
+
 def _load_tokenizer(folder: Path, trust_remote_code: bool) -> Any:
     from transformers import AutoTokenizer
 
@@ -713,7 +797,7 @@ def _load_tokenizer(folder: Path, trust_remote_code: bool) -> Any:
     return tokenizer
 
 
-def _release_freed_memory() -> None:
+def release_freed_memory() -> None:
     """Return memory freed after weight processing to the OS (glibc keeps it otherwise).
 
     Booting the bridge and folding weights in compatibility mode briefly holds extra copies;
@@ -773,7 +857,7 @@ def load_model(
         ) from exc
     bridge.enable_compatibility_mode()
     bridge.eval()
-    _release_freed_memory()
+    release_freed_memory()
     return EmotionModel(
         bridge=bridge,
         tokenizer=tokenizer,

@@ -238,3 +238,30 @@ def test_smollm2_plain_engine_matches_bridge_on_real_rows(smollm2, crowd_envent,
         for layer in layers:
             a, b = plain.get(site, layer), bridge.get(site, layer)
             assert np.abs(a - b).max() <= 1e-4 * max(1.0, np.abs(b).max())
+
+
+def test_captured_slices_do_not_pin_full_sequences(tiny_llama, prompts):
+    """Kept activations own just the sliced positions, not the full-sequence tensor."""
+    ids, mask = tiny_llama.pad(list(prompts.token_ids[:4]))
+    for engine in ("plain", "bridge"):
+        captured = activations._capture(
+            tiny_llama, engine, ids, mask, ["resid_post", "z"], [0, 1], 1
+        )
+        for value in captured.values():
+            assert value.untyped_storage().nbytes() == value.numel() * value.element_size()
+
+
+def test_max_tokens_caps_padded_batch_size(tiny_llama, prompts, rows, tmp_path):
+    lengths = prompts.lengths
+    cap = max(lengths) * 2  # at most two of the longest prompts per batch
+    for shard in activations._shard_plan(lengths, 16, 512, cap):
+        for batch in shard:
+            assert len(batch) * max(lengths[i] for i in batch) <= cap or len(batch) == 1
+    capped = extract_activations(
+        tiny_llama, prompts, dataset=rows, out_dir=tmp_path / "c", max_tokens=cap, progress=False
+    )
+    free = extract_activations(
+        tiny_llama, prompts, dataset=rows, out_dir=tmp_path / "f", max_tokens=None, progress=False
+    )
+    assert capped.manifest["request"]["max_tokens"] == cap
+    np.testing.assert_allclose(capped.get("resid_post", 1), free.get("resid_post", 1), atol=1e-5)

@@ -204,3 +204,27 @@ def test_gguf_file_spec_converts_into_cache_and_matches_zoo(smollm2, tmp_path, m
     before = sorted(p.name for p in (tmp_path / "cache" / "models").iterdir())
     load_model(str(gguf), device="cpu")
     assert sorted(p.name for p in (tmp_path / "cache" / "models").iterdir()) == before
+
+
+def test_plain_model_shares_the_bridge_weights_and_agrees(tiny_llama):
+    plain = tiny_llama.plain_model
+    assert tiny_llama.plain_model_shares_weights  # no second copy of the weights
+    assert plain.config._attn_implementation == "sdpa"
+    ids, mask = tiny_llama.pad(tiny_llama.encode(["I was glad", "My friend lied to me again"]))
+    bridge = torch.log_softmax(tiny_llama.last_logits(ids, mask, engine="bridge"), -1)
+    ours = torch.log_softmax(tiny_llama.last_logits(ids, mask, engine="plain"), -1)
+    assert (bridge - ours).abs().max().item() < 1e-4
+
+
+def test_plain_model_works_for_gpt2_whether_shared_or_copied(tiny_gpt2):
+    ids, mask = tiny_gpt2.pad(tiny_gpt2.encode(["I was glad", "My friend lied to me again"]))
+    bridge = torch.log_softmax(tiny_gpt2.last_logits(ids, mask, engine="bridge"), -1)
+    ours = torch.log_softmax(tiny_gpt2.last_logits(ids, mask, engine="plain"), -1)
+    assert (bridge - ours).abs().max().item() < 1e-4
+
+
+@pytest.mark.integration
+def test_smollm2_plain_model_is_zero_copy(smollm2):
+    assert smollm2.plain_model_shares_weights
+    n_plain = sum(p.numel() for p in smollm2.plain_model.parameters())
+    assert n_plain > 100_000_000  # every weight of the 135M model, none duplicated
