@@ -282,6 +282,12 @@ def _cmd_steer(args: argparse.Namespace) -> int:
     return run_steer_command(args, load_data_from_args)
 
 
+def _cmd_circuits(args: argparse.Namespace) -> int:
+    from lens_emotion.circuits.cli import run_circuits_command
+
+    return run_circuits_command(args)
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     from lens_emotion.demo import run_demo
 
@@ -457,6 +463,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_steer_parser(sub, _add_model_args, _add_data_args)
 
+    from lens_emotion.circuits.cli import add_circuits_parser
+
+    add_circuits_parser(sub, _add_model_args)
+
     demo = sub.add_parser("demo", help="run every available analysis and write OUT/index.html")
     demo.add_argument("--out", default="demo_out", help="output folder (default: demo_out)")
     demo.add_argument("--model", default=None, help="model spec (default: offline SmolLM2)")
@@ -485,6 +495,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "patch": _cmd_patch,
         "attribute": _cmd_attribute,
         "steer": _cmd_steer,
+        "circuits": _cmd_circuits,
         "demo": _cmd_demo,
     }
     try:

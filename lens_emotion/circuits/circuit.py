@@ -95,7 +95,7 @@ def _influence(table: pd.DataFrame, emotion: str, n_layers: int) -> dict[str, to
                 f"the influence table has {len(part)} {name} rows for {emotion!r}, expected "
                 f"{n_layers} (one per layer)."
             )
-        out[name] = torch.as_tensor(part.sort_index().to_numpy(), dtype=torch.float32)
+        out[name] = torch.tensor(part.sort_index().to_numpy(dtype="float32"))
     return out
 
 

@@ -181,8 +181,14 @@ def consistency_figure(table: pd.DataFrame) -> go.Figure:
             y=float(table.chance.iloc[0]), line_dash="dash", line_color="#888", row=1, col=1
         )
     fig.update_xaxes(title_text="layer")
-    fig.update_layout(height=460, width=1050)
-    return apply_style(fig, "Consistency of the context-agnostic emotion directions")
+    apply_style(fig, "Consistency of the context-agnostic emotion directions")
+    fig.update_layout(
+        height=520,
+        width=1050,
+        legend={"orientation": "h", "yanchor": "top", "y": -0.2, "xanchor": "left", "x": 0.0},
+        margin={"b": 150},
+    )
+    return fig
 
 
 def control_figure(table: pd.DataFrame) -> go.Figure:
@@ -315,7 +321,7 @@ def circuit_figure(circuit: EmotionCircuit, n_layers: int | None = None) -> go.F
             showlegend=False,
         )
     )
-    fig.update_xaxes(title_text="layer", range=[-1, readout_x + 3])
+    fig.update_xaxes(title_text="layer", range=[-1, readout_x + 6])
     fig.update_yaxes(
         tickvals=[1, 0, -1],
         ticktext=["attention", "residual", "MLP"],

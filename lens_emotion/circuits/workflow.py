@@ -150,8 +150,8 @@ class CircuitSettings:
     gen_ablation_k: dict[str, int] = field(default_factory=lambda: {"head": 16, "neuron": 256})
     gen_ablation_intervention: str = "mean"
     n_tune_scenarios: int = 6
-    gamma_grid: tuple[float, ...] = (4.0, 8.0, 16.0, 32.0)
-    beta_grid: tuple[float, ...] = (4.0, 16.0)
+    gamma_grid: tuple[float, ...] = (8.0, 16.0, 32.0, 64.0)
+    beta_grid: tuple[float, ...] = (8.0, 32.0)
     steer_windows: tuple[tuple[int, ...], ...] = (tuple(range(10, 20)), tuple(range(20, 30)))
     positions: str = "last"
     min_distinct: float = 0.8
