@@ -130,7 +130,7 @@ def run_steer_command(args: argparse.Namespace, load_data: Callable[[Any], Any])
     """
     from lens_emotion.models import load_model
     from lens_emotion.steering import AppraisalCombo
-    from lens_emotion.steering_workflow import run_steering
+    from lens_emotion.steering_workflow import check_appraisal_names, run_steering
 
     combo = AppraisalCombo.parse(args.appraisal, args.signs)
     layers = parse_ints(args.layer, "--layer")
@@ -145,6 +145,11 @@ def run_steer_command(args: argparse.Namespace, load_data: Callable[[Any], Any])
     if args.controls < 1 and not args.no_theory:
         raise LensEmotionError("--controls must be at least 1 for the theory checks.")
     dataset = load_data(args)
+    if dataset.appraisals is None:
+        raise LensEmotionError(
+            f"dataset {dataset.name!r} has no appraisal ratings; use --dataset crowd-envent."
+        )
+    check_appraisal_names(dataset, [combo], fixed)
     model = load_model(
         args.model, device=args.device, dtype=args.dtype, trust_remote_code=args.trust_remote_code
     )

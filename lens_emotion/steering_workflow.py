@@ -44,7 +44,7 @@ from lens_emotion.steering import (
     readout_sweep,
 )
 
-__all__ = ["SteeringOutputs", "run_steering", "split_rows"]
+__all__ = ["SteeringOutputs", "check_appraisal_names", "run_steering", "split_rows"]
 
 
 @dataclass(frozen=True)
@@ -94,6 +94,23 @@ def split_rows(dataset: Any, n: int, n_probe: int, seed: int = 0) -> tuple[Any, 
     probe = dataset.sample(n_probe, seed=seed)
     rest = dataset.filter(~np.isin(np.asarray(dataset.ids), np.asarray(probe.ids)))
     return probe, rest.sample(n, seed=seed + 1)
+
+
+def check_appraisal_names(
+    dataset: Any, combos: Sequence[AppraisalCombo], fixed: Sequence[str] | None = None
+) -> None:
+    """Fail early (before any model work) on appraisal names the dataset does not have.
+
+    Raises:
+        SteeringError: An unknown name, with the known ones listed.
+    """
+    known = list(dataset.appraisal_names or ())
+    asked = [a for c in combos for a in c.appraisals] + list(fixed or ())
+    unknown = sorted({a for a in asked if a not in known})
+    if unknown:
+        raise SteeringError(
+            f"unknown appraisal(s) {unknown}; {dataset.name} has: {', '.join(known)}."
+        )
 
 
 def _direction_report(
@@ -264,6 +281,7 @@ def run_steering(
         )
     if not combos:
         raise SteeringError("no appraisal combo given; pass e.g. --appraisal pleasantness.")
+    check_appraisal_names(dataset, combos, fixed)
     bad_methods = [m for m in methods if m not in ("unique", "raw")]
     if bad_methods or not methods:
         raise SteeringError(f"methods must be 'unique' and/or 'raw', got {list(methods)}.")

@@ -1,0 +1,219 @@
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from lens_emotion.cli import main
+from lens_emotion.steering import STEERING_COLUMNS, AppraisalCombo, SteeringError
+from lens_emotion.steering_workflow import run_steering, split_rows
+from lens_emotion.theory import THEORY_CHECK_COLUMNS
+
+
+class _LengthJudge:
+    """Plumbing stand-in for the judge on tiny random models (whose text is noise)."""
+
+    labels = (
+        "anger",
+        "boredom",
+        "disgust",
+        "fear",
+        "guilt",
+        "joy",
+        "neutral",
+        "pride",
+        "relief",
+        "sadness",
+        "shame",
+        "surprise",
+        "trust",
+    )
+
+    def predict_proba(self, texts):
+        out = np.full((len(texts), 13), 0.01)
+        out[np.arange(len(texts)), [len(t) % 13 for t in texts]] = 1.0
+        return out / out.sum(1, keepdims=True)
+
+    def describe(self):
+        return {"kind": "length judge (tests)", "validation": {"accuracy": float("nan")}}
+
+
+def test_split_rows_are_disjoint_stratified_and_checked(sample_dataset):
+    probe, steer = split_rows(sample_dataset, 26, 52, seed=3)
+    assert len(probe) == 52 and len(steer) == 26
+    assert not set(probe.ids) & set(steer.ids)
+    assert set(steer.labels) == set(sample_dataset.labels)  # stratified: every label kept
+    with pytest.raises(SteeringError, match="lower --n"):
+        split_rows(sample_dataset, 100, 100)
+    with pytest.raises(SteeringError, match="n_probe >= 10"):
+        split_rows(sample_dataset, 5, 4)
+
+
+def test_tiny_run_writes_every_output(tiny_llama, sample_dataset, tmp_path):
+    out = tmp_path / "run"
+    outputs = run_steering(
+        tiny_llama,
+        sample_dataset,
+        out,
+        [AppraisalCombo.parse("pleasantness,other_responsblt", "+,+")],
+        [1],
+        [-4, 0, 4],
+        n=10,
+        n_probe=40,
+        n_controls=2,
+        methods=("unique", "raw"),
+        judge=_LengthJudge(),
+        max_new_tokens=3,
+        n_boot=50,
+        store_dir=tmp_path / "store",
+        progress=False,
+    )
+    for name in (
+        "steering.csv",
+        "readout.csv",
+        "theory_checks.csv",
+        "theory_summary.csv",
+        "generations.jsonl",
+        "directions.json",
+        "manifest.json",
+    ):
+        assert (out / name).is_file(), name
+    steering = pd.read_csv(out / "steering.csv")
+    assert tuple(steering.columns) == STEERING_COLUMNS
+    assert set(steering["appraisal_combo"]) == {"+pleasantness,+other_responsblt"}
+    assert set(steering["beta"]) == {-4.0, 0.0, 4.0} and set(steering["control"]) == {True, False}
+    readout = pd.read_csv(out / "readout.csv")
+    assert {"+pleasantness", "+other_responsblt", "raw:+pleasantness"} <= set(
+        readout["appraisal_combo"]
+    )
+    checks = pd.read_csv(out / "theory_checks.csv")
+    assert tuple(checks.columns) == THEORY_CHECK_COLUMNS
+    assert set(checks["prediction"]) >= {"pleasantness+", "other_responsblt-"}
+    assert set(checks["method"]) == {"unique", "raw"}
+    lines = (out / "generations.jsonl").read_text().splitlines()
+    assert len(lines) == len(outputs.generation.conditions) * 10
+    assert {"combo", "beta", "control", "event", "generation", "judged"} <= set(
+        json.loads(lines[0])
+    )
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["seed"] == 0 and manifest["model"]["weight_sha256"]
+    assert manifest["analysis"] == "steering" and manifest["n_steered"] == 10
+    assert manifest["scale"] == "rms" and manifest["judge"]["kind"].startswith("length")
+    assert any(k.startswith("figures/generation_sankey") for k in outputs.files)
+    assert any(k.startswith("figures/readout_bars") for k in outputs.files)
+    for k in outputs.files:
+        assert (out / outputs.files[k]).is_file()
+    directions = json.loads((out / "directions.json").read_text())
+    change = directions["+pleasantness,+other_responsblt"]["1"]["readout_change_per_unit_step"]
+    assert set(list(change)[:2]) == {"pleasantness", "other_responsblt"}
+
+
+def test_bad_requests_fail_before_model_work(tiny_llama, sample_dataset, tmp_path):
+    with pytest.raises(SteeringError, match="unknown appraisal"):
+        run_steering(tiny_llama, sample_dataset, tmp_path, [AppraisalCombo.parse("joyness")], [1])
+    with pytest.raises(SteeringError, match="reach outside"):
+        run_steering(tiny_llama, sample_dataset, tmp_path, [AppraisalCombo.parse("effort")], [5])
+    with pytest.raises(SteeringError, match="methods"):
+        run_steering(
+            tiny_llama,
+            sample_dataset,
+            tmp_path,
+            [AppraisalCombo.parse("effort")],
+            [1],
+            methods=("sideways",),
+        )
+
+
+@pytest.mark.integration
+def test_cli_steer_on_smollm2_with_real_rows_and_the_real_judge(crowd_envent_path, tmp_path):
+    out = tmp_path / "steer"
+    code = main(
+        [
+            "steer",
+            "--model",
+            "smollm2-135m-instruct",
+            "--dataset",
+            "crowd-envent",
+            "--data-path",
+            str(crowd_envent_path),
+            "--appraisal",
+            "pleasantness",
+            "--signs",
+            "+",
+            "--layer",
+            "12",
+            "--betas=-8,0,8",
+            "--gen-betas=-4,0,4",
+            "--seed",
+            "1",
+            "--n",
+            "6",
+            "--n-probe",
+            "30",
+            "--max-new-tokens",
+            "6",
+            "--controls",
+            "1",
+            "--store",
+            str(tmp_path / "store"),
+            "--out",
+            str(out),
+        ]
+    )
+    assert code == 0
+    steering = pd.read_csv(out / "steering.csv")
+    assert tuple(steering.columns) == STEERING_COLUMNS
+    assert set(steering["beta"]) == {-4.0, 0.0, 4.0}
+    sums = steering.groupby(["beta", "control"])["proportion"].sum()
+    np.testing.assert_allclose(sums, 1.0)
+    checks = pd.read_csv(out / "theory_checks.csv")
+    assert set(checks["outcome"]) >= {"readout", "generation"}
+    assert np.isfinite(checks[["delta", "excess"]].to_numpy()).all()
+    records = [json.loads(x) for x in (out / "generations.jsonl").read_text().splitlines()]
+    assert len(records) == 5 * 6  # clean + 2 steered + 2 controls, 6 texts
+    clean = [r for r in records if r["combo"] == "clean"]
+    assert all(r["judged"] in _LengthJudge.labels for r in records)
+    steered = [r for r in records if r["combo"] == "+pleasantness" and r["beta"] == 4.0]
+    assert [r["generation"] for r in steered] != [r["generation"] for r in clean]
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["judge"]["validation"]["accuracy"] > 1 / 13  # above chance on held-out rows
+    assert manifest["seed"] == 1 and manifest["command"].startswith("lens-emotion")
+    assert len(manifest["steered_ids"]) == 6 and manifest["n_probe"] == 30
+    assert (out / "figures" / "generation_sankey_plus_pleasantness_L12.html").is_file()
+
+
+def test_cli_steer_rejects_bad_input_with_exit_2(sample_dataset, tmp_path, capsys):
+    code = main(
+        ["steer", "--dataset", "sample", "--appraisal", "joyness", "--layer", "1", "--out", "x"]
+    )
+    assert code == 2 and "unknown appraisal" in capsys.readouterr().err
+    code = main(
+        [
+            "steer",
+            "--dataset",
+            "sample",
+            "--appraisal",
+            "pleasantness",
+            "--layer",
+            "a",
+            "--out",
+            "x",
+        ]
+    )
+    assert code == 2 and "--layer" in capsys.readouterr().err
+    code = main(
+        [
+            "steer",
+            "--dataset",
+            "sample",
+            "--appraisal",
+            "pleasantness,effort",
+            "--signs",
+            "+",
+            "--layer",
+            "1",
+            "--out",
+            "x",
+        ]
+    )
+    assert code == 2 and "one sign per appraisal" in capsys.readouterr().err
