@@ -73,7 +73,7 @@ class Variant:
         return max(self.layers) if self.site == "resid_post" else min(self.layers)
 
 
-Provider = Callable[[Variant, int, Any], Tensor]
+Provider = Callable[[Variant, int, Tensor], Tensor]
 """``provider(variant, layer, rows)`` returns the value written at ``layer`` for the target
 rows ``rows`` (a 1-D long tensor of row indices on the model's device): ``[len(rows),
 d_model]``, or ``[len(rows), d_head]`` for ``z``."""
@@ -279,7 +279,7 @@ class LastTokenLlama:
         clean: CleanRun,
         variants: Sequence[Variant],
         provider: Provider,
-        rows: Any,
+        rows: Tensor,
         label_ids: Tensor,
     ) -> Float[Tensor, "P m n_labels"]:
         """Label logits of every prompt of ``clean`` under every variant.
@@ -343,7 +343,7 @@ class LastTokenLlama:
         ordered: Sequence[Variant],
         provider: Provider,
         layer: int,
-        rows: Any,
+        rows: Tensor,
     ) -> tuple[Tensor, Tensor]:
         values = torch.stack([provider(ordered[j], layer, rows) for j in indices], dim=1)
         idx = torch.tensor(indices, device=values.device)
@@ -357,7 +357,7 @@ class LastTokenLlama:
         ordered: Sequence[Variant],
         provider: Provider,
         layer: int,
-        rows: Any,
+        rows: Tensor,
     ) -> Tensor:
         if site not in plan:
             return act
