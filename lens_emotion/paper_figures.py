@@ -1,0 +1,410 @@
+"""Regenerate a paper's worth of figures from one TOML config (``lens-emotion figures``).
+
+A config names the model, the data, the seed, the output formats and the analyses to run,
+each with the keyword arguments of its workflow::
+
+    title = "Tak et al. (ACL 2025) figure set"
+    model = "smollm2-135m-instruct"
+    seed = 0
+    formats = ["html", "png", "svg", "pdf"]
+
+    [data]
+    n_rows = 600            # stratified crowd-enVENT subset (omit for all rows)
+    # crowd_envent = "path/to/enVent_gen_Data.csv"   (default: the data root)
+    # sev = "path/to/sev.jsonl"
+
+    [probing]               # lens_emotion.workflows.run_probing keyword arguments
+    sites = ["attn_out", "mlp_out", "resid_post"]
+
+    [patching]              # lens_emotion.patching_workflow.run_patching
+    n_pairs = 100
+
+Every analysis writes its own results (CSV/JSON, manifest) under ``OUT/runs/<analysis>/``;
+the chosen figures are written to ``OUT/<analysis>_<figure>.<format>`` with the shared
+style and the same colour per emotion everywhere, and ``OUT/manifest.json`` records the
+config, its hash, the model and data hashes and the timings.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+import sys
+import time
+import tomllib
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from lens_emotion.errors import LensEmotionError
+from lens_emotion.io import write_json_atomic
+
+FORMATS = ("html", "png", "svg", "pdf")
+
+
+class FiguresConfigError(LensEmotionError, ValueError):
+    """A figures config that cannot be used (missing file, bad TOML, unknown keys)."""
+
+
+@dataclass(frozen=True)
+class FiguresConfig:
+    """A parsed figures config.
+
+    Attributes:
+        title: Title of the figure set.
+        model: Model spec for :func:`lens_emotion.models.load_model`.
+        seed: Seed of every analysis.
+        formats: Figure formats to write.
+        data: The ``[data]`` table (``crowd_envent``, ``sev``, ``n_rows``).
+        analyses: ``{analysis: keyword arguments}`` in config order.
+        device: Torch device (``None``: automatic).
+        dtype: Torch dtype name (``None``: float32).
+        source: The config file.
+        sha256: Hash of the config file's bytes.
+    """
+
+    title: str
+    model: str
+    seed: int
+    formats: tuple[str, ...]
+    data: dict[str, Any]
+    analyses: dict[str, dict[str, Any]]
+    device: str | None = None
+    dtype: str | None = None
+    source: Path | None = None
+    sha256: str = ""
+
+    def describe(self) -> dict[str, Any]:
+        """The config as a JSON-ready dict (for manifests)."""
+        return {
+            "title": self.title,
+            "model": self.model,
+            "seed": self.seed,
+            "formats": list(self.formats),
+            "data": self.data,
+            "analyses": self.analyses,
+            "device": self.device,
+            "dtype": self.dtype,
+            "source": str(self.source) if self.source else None,
+            "sha256": self.sha256,
+        }
+
+
+@dataclass
+class FiguresOutputs:
+    """What :func:`make_figures` wrote.
+
+    Attributes:
+        files: Figure files, by analysis.
+        notes: Warnings worth showing (e.g. static export unavailable).
+        timings: Seconds per analysis.
+        manifest: The manifest written to ``OUT/manifest.json``.
+    """
+
+    files: dict[str, list[Path]] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+    timings: dict[str, float] = field(default_factory=dict)
+    manifest: dict[str, Any] = field(default_factory=dict)
+
+
+# --------------------------------------------------------------------------------------------
+# Analyses: each runs its workflow into a folder and returns {figure name: Plotly figure}.
+# --------------------------------------------------------------------------------------------
+
+
+def _probing(model: Any, data: _Data, options: dict[str, Any], out: Path, seed: int) -> dict:
+    from lens_emotion.workflows import run_probing
+
+    result = run_probing(model, data.crowd_envent(), out, seed=seed, **options)
+    return dict(result.figures)
+
+
+def _patching(model: Any, data: _Data, options: dict[str, Any], out: Path, seed: int) -> dict:
+    from lens_emotion.patching_workflow import run_patching
+
+    result = run_patching(model, data.crowd_envent(), out, seed=seed, **options)
+    return dict(result.figures)
+
+
+def _attribution(model: Any, data: _Data, options: dict[str, Any], out: Path, seed: int) -> dict:
+    from lens_emotion.attribution import run_attribution
+
+    result = run_attribution(model, data.crowd_envent(), out, seed=seed, **options)
+    figures = {"estimates": result.atp.figure()}
+    if result.comparison is not None:
+        figures["vs_patching"] = result.comparison.figure()
+    return figures
+
+
+def _attention(model: Any, data: _Data, options: dict[str, Any], out: Path, seed: int) -> dict:
+    from lens_emotion.attention import attention_mass
+
+    options = dict(options)
+    rows = int(options.pop("rows", 48))
+    template = options.pop("template", "emotion-list")
+    dataset = data.crowd_envent()
+    subset = dataset.sample(min(rows, len(dataset)), seed=seed)
+    result = attention_mass(model, subset, template, seed=seed, **options)
+    result.save(out)
+    return {
+        "mass": result.figure(),
+        "emotion_heatmap": result.heatmap(group="emotion"),
+    }
+
+
+def _steering(model: Any, data: _Data, options: dict[str, Any], out: Path, seed: int) -> dict:
+    from lens_emotion.steering import AppraisalCombo
+    from lens_emotion.steering_workflow import run_steering
+
+    options = dict(options)
+    combos = [AppraisalCombo.parse(spec) for spec in options.pop("combos", ["+pleasantness"])]
+    layers = options.pop("layers", [model.n_layers // 2])
+    result = run_steering(model, data.crowd_envent(), out, combos, layers, seed=seed, **options)
+    return dict(result.figures)
+
+
+def _circuits(model: Any, data: _Data, options: dict[str, Any], out: Path, seed: int) -> dict:
+    from lens_emotion.circuits.workflow import CircuitSettings, run_circuits
+
+    settings = CircuitSettings(**options)
+    result = run_circuits(model, data.sev(), out, seed=seed, settings=settings)
+    return dict(result.figures)
+
+
+def _inference(model: Any, data: _Data, options: dict[str, Any], out: Path, seed: int) -> dict:
+    from lens_emotion.inference import infer_emotions
+
+    options = dict(options)
+    template = options.pop("template", "emotion-list")
+    result = infer_emotions(model, data.crowd_envent(), template, **options)
+    result.save(out)
+    return {"confusion": result.figure()}
+
+
+_ANALYSES: dict[str, tuple[Callable[..., dict], str]] = {
+    "inference": (_inference, "lens_emotion.inference.infer_emotions"),
+    "probing": (_probing, "lens_emotion.workflows.run_probing"),
+    "patching": (_patching, "lens_emotion.patching_workflow.run_patching"),
+    "attribution": (_attribution, "lens_emotion.attribution.run_attribution"),
+    "attention": (_attention, "lens_emotion.attention.attention_mass"),
+    "steering": (_steering, "lens_emotion.steering_workflow.run_steering"),
+    "circuits": (_circuits, "lens_emotion.circuits.workflow.CircuitSettings"),
+}
+
+#: Analyses a config may name, in the order they run.
+ANALYSES: tuple[str, ...] = tuple(_ANALYSES)
+
+_TOP_KEYS = {"title", "model", "seed", "formats", "data", "device", "dtype", *ANALYSES}
+_DATA_KEYS = {"crowd_envent", "sev", "n_rows"}
+
+
+@dataclass
+class _Data:
+    """Lazily loaded data named by the config."""
+
+    options: dict[str, Any]
+    seed: int
+    _crowd: Any = None
+    _sev: Any = None
+
+    def crowd_envent(self) -> Any:
+        if self._crowd is None:
+            from lens_emotion.data import default_crowd_envent_path, load_crowd_envent
+
+            path = self.options.get("crowd_envent") or default_crowd_envent_path()
+            dataset = load_crowd_envent(path)
+            n_rows = self.options.get("n_rows")
+            if n_rows is not None and int(n_rows) < len(dataset):
+                dataset = dataset.sample(int(n_rows), seed=self.seed)
+            self._crowd = dataset
+        return self._crowd
+
+    def sev(self) -> Any:
+        if self._sev is None:
+            from lens_emotion.data import default_sev_path, load_sev
+
+            self._sev = load_sev(self.options.get("sev") or default_sev_path())
+        return self._sev
+
+
+def _check_options(name: str, options: Mapping[str, Any]) -> None:
+    """Refuse keyword arguments the analysis' workflow does not take."""
+    target_path = _ANALYSES[name][1]
+    params = inspect.signature(_target(name)).parameters
+    reserved = {"model", "dataset", "sev", "out", "out_dir", "seed", "settings", "combos"}
+    allowed = {p for p in params if p not in reserved}
+    if name == "attention":
+        allowed |= {"rows", "template"}
+    if name == "steering":
+        allowed |= {"combos", "layers"}
+    if name == "inference":
+        allowed |= {"template"}
+    unknown = sorted(set(options) - allowed)
+    if unknown:
+        raise FiguresConfigError(
+            f"[{name}] has unknown option(s) {unknown}; {target_path} accepts: "
+            f"{', '.join(sorted(allowed))}."
+        )
+
+
+def load_figures_config(path: str | Path) -> FiguresConfig:
+    """Read and validate a figures config (TOML).
+
+    Args:
+        path: The ``.toml`` file.
+
+    Returns:
+        The :class:`FiguresConfig`.
+
+    Raises:
+        FiguresConfigError: Missing file, invalid TOML, unknown keys or analyses, bad formats,
+            or no analysis at all. The message names the key and what is allowed.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FiguresConfigError(
+            f"figures config not found: {path}. Pass --config configs/<name>.toml (see "
+            "configs/ in the repository for ready-made ones)."
+        )
+    raw_bytes = path.read_bytes()
+    try:
+        raw = tomllib.loads(raw_bytes.decode("utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise FiguresConfigError(f"{path} is not valid UTF-8 TOML: {exc}.") from exc
+    unknown = sorted(set(raw) - _TOP_KEYS)
+    if unknown:
+        raise FiguresConfigError(
+            f"{path}: unknown key(s) {unknown}; allowed: {sorted(_TOP_KEYS)} (analyses: "
+            f"{list(ANALYSES)})."
+        )
+    data = dict(raw.get("data", {}))
+    bad_data = sorted(set(data) - _DATA_KEYS)
+    if bad_data:
+        raise FiguresConfigError(
+            f"{path}: [data] has unknown key(s) {bad_data}; allowed: {sorted(_DATA_KEYS)}."
+        )
+    formats = tuple(raw.get("formats", ["html"]))
+    bad_formats = [f for f in formats if f not in FORMATS]
+    if bad_formats or not formats:
+        raise FiguresConfigError(
+            f"{path}: formats must be a non-empty subset of {list(FORMATS)}, got {list(formats)}."
+        )
+    analyses = {name: dict(raw[name]) for name in raw if name in _ANALYSES}
+    if not analyses:
+        raise FiguresConfigError(
+            f"{path}: name at least one analysis table, e.g. [probing]; known: {list(ANALYSES)}."
+        )
+    for name, options in analyses.items():
+        _check_options(name, options)
+    from lens_emotion.models import DEFAULT_MODEL
+
+    return FiguresConfig(
+        title=str(raw.get("title", path.stem)),
+        model=str(raw.get("model", DEFAULT_MODEL)),
+        seed=int(raw.get("seed", 0)),
+        formats=formats,
+        data=data,
+        analyses=analyses,
+        device=raw.get("device"),
+        dtype=raw.get("dtype"),
+        source=path,
+        sha256=hashlib.sha256(raw_bytes).hexdigest(),
+    )
+
+
+def _write(fig: Any, stem: Path, formats: Sequence[str], notes: list[str]) -> list[Path]:
+    from lens_emotion.plots import StaticExportError, apply_style, write_figure
+
+    if not fig.layout.template or fig.layout.template.layout.font.family is None:
+        apply_style(fig)
+    try:
+        return write_figure(fig, stem, formats=formats)
+    except StaticExportError as exc:
+        note = f"static export unavailable, wrote HTML only: {exc}"
+        if note not in notes:
+            notes.append(note)
+            print(f"[figures] {note}", file=sys.stderr)
+        return write_figure(fig, stem, formats=("html",))
+
+
+def make_figures(
+    config: FiguresConfig | str | Path,
+    out: str | Path = "figures",
+    model: Any | None = None,
+    only: Sequence[str] | None = None,
+    progress: bool = True,
+) -> FiguresOutputs:
+    """Run the config's analyses and write their figures.
+
+    Args:
+        config: A :class:`FiguresConfig` or the path of a TOML config.
+        out: Output folder for the figures (results go under ``OUT/runs/``).
+        model: An already loaded model (default: load ``config.model``).
+        only: Run just these analyses of the config.
+        progress: Show progress bars.
+
+    Returns:
+        The :class:`FiguresOutputs`.
+
+    Raises:
+        FiguresConfigError: A bad config, or ``only`` naming analyses the config lacks.
+    """
+    from lens_emotion.manifest import run_manifest, seed_everything
+    from lens_emotion.models import load_model
+
+    if not isinstance(config, FiguresConfig):
+        config = load_figures_config(config)
+    names = list(config.analyses) if only is None else list(only)
+    missing = [n for n in names if n not in config.analyses]
+    if missing:
+        raise FiguresConfigError(
+            f"--only {missing}: not in the config (it has {list(config.analyses)})."
+        )
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    seed_everything(config.seed)
+    outputs = FiguresOutputs()
+    started = time.perf_counter()
+    if model is None:
+        model = load_model(config.model, device=config.device, dtype=config.dtype)
+    data = _Data(config.data, config.seed)
+    for name in names:
+        t0 = time.perf_counter()
+        print(f"[figures] {name} ...", file=sys.stderr, flush=True)
+        options = dict(config.analyses[name])
+        if name != "circuits" and "progress" in inspect.signature(_target(name)).parameters:
+            options.setdefault("progress", progress)
+        figures = _ANALYSES[name][0](model, data, options, out / "runs" / name, config.seed)
+        written: list[Path] = []
+        for fig_name, fig in figures.items():
+            written += _write(fig, out / f"{name}_{fig_name}", config.formats, outputs.notes)
+        outputs.files[name] = written
+        outputs.timings[name] = round(time.perf_counter() - t0, 2)
+        print(
+            f"[figures] {name}: {len(figures)} figure(s), {outputs.timings[name]:.0f} s",
+            file=sys.stderr,
+        )
+    outputs.timings["total"] = round(time.perf_counter() - started, 2)
+    manifest = run_manifest(
+        seed=config.seed,
+        model=model,
+        dataset=data._crowd,
+        extra={
+            "config": config.describe(),
+            "sev": data._sev.fingerprint() if data._sev is not None else None,
+            "timings_s": outputs.timings,
+            "figures": {k: [p.name for p in v] for k, v in outputs.files.items()},
+            "notes": outputs.notes,
+        },
+    )
+    outputs.manifest = manifest
+    write_json_atomic(out / "manifest.json", manifest)
+    return outputs
+
+
+def _target(name: str) -> Callable[..., Any]:
+    import importlib
+
+    module_name, attr = _ANALYSES[name][1].rsplit(".", 1)
+    return getattr(importlib.import_module(module_name), attr)
