@@ -288,6 +288,19 @@ def _cmd_circuits(args: argparse.Namespace) -> int:
     return run_circuits_command(args)
 
 
+def _cmd_figures(args: argparse.Namespace) -> int:
+    from lens_emotion.paper_figures import load_figures_config, make_figures
+
+    config = load_figures_config(args.config)
+    only = [x.strip() for x in args.only.split(",") if x.strip()] if args.only else None
+    outputs = make_figures(config, args.out, only=only)
+    n = sum(len(v) for v in outputs.files.values())
+    print(f"wrote {n} figure files to {args.out} ({outputs.timings['total']:.0f} s)")
+    for note in outputs.notes:
+        print(f"note: {note}")
+    return 0
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     from lens_emotion.demo import run_demo
 
@@ -467,6 +480,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_circuits_parser(sub, _add_model_args)
 
+    figures = sub.add_parser(
+        "figures", help="regenerate a paper's figure set from a TOML config (configs/*.toml)"
+    )
+    figures.add_argument("--config", required=True, help="e.g. configs/tak2025.toml")
+    figures.add_argument("--out", default="figures", help="output folder (default: figures)")
+    figures.add_argument("--only", default=None, help="comma-separated analyses of the config")
+
     demo = sub.add_parser("demo", help="run every available analysis and write OUT/index.html")
     demo.add_argument("--out", default="demo_out", help="output folder (default: demo_out)")
     demo.add_argument("--model", default=None, help="model spec (default: offline SmolLM2)")
@@ -496,6 +516,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "attribute": _cmd_attribute,
         "steer": _cmd_steer,
         "circuits": _cmd_circuits,
+        "figures": _cmd_figures,
         "demo": _cmd_demo,
     }
     try:
