@@ -125,42 +125,25 @@ def test_bad_requests_fail_before_model_work(tiny_llama, sample_dataset, tmp_pat
 
 
 @pytest.mark.integration
-def test_cli_steer_on_smollm2_with_real_rows_and_the_real_judge(crowd_envent_path, tmp_path):
+def test_smollm2_run_with_real_rows_and_the_real_judge(smollm2, crowd_envent, tmp_path):
     out = tmp_path / "steer"
-    code = main(
-        [
-            "steer",
-            "--model",
-            "smollm2-135m-instruct",
-            "--dataset",
-            "crowd-envent",
-            "--data-path",
-            str(crowd_envent_path),
-            "--appraisal",
-            "pleasantness",
-            "--signs",
-            "+",
-            "--layer",
-            "12",
-            "--betas=-8,0,8",
-            "--gen-betas=-4,0,4",
-            "--seed",
-            "1",
-            "--n",
-            "6",
-            "--n-probe",
-            "30",
-            "--max-new-tokens",
-            "6",
-            "--controls",
-            "1",
-            "--store",
-            str(tmp_path / "store"),
-            "--out",
-            str(out),
-        ]
+    outputs = run_steering(
+        smollm2,
+        crowd_envent,
+        out,
+        [AppraisalCombo.parse("pleasantness", "+")],
+        [12],
+        [-8, 0, 8],
+        gen_betas=[-4, 0, 4],
+        n=6,
+        n_probe=30,
+        max_new_tokens=6,
+        n_controls=1,
+        n_boot=200,
+        store_dir=tmp_path / "store",
+        seed=1,
+        progress=False,
     )
-    assert code == 0
     steering = pd.read_csv(out / "steering.csv")
     assert tuple(steering.columns) == STEERING_COLUMNS
     assert set(steering["beta"]) == {-4.0, 0.0, 4.0}
@@ -171,15 +154,64 @@ def test_cli_steer_on_smollm2_with_real_rows_and_the_real_judge(crowd_envent_pat
     assert np.isfinite(checks[["delta", "excess"]].to_numpy()).all()
     records = [json.loads(x) for x in (out / "generations.jsonl").read_text().splitlines()]
     assert len(records) == 5 * 6  # clean + 2 steered + 2 controls, 6 texts
-    clean = [r for r in records if r["combo"] == "clean"]
     assert all(r["judged"] in _LengthJudge.labels for r in records)
+    clean = [r["generation"] for r in records if r["combo"] == "clean"]
     steered = [r for r in records if r["combo"] == "+pleasantness" and r["beta"] == 4.0]
-    assert [r["generation"] for r in steered] != [r["generation"] for r in clean]
+    assert [r["generation"] for r in steered] != clean
+    # the recorded labels are the judge's reading of "I felt" + the generated text
+    from lens_emotion.judge import load_judge
+
+    judge = load_judge("crowd-envent", seed=1, progress=False)
+    texts = [f"I felt{r['generation']}".strip() for r in steered]
+    assert judge.predict(texts) == [r["judged"] for r in steered]
+    assert outputs.judge["weights_sha256"] == judge.describe()["weights_sha256"]
     manifest = json.loads((out / "manifest.json").read_text())
-    assert manifest["judge"]["validation"]["accuracy"] > 1 / 13  # above chance on held-out rows
-    assert manifest["seed"] == 1 and manifest["command"].startswith("lens-emotion")
-    assert len(manifest["steered_ids"]) == 6 and manifest["n_probe"] == 30
+    assert manifest["judge"]["validation"]["accuracy"] > 1 / 13  # above chance, held-out rows
+    assert manifest["seed"] == 1 and len(manifest["steered_ids"]) == 6
+    assert manifest["n_probe"] == 30
     assert (out / "figures" / "generation_sankey_plus_pleasantness_L12.html").is_file()
+
+
+def test_cli_steer_readout_only_on_a_tiny_model(tiny_llama_dir, tmp_path):
+    out = tmp_path / "cli"
+    code = main(
+        [
+            "steer",
+            "--model",
+            str(tiny_llama_dir),
+            "--dataset",
+            "sample",
+            "--appraisal",
+            "pleasantness,other_responsblt",
+            "--signs",
+            "+,-",
+            "--layer",
+            "0,1",
+            "--betas=-4,0,4",
+            "--n",
+            "8",
+            "--n-probe",
+            "40",
+            "--controls",
+            "1",
+            "--no-generate",
+            "--store",
+            str(tmp_path / "store"),
+            "--seed",
+            "2",
+            "--out",
+            str(out),
+        ]
+    )
+    assert code == 0
+    steering = pd.read_csv(out / "steering.csv")  # the readout when generation is off
+    assert tuple(steering.columns) == STEERING_COLUMNS
+    assert set(steering["appraisal_combo"]) >= {"+pleasantness,-other_responsblt"}
+    assert set(steering["layer"]) == {0, 1}
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["judge"] is None and manifest["generation"] is None
+    assert manifest["command"].startswith("lens-emotion")
+    assert not (out / "generations.jsonl").exists()
 
 
 def test_cli_steer_rejects_bad_input_with_exit_2(sample_dataset, tmp_path, capsys):
