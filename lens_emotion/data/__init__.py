@@ -1,4 +1,4 @@
-"""Datasets: crowd-enVENT, SEV and a built-in sample, as :class:`EmotionDataset` objects.
+"""Datasets: crowd-enVENT, SEV and built-in samples of both, as :class:`EmotionDataset` objects.
 
 The data root is ``$LENS_EMOTION_DATA`` if set, else ``<repo>/../shared/data``; it holds
 ``crowd-envent/enVent_gen_Data.csv`` (or ``crowd-envent/crowd-enVent_generation.tsv``) and
@@ -18,7 +18,7 @@ from lens_emotion.data.crowd_envent import (
     load_crowd_envent,
 )
 from lens_emotion.data.dataset import DroppedRowsWarning, EmotionDataset, stratified_indices
-from lens_emotion.data.sample import load_sample
+from lens_emotion.data.sample import load_sample, load_sev_sample
 from lens_emotion.data.sev import SEV_EMOTIONS, VALENCES, load_sev
 from lens_emotion.errors import DataError
 
@@ -38,11 +38,12 @@ __all__ = [
     "load_dataset",
     "load_sample",
     "load_sev",
+    "load_sev_sample",
     "stratified_indices",
 ]
 
 #: Names accepted by :func:`load_dataset`.
-DATASET_NAMES: tuple[str, ...] = ("crowd-envent", "sev", "sample")
+DATASET_NAMES: tuple[str, ...] = ("crowd-envent", "sev", "sample", "sev-sample")
 
 _CROWD_FILES = ("enVent_gen_Data.csv", "crowd-enVent_generation.tsv")
 
@@ -78,17 +79,18 @@ def load_dataset(name: str, path: str | Path | None = None, **kwargs: Any) -> Em
     """Load a dataset by name.
 
     Args:
-        name: ``"crowd-envent"``, ``"sev"`` or ``"sample"`` (case-insensitive; ``_`` is
-            accepted for ``-``).
-        path: File to read; ``None`` uses the default location. Not allowed for ``"sample"``.
-        **kwargs: Passed to :func:`load_crowd_envent`, :func:`load_sev` or
-            :func:`load_sample`.
+        name: ``"crowd-envent"``, ``"sev"``, ``"sample"`` or ``"sev-sample"``
+            (case-insensitive; ``_`` is accepted for ``-``).
+        path: File to read; ``None`` uses the default location. Not allowed for the
+            built-in ``"sample"`` and ``"sev-sample"``.
+        **kwargs: Passed to :func:`load_crowd_envent`, :func:`load_sev`,
+            :func:`load_sample` or :func:`load_sev_sample`.
 
     Returns:
         The dataset.
 
     Raises:
-        DataError: If the name is unknown, or ``path`` is given for the built-in sample.
+        DataError: If the name is unknown, or ``path`` is given for a built-in sample.
     """
     key = name.strip().lower().replace("_", "-")
     if key == "crowd-envent":
@@ -99,4 +101,8 @@ def load_dataset(name: str, path: str | Path | None = None, **kwargs: Any) -> Em
         if path is not None:
             raise DataError("the 'sample' dataset is built in; drop path=... to load it")
         return load_sample(**kwargs)
+    if key == "sev-sample":
+        if path is not None:
+            raise DataError("the 'sev-sample' dataset is built in; drop path=... to load it")
+        return load_sev_sample(**kwargs)
     raise DataError(f"unknown dataset {name!r}; choose one of {', '.join(DATASET_NAMES)}")
