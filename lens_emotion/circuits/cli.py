@@ -83,6 +83,16 @@ def add_circuits_parser(
         help="prompts of the decomposition-vs-ablation check",
     )
     size.add_argument(
+        "--check-layers",
+        default=",".join(str(x) for x in d.check_layers or ()),
+        help="layers of that check, e.g. 0,14,29 ('all': every layer)",
+    )
+    size.add_argument(
+        "--interventions",
+        default=",".join(d.interventions),
+        help="ablation interventions: any of zero,mean,scale",
+    )
+    size.add_argument(
         "--alpha", type=float, default=d.alpha, help="influence injection (RMS units)"
     )
     size.add_argument("--circuit-heads", type=int, default=d.circuit_heads)
@@ -158,6 +168,18 @@ def run_circuits_command(args: argparse.Namespace) -> int:
     ):
         if getattr(args, name) < 1:
             raise CircuitError(f"--{name.replace('_', '-')} must be at least 1.")
+    try:
+        check_layers = (
+            None
+            if args.check_layers.strip() == "all"
+            else tuple(int(x) for x in args.check_layers.split(",") if x.strip())
+        )
+    except ValueError as exc:
+        raise CircuitError(
+            f"--check-layers must be comma-separated layer numbers or 'all', got "
+            f"{args.check_layers!r}."
+        ) from exc
+    interventions = tuple(x.strip() for x in args.interventions.split(",") if x.strip())
     settings = CircuitSettings(
         n_scenarios=args.n_scenarios,
         n_eval_scenarios=args.n_eval_scenarios,
@@ -168,6 +190,8 @@ def run_circuits_command(args: argparse.Namespace) -> int:
         n_random=args.n_random,
         scale_factor=args.scale_factor,
         check_prompts=args.check_prompts,
+        check_layers=check_layers,
+        interventions=interventions,
         alpha=args.alpha,
         circuit_heads=args.circuit_heads,
         circuit_neurons=args.circuit_neurons,
@@ -192,7 +216,8 @@ def run_circuits_command(args: argparse.Namespace) -> int:
             **{
                 **settings.__dict__,
                 "steer_windows": tuple(w for w in settings.steer_windows if w[-1] < model.n_layers),
-                "check_layers": (0, model.n_layers // 2, model.n_layers - 1),
+                "check_layers": tuple(x for x in settings.check_layers or () if x < model.n_layers)
+                or (0,),
             }
         )
         if not settings.steer_windows:

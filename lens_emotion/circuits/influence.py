@@ -29,7 +29,7 @@ from lens_emotion.circuits.edits import ComponentEdit
 from lens_emotion.circuits.errors import CircuitError
 from lens_emotion.circuits.scoring import LastTokenScorer
 
-__all__ = ["SUBLAYER_STREAM", "residual_rms", "sublayer_influence"]
+__all__ = ["SUBLAYER_STREAM", "influence_matrix", "residual_rms", "sublayer_influence"]
 
 #: The residual site each sublayer writes into (where its direction and RMS are read).
 SUBLAYER_STREAM: dict[str, str] = {"attn_out": "resid_mid", "mlp_out": "resid_post"}
@@ -105,4 +105,4 @@ def influence_matrix(table: pd.DataFrame, emotion: str) -> Float[Tensor, "layer 
     if sub.empty:
         raise CircuitError(f"no influence rows for emotion {emotion!r}.")
     pivot = sub.pivot(index="layer", columns="sublayer", values="influence")
-    return torch.as_tensor(pivot[["attn", "mlp"]].to_numpy(), dtype=torch.float32)
+    return torch.tensor(pivot[["attn", "mlp"]].to_numpy(dtype="float32"))
