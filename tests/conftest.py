@@ -90,3 +90,64 @@ def sample_dataset():
     from lens_emotion.data import load_sample
 
     return load_sample()
+
+
+# --- headless Chromium (Debian's /usr/bin/chromium via Playwright; never Playwright's own) ---
+
+CHROMIUM = Path("/usr/bin/chromium")
+LAUNCH_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+
+
+@pytest.fixture(scope="session")
+def browser():
+    sync_api = pytest.importorskip(
+        "playwright.sync_api", reason="playwright is not installed (pip install playwright)"
+    )
+    if not CHROMIUM.exists():
+        pytest.skip(f"no Chromium at {CHROMIUM} (apt-get install chromium)")
+    with sync_api.sync_playwright() as pw:
+        try:
+            instance = pw.chromium.launch(executable_path=str(CHROMIUM), args=LAUNCH_ARGS)
+        except Exception as err:  # noqa: BLE001 - any launch failure means: cannot test here
+            pytest.skip(f"Chromium at {CHROMIUM} does not start under Playwright: {err}")
+        yield instance
+        instance.close()
+
+
+class _OfflinePage:
+    """A browser page that aborts (and records) every request that is not a local file."""
+
+    def __init__(self, browser):
+        self.page = browser.new_page(viewport={"width": 1300, "height": 1100})
+        self.requests: list[str] = []
+        self.errors: list[str] = []
+        self.page.on(
+            "console", lambda msg: self.errors.append(msg.text) if msg.type == "error" else None
+        )
+        self.page.on("pageerror", lambda exc: self.errors.append(str(exc)))
+        self.page.route("**/*", self._route)
+
+    def _route(self, route):
+        url = route.request.url
+        if url.startswith(("file:", "data:", "blob:")):
+            route.continue_()
+        else:
+            self.requests.append(url)
+            route.abort()
+
+    def close(self):
+        self.page.close()
+
+
+@pytest.fixture
+def offline_page(browser):
+    page = _OfflinePage(browser)
+    yield page
+    page.close()
