@@ -33,7 +33,7 @@ def _add_data_args(parser: argparse.ArgumentParser, default: str = "crowd-envent
     parser.add_argument(
         "--dataset",
         default=default,
-        choices=["crowd-envent", "sev", "sample"],
+        choices=["crowd-envent", "sev", "sample", "sev-sample"],
         help=f"which dataset (default: {default})",
     )
     parser.add_argument(
