@@ -56,6 +56,7 @@ __all__ = [
     "ablate_sites",
     "bootstrap_ci",
     "compare_control",
+    "compare_heads",
     "draw_pairs",
     "patch_heads",
     "patch_sites",
@@ -727,6 +728,43 @@ def compare_control(
             }
         )
     return pd.DataFrame(rows)
+
+
+def compare_heads(
+    emotion: HeadPatchingResult, control: HeadPatchingResult, k: int = 10
+) -> dict[str, Any]:
+    """Are the heads that move the emotion answer the ones that move the control answer?
+
+    Logit differences of the two tasks are on different label sets, so only scale-free
+    statistics are compared: Pearson and Spearman correlation of the two ``[layer, head]``
+    effect maps, and the overlap of their ``k`` strongest heads (by mean effect).
+
+    Returns:
+        ``pearson``, ``spearman``, ``k``, ``emotion_top`` and ``control_top`` (as
+        ``"layer.head"`` strings) and ``overlap`` (how many of the top ``k`` are shared).
+    """
+    from scipy.stats import pearsonr, spearmanr
+
+    if emotion.effects.shape != control.effects.shape:
+        raise PatchingError(
+            f"Head maps differ in shape ({emotion.effects.shape} vs {control.effects.shape}); "
+            "patch the same layers in both tasks."
+        )
+    a, b = emotion.effects.reshape(-1), control.effects.reshape(-1)
+
+    def top(result: HeadPatchingResult) -> list[str]:
+        frame = result.to_frame().nlargest(k, "mean_logit_diff_change")
+        return [f"{int(r.layer)}.{int(r.head)}" for r in frame.itertuples()]
+
+    emotion_top, control_top = top(emotion), top(control)
+    return {
+        "pearson": float(pearsonr(a, b)[0]),
+        "spearman": float(spearmanr(a, b)[0]),
+        "k": k,
+        "emotion_top": emotion_top,
+        "control_top": control_top,
+        "overlap": len(set(emotion_top) & set(control_top)),
+    }
 
 
 def save_table(frame: pd.DataFrame, path: str | Path) -> Path:

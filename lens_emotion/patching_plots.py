@@ -91,7 +91,17 @@ def transfer_figure(
     span = int(table.span.iloc[0]) if len(table) else 0
     fig.update_xaxes(title_text=f"center layer (window of {span})", dtick=2)
     fig.update_yaxes(title_text="transfer rate", range=[-0.02, 1.02])
-    return apply_style(fig, title)
+    apply_style(fig, title)
+    if control is not None:  # six entries: legend under the plot, clear of the title
+        _legend_below(fig)
+    return fig
+
+
+def _legend_below(fig: go.Figure) -> None:
+    fig.update_layout(
+        legend={"orientation": "h", "y": -0.16, "yanchor": "top", "x": 0.0, "xanchor": "left"},
+        margin={"b": 140},
+    )
 
 
 def head_heatmap(
@@ -150,4 +160,6 @@ def ablation_figure(table: pd.DataFrame, title: str = "Ablation: prediction kept
         fig.update_xaxes(title_text="center layer", row=1, col=col)
     fig.update_yaxes(title_text="prediction kept", range=[-0.02, 1.02], row=1, col=1)
     fig.update_layout(width=max(900, 380 * len(modes)))
-    return apply_style(fig, title)
+    apply_style(fig, title)
+    _legend_below(fig)
+    return fig

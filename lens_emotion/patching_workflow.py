@@ -10,7 +10,8 @@ table, figure and a manifest to one folder::
     ablations.csv             zero / mean / random same-norm ablation: share of predictions kept
     control_patching.csv      the same grid on the control task (first word of the context)
     control_comparison.csv    do the emotion layers matter for the control task?
-    figures/                  transfer.html, heads.html, ablations.html, control.html (+ static)
+    control_heads.csv         head patching on the control task (with heads and control)
+    figures/                  transfer, heads, ablations, control, control_heads (.html + static)
     manifest.json             model, data, template, seed, pairs, timings, peaks, versions
 """
 
@@ -32,6 +33,7 @@ from lens_emotion.patching import (
     SITES,
     ablate_sites,
     compare_control,
+    compare_heads,
     patch_heads,
     patch_sites,
 )
@@ -191,7 +193,7 @@ def run_patching(
         files.append(write_text_atomic(out / "ablations.csv", ablation.table.to_csv(index=False)))
         figures["ablations"] = ablation.figure()
 
-    control_result = comparison = control_pairs = None
+    control_result = comparison = control_pairs = head_comparison = None
     if control:
         control_pairs = timed(
             "control_pairs_s",
@@ -230,6 +232,19 @@ def run_patching(
             title=f"Emotion task (solid) vs control task (dashed), span {span}",
             control=control_result.table,
         )
+        if head_result is not None:
+            control_heads = timed(
+                "control_heads_s", patch_heads, model, control_pairs, layers=layers, **common
+            )
+            head_comparison = compare_heads(head_result, control_heads)
+            files.append(
+                write_text_atomic(
+                    out / "control_heads.csv", control_heads.to_frame().to_csv(index=False)
+                )
+            )
+            figures["control_heads"] = control_heads.figure(
+                title="Control task (first word): head patching, mean change in logit difference"
+            )
 
     figure_files, static_note = _write_figures(figures, out / "figures", formats)
     files += figure_files
@@ -263,6 +278,7 @@ def run_patching(
                 "pairs": control_pairs.describe(),
                 "patching": control_result.describe(),
                 "comparison": comparison.to_dict(orient="records"),
+                "heads": head_comparison,
             },
             "timings": timings,
             "static_export": static_note or "as requested",

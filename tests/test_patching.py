@@ -5,6 +5,8 @@ fast last-position path is checked against the slow per-pair reference (batch si
 full-sequence forward pass per pair per window, bridge hooks overwriting the last position).
 """
 
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -15,6 +17,7 @@ from lens_emotion.patching import (
     ablate_sites,
     bootstrap_ci,
     compare_control,
+    compare_heads,
     draw_pairs,
     patch_heads,
     patch_sites,
@@ -74,6 +77,17 @@ def test_table_has_the_documented_columns(tiny_llama, tiny_pairs):
     np.testing.assert_allclose(mean_change.loc[merged.index], merged, rtol=1e-5, atol=1e-6)
     with pytest.raises(PatchingError, match="Unknown sites"):
         patch_sites(tiny_llama, tiny_pairs, sites=("attn",), progress=False)
+
+
+def test_compare_heads_is_scale_free(tiny_llama, tiny_pairs):
+    heads = patch_heads(tiny_llama, tiny_pairs, n_boot=50, progress=False)
+    same = compare_heads(heads, heads, k=3)
+    assert same["pearson"] == pytest.approx(1.0) and same["overlap"] == 3
+    scaled = dataclasses.replace(heads, effects=heads.effects * 5, per_pair=heads.per_pair * 5)
+    assert compare_heads(heads, scaled, k=3)["emotion_top"] == same["control_top"]
+    one_layer = patch_heads(tiny_llama, tiny_pairs, layers=[0], n_boot=50, progress=False)
+    with pytest.raises(PatchingError, match="same layers"):
+        compare_heads(heads, one_layer)
 
 
 # --------------------------------------------------------------------------- real SmolLM2

@@ -41,9 +41,11 @@ def test_patch_cli_writes_tables_figures_and_manifest(
     assert tuple(control.columns) == TABLE_COLUMNS
     comparison = pd.read_csv(out / "control_comparison.csv")
     assert list(comparison.site) == ["attn_out", "mlp_out", "resid_post"]
+    control_heads = pd.read_csv(out / "control_heads.csv")
+    assert len(control_heads) == len(heads)
     pairs = pd.read_csv(out / "pairs.csv")
     assert (pairs.source_human != pairs.target_human).all()
-    for name in ("transfer", "heads", "ablations", "control"):
+    for name in ("transfer", "heads", "ablations", "control", "control_heads"):
         html = (out / "figures" / f"{name}.html").read_text()
         assert "plotly" in html.lower()
 
@@ -52,6 +54,8 @@ def test_patch_cli_writes_tables_figures_and_manifest(
     assert manifest["pairs"]["n_kept"] == 2 and manifest["pairs"]["agreeing_only"] is True
     assert manifest["pairs"]["calibration"] == "mean"
     assert manifest["control"]["pairs"]["template"] == "control-first-word"
+    head_overlap = manifest["control"]["heads"]
+    assert -1 <= head_overlap["pearson"] <= 1 and 0 <= head_overlap["overlap"] <= 10
     assert manifest["parameters"]["method"] == "fast"
     assert set(manifest["files"]) >= {"patching.csv", "heads.csv", "ablations.csv"}
 
