@@ -141,7 +141,13 @@ def add_circuits_parser(
         "--min-distinct",
         type=float,
         default=d.min_distinct,
-        help="fluency floor (distinct-bigram ratio) when choosing strengths",
+        help="replies with a lower distinct-bigram ratio count as degenerate",
+    )
+    gen.add_argument(
+        "--min-words",
+        type=int,
+        default=d.min_words,
+        help="replies with fewer words count as degenerate (e.g. a bare emotion word)",
     )
     p.add_argument("--batch-size", type=int, default=d.batch_size)
     p.add_argument("--formats", default="html", help="figure formats, e.g. html,png")
@@ -203,6 +209,7 @@ def run_circuits_command(args: argparse.Namespace) -> int:
         steer_windows=tuple(parse_windows(args.steer_windows)),
         positions=args.positions,
         min_distinct=args.min_distinct,
+        min_words=args.min_words,
         max_new_tokens=args.max_new_tokens,
         batch_size=args.batch_size,
     )

@@ -192,31 +192,48 @@ def consistency_figure(table: pd.DataFrame) -> go.Figure:
 
 
 def control_figure(table: pd.DataFrame) -> go.Figure:
-    """Expression accuracy per method and target emotion, with bootstrap intervals."""
-    fig = go.Figure()
+    """Expression accuracy per method and target emotion, with bootstrap intervals.
+
+    Left: share of replies judged as the target. Right (when the table has it): the same,
+    counting degenerate replies (a bare emotion word, loops) as failures.
+    """
     palette = {
         "neutral": "#BBBBBB",
         "prompting": "#0072B2",
         "steering": "#E69F00",
         "circuit": "#009E73",
     }
-    for method, rows in table.groupby("method", sort=False):
-        fig.add_trace(
-            go.Bar(
-                x=rows.emotion,
-                y=rows.accuracy,
-                name=str(method),
-                marker_color=palette.get(str(method), "#666666"),
-                error_y={
-                    "type": "data",
-                    "symmetric": False,
-                    "array": (rows.ci_high - rows.accuracy).to_numpy(),
-                    "arrayminus": (rows.accuracy - rows.ci_low).to_numpy(),
-                },
-            )
+    panels = [("accuracy", "ci_low", "ci_high", "judged as target")]
+    if "fluent_accuracy" in table:
+        panels.append(
+            ("fluent_accuracy", "fluent_ci_low", "fluent_ci_high", "judged as target, fluent")
         )
-    fig.update_layout(barmode="group", yaxis_range=[0, 1], height=480, width=1000)
-    fig.update_yaxes(title_text="judged as target emotion")
+    fig = make_subplots(
+        rows=1, cols=len(panels), subplot_titles=[p[3] for p in panels], shared_yaxes=True
+    )
+    for c, (value, low, high, _) in enumerate(panels, start=1):
+        for method, rows in table.groupby("method", sort=False):
+            fig.add_trace(
+                go.Bar(
+                    x=rows.emotion,
+                    y=rows[value],
+                    name=str(method),
+                    legendgroup=str(method),
+                    showlegend=c == 1,
+                    marker_color=palette.get(str(method), "#666666"),
+                    error_y={
+                        "type": "data",
+                        "symmetric": False,
+                        "array": (rows[high] - rows[value]).to_numpy(),
+                        "arrayminus": (rows[value] - rows[low]).to_numpy(),
+                    },
+                ),
+                row=1,
+                col=c,
+            )
+    fig.update_layout(barmode="group", height=480, width=700 * len(panels))
+    fig.update_yaxes(range=[0, 1])
+    fig.update_yaxes(title_text="share of replies", row=1, col=1)
     return apply_style(fig, "Emotion expression on held-out scenarios (95% bootstrap CI)")
 
 

@@ -18,7 +18,10 @@ projection, so the whole modulation is a sum of fixed vectors added to a few sub
 Strengths (``gamma``, ``beta``) are chosen on discovery scenarios only, by the same judge,
 from equally long grids (:func:`tune_strength`); the comparison then runs on held-out
 scenarios. Accuracy is the share of replies the judge labels as the target emotion, with
-percentile-bootstrap intervals that resample scenarios.
+percentile-bootstrap intervals that resample scenarios. Because a judge also labels a bare
+emotion word (``"anger"``) or a loop (``"sad sad sad"``) as that emotion, replies that are too
+short or repetitive are flagged as degenerate (:func:`is_degenerate`), and a *fluent accuracy*
+counts only non-degenerate replies as successes; strengths are chosen by fluent accuracy.
 """
 
 from __future__ import annotations
@@ -47,6 +50,7 @@ __all__ = [
     "control_comparison",
     "distinct_bigram_ratio",
     "emotion_means",
+    "is_degenerate",
     "modulation_hooks",
     "modulation_vectors",
     "steering_baseline_hooks",
@@ -141,6 +145,38 @@ def distinct_bigram_ratio(text: str) -> float:
     return 1.0 if not pairs else len(set(pairs)) / len(pairs)
 
 
+def is_degenerate(text: str, min_words: int = 5, min_distinct: float = 0.5) -> bool:
+    """A reply that is too short (e.g. just an emotion word) or loops on itself.
+
+    Args:
+        text: The reply.
+        min_words: Replies with fewer words are degenerate (a bare ``"anger"`` is not a reply
+            expressing anger, even though a judge will label it so).
+        min_distinct: Replies whose distinct-bigram ratio is lower are degenerate.
+    """
+    return len(text.split()) < min_words or distinct_bigram_ratio(text) < min_distinct
+
+
+def _reply_stats(
+    replies: Sequence[str], labels: Sequence[str], emotion: str, min_words: int, min_distinct: float
+) -> list[dict[str, Any]]:
+    out = []
+    for reply, label in zip(replies, labels, strict=True):
+        degenerate = is_degenerate(reply, min_words, min_distinct)
+        out.append(
+            {
+                "reply": reply,
+                "judged": label,
+                "correct": label == emotion,
+                "fluent_correct": label == emotion and not degenerate,
+                "degenerate": degenerate,
+                "n_words": len(reply.split()),
+                "distinct_2": distinct_bigram_ratio(reply),
+            }
+        )
+    return out
+
+
 def cluster_bootstrap(
     values: Sequence[float] | np.ndarray,
     clusters: Sequence[str],
@@ -207,6 +243,8 @@ def tune_strength(
     max_new_tokens: int = 30,
     batch_size: int = 16,
     seed: int = 0,
+    min_words: int = 5,
+    min_distinct: float = 0.5,
 ) -> pd.DataFrame:
     """Judged accuracy of a steering method on (discovery) neutral prompts, per strength.
 
@@ -220,16 +258,19 @@ def tune_strength(
         max_new_tokens: Tokens per reply.
         batch_size: Prompts per batch.
         seed: Seed.
+        min_words: Degenerate-reply threshold (:func:`is_degenerate`).
+        min_distinct: Degenerate-reply threshold (:func:`is_degenerate`).
 
     Returns:
-        One row per strength: ``strength``, ``accuracy`` (over emotions and prompts),
-        ``distinct_2`` (mean distinct-bigram ratio), ``n``.
+        One row per strength: ``strength``, ``accuracy`` (judged as the target, over emotions
+        and prompts), ``fluent_accuracy`` (judged as the target and not degenerate),
+        ``degenerate_rate``, ``mean_words``, ``distinct_2``, ``n``.
     """
     if not grid:
         raise CircuitError("tune_strength() needs at least one strength in the grid.")
     rows = []
     for strength in grid:
-        correct, distinct = [], []
+        stats: list[dict[str, Any]] = []
         for emotion in emotions:
             replies = _generate(
                 model,
@@ -240,14 +281,17 @@ def tune_strength(
                 seed,
             )
             labels = judge_replies(judge, replies)
-            correct += [label == emotion for label in labels]
-            distinct += [distinct_bigram_ratio(r) for r in replies]
+            stats += _reply_stats(replies, labels, emotion, min_words, min_distinct)
+        frame = pd.DataFrame(stats)
         rows.append(
             {
                 "strength": float(strength),
-                "accuracy": float(np.mean(correct)),
-                "distinct_2": float(np.mean(distinct)),
-                "n": len(correct),
+                "accuracy": float(frame.correct.mean()),
+                "fluent_accuracy": float(frame.fluent_correct.mean()),
+                "degenerate_rate": float(frame.degenerate.mean()),
+                "mean_words": float(frame.n_words.mean()),
+                "distinct_2": float(frame.distinct_2.mean()),
+                "n": len(frame),
             }
         )
     return pd.DataFrame(rows)
@@ -258,12 +302,14 @@ class ControlResult:
     """Outcome of :func:`control_comparison`.
 
     Attributes:
-        table: ``method, emotion, accuracy, ci_low, ci_high, n, distinct_2`` (``emotion ==
-            "all"`` pools the emotions; its interval resamples scenarios).
+        table: ``method, emotion, accuracy, ci_low, ci_high`` (share judged as the target),
+            ``fluent_accuracy, fluent_ci_low, fluent_ci_high`` (judged as the target and not
+            degenerate), ``degenerate_rate, mean_words, distinct_2, n``. ``emotion == "all"``
+            pools the emotions; intervals resample scenarios.
         generations: Every reply: method, emotion (target), skeleton_id, valence, reply,
-            judged, correct.
-        differences: Paired differences of the pooled accuracy between methods (scenario
-            bootstrap): ``a, b, difference, ci_low, ci_high``.
+            judged, correct, fluent_correct, degenerate, n_words, distinct_2.
+        differences: Paired differences of the pooled accuracies between methods (scenario
+            bootstrap): ``metric, a, b, difference, ci_low, ci_high``.
     """
 
     table: pd.DataFrame
@@ -282,6 +328,8 @@ def control_comparison(
     batch_size: int = 16,
     seed: int = 0,
     n_boot: int = 2000,
+    min_words: int = 5,
+    min_distinct: float = 0.5,
 ) -> ControlResult:
     """Generate and judge replies for every method and target emotion.
 
@@ -297,6 +345,8 @@ def control_comparison(
         batch_size: Prompts per batch.
         seed: Seed of the bootstrap.
         n_boot: Bootstrap resamples.
+        min_words: Degenerate-reply threshold (:func:`is_degenerate`).
+        min_distinct: Degenerate-reply threshold (:func:`is_degenerate`).
 
     Returns:
         The :class:`ControlResult`.
@@ -307,17 +357,15 @@ def control_comparison(
 
     def add(method: str, emotion: str, items: SevPrompts, replies: list[str]) -> None:
         labels = judge_replies(judge, replies)
-        for i, (reply, label) in enumerate(zip(replies, labels, strict=True)):
+        stats = _reply_stats(replies, labels, emotion, min_words, min_distinct)
+        for i, row in enumerate(stats):
             records.append(
                 {
                     "method": method,
                     "emotion": emotion,
                     "skeleton_id": items.skeleton_id[i],
                     "valence": items.valence[i],
-                    "reply": reply,
-                    "judged": label,
-                    "correct": label == emotion,
-                    "distinct_2": distinct_bigram_ratio(reply),
+                    **row,
                 }
             )
 
@@ -347,6 +395,9 @@ def control_comparison(
             mean, low, high = cluster_bootstrap(
                 part["correct"].astype(float), part["skeleton_id"], n_boot, seed
             )
+            f_mean, f_low, f_high = cluster_bootstrap(
+                part["fluent_correct"].astype(float), part["skeleton_id"], n_boot, seed
+            )
             rows.append(
                 {
                     "method": method,
@@ -354,17 +405,32 @@ def control_comparison(
                     "accuracy": mean,
                     "ci_low": low,
                     "ci_high": high,
-                    "n": len(part),
+                    "fluent_accuracy": f_mean,
+                    "fluent_ci_low": f_low,
+                    "fluent_ci_high": f_high,
+                    "degenerate_rate": float(part["degenerate"].mean()),
+                    "mean_words": float(part["n_words"].mean()),
                     "distinct_2": float(part["distinct_2"].mean()),
+                    "n": len(part),
                 }
             )
     table = pd.DataFrame(rows)
-    return ControlResult(table, generations, _paired_differences(generations, n_boot, seed))
+    differences = pd.concat(
+        [
+            _paired_differences(generations, column, n_boot, seed).assign(metric=metric)
+            for metric, column in (("accuracy", "correct"), ("fluent_accuracy", "fluent_correct"))
+        ],
+        ignore_index=True,
+    )
+    differences = differences[["metric", "a", "b", "difference", "ci_low", "ci_high"]]
+    return ControlResult(table, generations, differences)
 
 
-def _paired_differences(generations: pd.DataFrame, n_boot: int, seed: int) -> pd.DataFrame:
+def _paired_differences(
+    generations: pd.DataFrame, column: str, n_boot: int, seed: int
+) -> pd.DataFrame:
     """Pooled accuracy differences between methods, resampling scenarios (paired)."""
-    per = generations.groupby(["method", "skeleton_id"])["correct"].agg(["sum", "size"]).unstack(0)
+    per = generations.groupby(["method", "skeleton_id"])[column].agg(["sum", "size"]).unstack(0)
     methods = list(dict.fromkeys(generations["method"]))
     scenarios = per.index.to_numpy()
     rng = np.random.default_rng([seed, 99])

@@ -124,8 +124,8 @@ class CircuitSettings:
         beta_grid: Steering strengths tried (per layer, RMS units).
         steer_windows: Steering layer windows tried.
         positions: ``"last"`` (last prompt token) or ``"all"`` for steering and modulation.
-        min_distinct: Strengths whose tuning replies have a lower mean distinct-bigram ratio
-            are not chosen (degenerate, repetitive text).
+        min_words: Replies with fewer words are degenerate (not counted as fluent successes).
+        min_distinct: Replies with a lower distinct-bigram ratio are degenerate (loops).
         max_new_tokens: Tokens per reply.
         batch_size: Prompts per batch.
     """
@@ -154,7 +154,8 @@ class CircuitSettings:
     beta_grid: tuple[float, ...] = (8.0, 32.0)
     steer_windows: tuple[tuple[int, ...], ...] = (tuple(range(10, 20)), tuple(range(20, 30)))
     positions: str = "last"
-    min_distinct: float = 0.8
+    min_words: int = 5
+    min_distinct: float = 0.5
     max_new_tokens: int = 30
     batch_size: int = 16
 
@@ -198,12 +199,9 @@ class CircuitsOutputs:
     timings: dict[str, float] = field(default_factory=dict)
 
 
-def _pick_strength(table: pd.DataFrame, min_distinct: float) -> pd.Series:
-    """Best accuracy among fluent enough strengths (else the most fluent), ties: first row."""
-    fluent = table[table.distinct_2 >= min_distinct]
-    if fluent.empty:
-        return table.loc[table.distinct_2.idxmax()]
-    return fluent.loc[fluent.accuracy.idxmax()]
+def _pick_strength(table: pd.DataFrame) -> pd.Series:
+    """The strength with the best fluent accuracy (ties: the earlier row)."""
+    return table.loc[table.fluent_accuracy.idxmax()]
 
 
 def run_circuits(
@@ -468,6 +466,8 @@ def run_circuits(
             settings.max_new_tokens,
             settings.batch_size,
             seed,
+            min_words=settings.min_words,
+            min_distinct=settings.min_distinct,
         )
         tuning.append(table.assign(method="circuit", window=""))
         for window in settings.steer_windows:
@@ -487,17 +487,15 @@ def run_circuits(
                 settings.max_new_tokens,
                 settings.batch_size,
                 seed,
+                min_words=settings.min_words,
+                min_distinct=settings.min_distinct,
             )
             tuning.append(table.assign(method="steering", window=f"{window[0]}-{window[-1]}"))
         tuning_table = pd.concat(tuning, ignore_index=True)
         save_csv(tuning_table, "tuning.csv")
         tables["tuning"] = tuning_table
-        best_circuit = _pick_strength(
-            tuning_table[tuning_table.method == "circuit"], settings.min_distinct
-        )
-        best_steer = _pick_strength(
-            tuning_table[tuning_table.method == "steering"], settings.min_distinct
-        )
+        best_circuit = _pick_strength(tuning_table[tuning_table.method == "circuit"])
+        best_steer = _pick_strength(tuning_table[tuning_table.method == "steering"])
         gamma = float(best_circuit.strength)
         beta = float(best_steer.strength)
         lo, hi = (int(x) for x in str(best_steer.window).split("-"))
@@ -525,6 +523,8 @@ def run_circuits(
             settings.max_new_tokens,
             settings.batch_size,
             seed,
+            min_words=settings.min_words,
+            min_distinct=settings.min_distinct,
         )
         control = result.table
         save_csv(control, "control.csv")

@@ -40,6 +40,8 @@ def test_ablation_and_control_figures():
         }
     )
     assert len(figures.control_figure(control).data) == 2
+    control["fluent_accuracy"], control["fluent_ci_low"], control["fluent_ci_high"] = 0.2, 0.1, 0.3
+    assert len(figures.control_figure(control).data) == 4
     with pytest.raises(CircuitError):
         figures.ablation_figure(_ablation_table().iloc[:0])
 

@@ -11,6 +11,7 @@ from lens_emotion.circuits.modulation import (
     control_comparison,
     distinct_bigram_ratio,
     emotion_means,
+    is_degenerate,
     modulation_hooks,
     modulation_vectors,
     steering_baseline_hooks,
@@ -21,6 +22,8 @@ from lens_emotion.circuits.scoring import LastTokenScorer
 def test_distinct_bigrams_and_cluster_bootstrap():
     assert distinct_bigram_ratio("anger anger anger anger") == pytest.approx(1 / 3)
     assert distinct_bigram_ratio("I feel fine today") == 1.0
+    assert is_degenerate("anger\n") and is_degenerate("sad sad sad sad sad sad sad sad")
+    assert not is_degenerate("Anger is a powerful emotion that can be a blessing.")
     values = np.array([1, 1, 0, 0, 1, 0, 1, 1], dtype=float)
     clusters = ["a", "a", "b", "b", "c", "c", "d", "d"]
     mean, low, high = cluster_bootstrap(values, clusters, n_boot=500, seed=1)
@@ -102,12 +105,15 @@ def test_control_comparison_on_heldout_neutral_prompts(circ):
     assert list(dict.fromkeys(table.method)) == ["neutral", "prompting", "steering", "circuit"]
     assert set(table.emotion) == {"anger", "happiness", "all"}
     assert ((table.ci_low <= table.accuracy) & (table.accuracy <= table.ci_high)).all()
+    assert (table.fluent_accuracy <= table.accuracy).all()
+    assert set(result.differences.metric) == {"accuracy", "fluent_accuracy"}
     assert (table[table.emotion == "all"].n == 2).all()
     gens = result.generations
     assert len(gens) == 4 * 2 and set(gens.judged) <= {*judge.labels, "(empty)"}
+    assert (gens.fluent_correct == (gens.correct & ~gens.degenerate)).all()
     # Steering/circuit replies differ from the unsteered ones.
     plain = gens[gens.method == "neutral"].reply.tolist()
     assert gens[gens.method == "circuit"].reply.tolist() != plain
-    assert len(result.differences) == 6
+    assert len(result.differences) == 2 * 6
     with pytest.raises(CircuitError, match="neutral prompts"):
         control_comparison(circ.model, judge, conditioned, conditioned, {}, emotions)

@@ -1,0 +1,165 @@
+"""Head scoring by exact decomposition vs explicit per-head zero-ablation, and the cached scorer.
+
+Side by side in one process on the same real SEV prompts (emotion-conditioned chat prompts,
+SmolLM2-135M-Instruct, one left-padded batch), interleaved over repeats:
+
+* **decomposition** (ours): one hooked forward pass keeping ``hook_z`` of every layer at the
+  last token, then ``(z_h @ W_O[h]) . v_e`` for all 270 heads x 6 emotions (one einsum);
+* **explicit ablation** (the paper's method): one forward pass per head with ``z_h := 0`` at
+  every position, reading the change of that layer's attention output projected on ``v_e``;
+  run to the end of the model (``full``) as the paper does, and also stopped right after the
+  ablated layer (``truncated``, a stronger baseline).
+
+The two must agree to 1e-4 for every head; the maximum difference is recorded. A second
+comparison times the ablation sweep engine: scoring many last-token edits from cached prefixes
+(:class:`~lens_emotion.circuits.scoring.LastTokenScorer`) vs one full forward pass per edit.
+
+    python benchmarks/bench_circuits.py --n 4 --repeats 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import numpy as np
+import torch
+
+from lens_emotion.circuits import (
+    ComponentEdit,
+    LastTokenScorer,
+    build_sev_prompts,
+    capture_last_token,
+    compute_directions,
+    edit_hooks,
+    head_ablation_effects,
+    head_contributions,
+    head_output_weights,
+    split_scenarios,
+)
+from lens_emotion.circuits.ablation import random_components
+from lens_emotion.circuits.edits import ablation_edit
+from lens_emotion.data import default_sev_path, load_sev
+from lens_emotion.io import write_json_atomic
+from lens_emotion.manifest import run_manifest
+from lens_emotion.models import load_model
+
+
+@torch.no_grad()
+def decomposition(model, token_ids, directions, W_O):  # noqa: N803
+    start = time.perf_counter()
+    z = capture_last_token(model, token_ids, ("z",), batch_size=len(token_ids)).z
+    scores = head_contributions(z, W_O, directions.get("resid_mid"))
+    return time.perf_counter() - start, scores
+
+
+def ablation(model, token_ids, directions, final):
+    start = time.perf_counter()
+    out = head_ablation_effects(
+        model, token_ids, directions, final=final, batch_size=len(token_ids)
+    )
+    return time.perf_counter() - start, out["local"]
+
+
+@torch.no_grad()
+def full_pass_scores(model, token_ids, edits, readout):
+    ids, mask = model.pad(token_ids)
+    out = []
+    start = time.perf_counter()
+    for edit in edits:
+        seen = {}
+
+        def keep(act, hook, seen=seen):
+            seen["x"] = act[:, -1].clone()
+
+        hooks = edit_hooks(model, edit, positions="last")
+        hooks.append((model.hook_name("resid_post", model.n_layers - 1), keep))
+        model.bridge.run_with_hooks(ids, attention_mask=mask, fwd_hooks=hooks, return_type=None)
+        out.append(seen["x"] @ readout.T)
+    return time.perf_counter() - start, torch.stack(out, 1)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--n", type=int, default=4, help="prompts (one batch)")
+    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--n-direction-scenarios", type=int, default=6)
+    parser.add_argument("--n-edits", type=int, default=48, help="edits for the scorer comparison")
+    parser.add_argument("--out", default="benchmarks/results/circuits.json")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+
+    model = load_model("smollm2-135m-instruct", device="cpu")
+    sev = load_sev(default_sev_path())
+    discovery, _ = split_scenarios(sev, seed=args.seed, n_discovery=args.n_direction_scenarios)
+    prompts = build_sev_prompts(model, discovery)
+    acts = capture_last_token(model, prompts.token_ids, ("resid_mid", "resid_post"), 18)
+    directions = compute_directions(acts, prompts.emotion, prompts.group)
+    W_O = head_output_weights(model)  # noqa: N806
+    token_ids = list(prompts.token_ids[: args.n])
+
+    times = {"decomposition": [], "ablation_truncated": [], "ablation_full": []}
+    max_diff = 0.0
+    for _ in range(args.repeats):
+        t, dec = decomposition(model, token_ids, directions, W_O)
+        times["decomposition"].append(t)
+        t, trunc = ablation(model, token_ids, directions, final=False)
+        times["ablation_truncated"].append(t)
+        t, full = ablation(model, token_ids, directions, final=True)
+        times["ablation_full"].append(t)
+        max_diff = max(max_diff, float((dec - trunc).abs().max()), float((dec - full).abs().max()))
+        print({k: round(v[-1], 3) for k, v in times.items()}, f"max |diff| {max_diff:.2e}")
+    med = {k: statistics.median(v) for k, v in times.items()}
+
+    # Ablation-sweep engine: cached-prefix one-token passes vs one full pass per edit.
+    np_rng = np.random.default_rng(args.seed)
+    edits = [ComponentEdit()] + [
+        ablation_edit("neuron", random_components(30, 1536, 64, np_rng), "zero")
+        for _ in range(args.n_edits - 1)
+    ]
+    readout = directions.final()
+    scorer_times, full_times, scorer_diff = [], [], 0.0
+    for _ in range(args.repeats):
+        start = time.perf_counter()
+        scorer = LastTokenScorer(model, token_ids, batch_size=len(token_ids))
+        cached = scorer.scores(edits, readout)
+        scorer_times.append(time.perf_counter() - start)
+        t, full_scores = full_pass_scores(model, token_ids, edits, readout)
+        full_times.append(t)
+        scale = float(full_scores.abs().max())
+        scorer_diff = max(scorer_diff, float((cached - full_scores).abs().max()) / scale)
+        print(f"scorer {scorer_times[-1]:.2f}s  full passes {full_times[-1]:.2f}s")
+
+    results = {
+        "n_prompts": len(token_ids),
+        "mean_prompt_tokens": sum(len(t) for t in token_ids) / len(token_ids),
+        "n_heads": model.n_layers * model.n_heads,
+        "repeats": args.repeats,
+        "seconds": times,
+        "median_seconds": med,
+        "speedup_vs_full_ablation": med["ablation_full"] / med["decomposition"],
+        "speedup_vs_truncated_ablation": med["ablation_truncated"] / med["decomposition"],
+        "max_abs_difference": max_diff,
+        "max_abs_contribution": float(dec.abs().max()),
+        "scorer": {
+            "n_edits": len(edits),
+            "seconds_cached": scorer_times,
+            "seconds_full_passes": full_times,
+            "speedup": statistics.median(full_times) / statistics.median(scorer_times),
+            "max_relative_difference": scorer_diff,
+        },
+        "manifest": run_manifest(seed=args.seed, model=model, dataset=sev),
+    }
+    write_json_atomic(args.out, results)
+    print(
+        f"decomposition {med['decomposition']:.2f}s vs full ablation {med['ablation_full']:.1f}s "
+        f"({results['speedup_vs_full_ablation']:.0f}x) / truncated "
+        f"{med['ablation_truncated']:.1f}s ({results['speedup_vs_truncated_ablation']:.0f}x); "
+        f"max |diff| {max_diff:.1e}; scorer {results['scorer']['speedup']:.1f}x"
+    )
+
+
+if __name__ == "__main__":
+    main()
