@@ -31,13 +31,12 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 import torch
-from jaxtyping import Bool, Float
+from jaxtyping import Float
 from torch import Tensor
 
 from lens_emotion.pairs import PatchingError, PatchPairs, draw_pairs
@@ -65,12 +64,6 @@ __all__ = [
 
 SITES: tuple[str, ...] = ("attn_out", "mlp_out", "resid_post")
 """MHSA output, FFN output and hidden state, as in the paper."""
-
-SITE_NAMES: dict[str, str] = {
-    "attn_out": "MHSA (attn_out)",
-    "mlp_out": "FFN (mlp_out)",
-    "resid_post": "hidden state (resid_post)",
-}
 
 ABLATION_MODES: tuple[str, ...] = ("zero", "mean", "random")
 """Zero ablation, mean ablation and a random vector of the same norm."""
@@ -765,17 +758,3 @@ def compare_heads(
         "control_top": control_top,
         "overlap": len(set(emotion_top) & set(control_top)),
     }
-
-
-def save_table(frame: pd.DataFrame, path: str | Path) -> Path:
-    """Write a table as CSV atomically."""
-    from lens_emotion.io import write_text_atomic
-
-    return write_text_atomic(path, frame.to_csv(index=False))
-
-
-def transfer_matrix(result: PatchingResult, site: str) -> Bool[np.ndarray, "n_pairs n_centers"]:
-    """Per-pair transfer indicators of one site: ``[n_pairs, n_center_layers]``."""
-    rows = result.per_pair[result.per_pair.site == site]
-    wide = rows.pivot(index="pair", columns="center_layer", values="outcome")
-    return (wide == "transfer").to_numpy()
