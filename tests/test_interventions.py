@@ -239,12 +239,15 @@ def test_smollm2_generation_matches_transformers_and_the_bridge(smollm2, real_ro
     ]
     kwargs = dict(max_new_tokens=8, add_special_tokens=False, progress=False)
     ours = generate_with_hooks(smollm2, prompts, [], batch_size=2, **kwargs)
-    # transformers' own greedy generate on the same left-padded batch (independent code)
+    # transformers' own greedy generate, on the original checkpoint (unfolded weights), same
+    # left-padded batch: independent code and weights
+    from transformers import AutoModelForCausalLM
+
+    hf = AutoModelForCausalLM.from_pretrained(smollm2.path, dtype=torch.float32).eval()
     ids, mask = smollm2.pad(smollm2.encode(prompts, add_special_tokens=False))
     with torch.inference_mode():
-        ref = smollm2.plain_model.generate(
-            input_ids=ids, attention_mask=mask, max_new_tokens=8, do_sample=False
-        )
+        ref = hf.generate(input_ids=ids, attention_mask=mask, max_new_tokens=8, do_sample=False)
+    del hf
     decoded = [tok.decode(row[ids.shape[1] :], skip_special_tokens=True) for row in ref]
     assert ours == decoded
     hooks = steering_hooks(
