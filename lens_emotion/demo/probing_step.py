@@ -1,0 +1,66 @@
+"""Demo step: per-layer emotion and appraisal probes (Tak et al., step 1)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from lens_emotion.demo.config import DemoConfig
+
+
+def probing_step(
+    model: Any, dataset: Any, config: DemoConfig, out: Path, report: Any, progress: bool, seed: int
+) -> dict[str, Any]:
+    """Per-layer emotion and appraisal probes with their alignment."""
+    from lens_emotion.workflows import run_probing
+
+    folds = min(config.probe_folds, min(dataset.label_counts().values()))
+    outputs = run_probing(
+        model,
+        dataset,
+        out / "probing",
+        sites=config.probe_sites,
+        n_folds=folds,
+        seed=seed,
+        progress=progress,
+        num_threads=1,
+        batch_size=config.batch_size,
+    )
+    table = outputs.emotion.table
+    metrics: dict[str, Any] = {}
+    for site in config.probe_sites:
+        rows = table[table.site == site]
+        best = rows.loc[rows.accuracy_mean.idxmax()]
+        metrics[f"{site}: best layer (accuracy ± sd)"] = (
+            f"{int(best.layer)} ({best.accuracy_mean:.3f} ± {best.accuracy_sd:.3f})"
+        )
+    embed = outputs.embedding.iloc[0]
+    metrics["embedding baseline (resid_pre of block 0)"] = f"{embed.accuracy_mean:.3f}"
+    metrics["majority baseline"] = f"{table.majority_baseline.iloc[0]:.3f}"
+    figures = [outputs.emotion.figure(), outputs.emotion.heatmap()]
+    if outputs.appraisal is not None:
+        r2 = outputs.appraisal.table
+        plea = r2[(r2.appraisal == "pleasantness") & (r2.site == config.probe_sites[-1])]
+        best_r2 = plea.loc[plea.r2_mean.idxmax()]
+        metrics["pleasantness R² (best layer)"] = (
+            f"{best_r2.r2_mean:.3f} (layer {int(best_r2.layer)})"
+        )
+        figures += [outputs.appraisal.figure(), outputs.alignment.figure()]
+    report.add_section(
+        "Probing: where emotion and appraisals are linearly decodable",
+        text=(
+            f"Linear probes on {', '.join(config.probe_sites)} at the last prompt token of "
+            f"every layer ({folds}-fold stratified CV, standardised features, class-balanced "
+            "L2 logistic regression; shuffled-label control and majority baseline alongside). "
+            "Ridge probes predict the 21 appraisal ratings; the alignment map shows the cosine "
+            f"between emotion and appraisal probe directions per layer ({len(dataset)} texts)."
+        ),
+        metrics=metrics,
+        figures=figures,
+        links={
+            name: f"probing/{rel}"
+            for name, rel in sorted(outputs.files.items())
+            if rel.endswith((".csv", ".json"))
+        },
+    )
+    return {"best": {k: v for k, v in metrics.items()}, "n_rows": outputs.n_rows}
