@@ -64,6 +64,10 @@ from lens_emotion.interventions import (
 )
 
 __all__ = [
+    "CLEAN",
+    "GENERATION_INSTRUCTION",
+    "GENERATION_PREFIX",
+    "PROMOTION_COLUMNS",
     "STEERING_COLUMNS",
     "AppraisalCombo",
     "PromotionResult",
@@ -75,6 +79,7 @@ __all__ = [
     "bootstrap_mean_ci",
     "build_conditions",
     "combo_vector",
+    "conditions_frame",
     "emotion_promotion",
     "generation_prompts",
     "generation_sweep",
