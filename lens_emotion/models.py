@@ -738,6 +738,10 @@ def _shared_plain_model(model: EmotionModel, atol: float = 1e-3) -> Any | None:
         return None
     try:
         config = copy.deepcopy(original.config)
+        # The bridge switches these on in the wrapped model's config for its hooks; a plain
+        # model wants the checkpoint's defaults (no attention outputs, plain generate()).
+        config.output_attentions = False
+        config.output_hidden_states = False
         with torch.device("meta"):
             plain = AutoModelForCausalLM.from_config(
                 config,
@@ -760,6 +764,7 @@ def _shared_plain_model(model: EmotionModel, atol: float = 1e-3) -> Any | None:
             if value.data_ptr() not in pointers and value.count_nonzero() > 0:
                 return None
         plain.load_state_dict(shared, strict=True, assign=True)
+        plain.generation_config = copy.deepcopy(original.generation_config)
         for name, module in plain.named_modules():
             source = _wrapped_submodule(original, name)
             for key, buffer in list(module._buffers.items()):
