@@ -72,6 +72,7 @@ from tqdm.auto import tqdm
 from lens_emotion.batching import length_batches
 from lens_emotion.errors import LensEmotionError
 from lens_emotion.io import write_json_atomic, write_text_atomic
+from lens_emotion.plots import write_figure_or_html
 
 __all__ = [
     "ATP_SITES",
@@ -1103,18 +1104,6 @@ class AttributionOutputs:
     files: list[Path] = field(default_factory=list)
 
 
-def _write_figure_safely(
-    fig: Any, stem: Path, formats: Sequence[str]
-) -> tuple[list[Path], str | None]:
-    """Write a figure; when static export is not set up, fall back to HTML and say so."""
-    from lens_emotion.plots import StaticExportError, write_figure
-
-    try:
-        return write_figure(fig, stem, formats=formats), None
-    except StaticExportError as exc:
-        return write_figure(fig, stem, formats=("html",)), f"static formats skipped: {exc}"
-
-
 def run_attribution(
     model: Any,
     dataset: Any,
@@ -1230,12 +1219,12 @@ def run_attribution(
         write_text_atomic(out / "attribution_per_pair.csv", atp.per_pair().to_csv(index=False))
     )
     files.append(write_text_atomic(out / "pairs.csv", pairs.to_frame().to_csv(index=False)))
-    written, note = _write_figure_safely(atp.figure(), out / "attribution", formats)
+    written, note = write_figure_or_html(atp.figure(), out / "attribution", formats)
     files += written
     notes += [note] if note else []
     if comparison is not None:
         files += comparison.save(out, manifest=manifest)
-        written, note = _write_figure_safely(
+        written, note = write_figure_or_html(
             comparison.figure(), out / "attribution_vs_patching", formats
         )
         files += written

@@ -314,18 +314,13 @@ def load_figures_config(path: str | Path) -> FiguresConfig:
 
 
 def _write(fig: Any, stem: Path, formats: Sequence[str], notes: list[str]) -> list[Path]:
-    from lens_emotion.plots import StaticExportError, apply_style, write_figure
+    from lens_emotion.plots import write_figure_or_html
 
-    if not fig.layout.template or fig.layout.template.layout.font.family is None:
-        apply_style(fig)
-    try:
-        return write_figure(fig, stem, formats=formats)
-    except StaticExportError as exc:
-        note = f"static export unavailable, wrote HTML only: {exc}"
-        if note not in notes:
-            notes.append(note)
-            print(f"[figures] {note}", file=sys.stderr)
-        return write_figure(fig, stem, formats=("html",))
+    written, note = write_figure_or_html(fig, stem, formats)
+    if note is not None and note not in notes:
+        notes.append(note)
+        print(f"[figures] {note}", file=sys.stderr)
+    return written
 
 
 def make_figures(

@@ -71,18 +71,17 @@ def _write_figures(
     figures: dict[str, Any], folder: Path, formats: Sequence[str]
 ) -> tuple[list[Path], str | None]:
     """Write figures; static formats are skipped (with a note) when no exporter is set up."""
-    from lens_emotion.plots import StaticExportError, write_figure
+    from lens_emotion.plots import write_figure_or_html
 
     written: list[Path] = []
     note = None
     for name, fig in figures.items():
-        try:
-            written += write_figure(fig, folder / name, formats=formats)
-        except StaticExportError as exc:
-            note = f"static export unavailable ({exc}); wrote HTML only"
+        paths, problem = write_figure_or_html(fig, folder / name, formats)
+        written += paths
+        if problem is not None:
+            note = problem
             warnings.warn(note, stacklevel=2)
             formats = ["html"]
-            written += write_figure(fig, folder / name, formats=formats)
     return written, note
 
 

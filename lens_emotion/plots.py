@@ -732,3 +732,20 @@ def write_figure(
             data = _static_bytes(static[0], static[1], fig, fmt, scale)
         outputs.append((target, data))
     return [write_bytes_atomic(target, data) for target, data in outputs]
+
+
+def write_figure_or_html(
+    fig: go.Figure, stem: str | Path, formats: Sequence[str] = ("html",), scale: float = 2.0
+) -> tuple[list[Path], str | None]:
+    """:func:`write_figure`, falling back to HTML only when static export is not set up.
+
+    Workflows use this so that a missing kaleido/Chromium never loses a run's results.
+
+    Returns:
+        The written paths, and ``None`` or a note saying which formats were skipped and why.
+    """
+    try:
+        return write_figure(fig, stem, formats=formats, scale=scale), None
+    except StaticExportError as exc:
+        note = f"static export unavailable, wrote HTML only: {exc}"
+        return write_figure(fig, stem, formats=("html",), scale=scale), note
