@@ -231,10 +231,17 @@ def control_figure(table: pd.DataFrame) -> go.Figure:
                 row=1,
                 col=c,
             )
-    fig.update_layout(barmode="group", height=480, width=700 * len(panels))
     fig.update_yaxes(range=[0, 1])
     fig.update_yaxes(title_text="share of replies", row=1, col=1)
-    return apply_style(fig, "Emotion expression on held-out scenarios (95% bootstrap CI)")
+    apply_style(fig, "Emotion expression on held-out scenarios (95% bootstrap CI)")
+    fig.update_layout(
+        barmode="group",
+        height=520,
+        width=700 * len(panels),
+        legend={"orientation": "h", "yanchor": "top", "y": -0.15, "xanchor": "left", "x": 0.0},
+        margin={"b": 120},
+    )
+    return fig
 
 
 def circuit_figure(circuit: EmotionCircuit, n_layers: int | None = None) -> go.Figure:
