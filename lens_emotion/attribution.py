@@ -1122,6 +1122,7 @@ def run_attribution(
     batch_size: int = 8,
     progress: bool = True,
     command: str | None = None,
+    inference: Any | None = None,
 ) -> AttributionOutputs:
     """Draw pairs, run AtP, check it against real single-layer patching and write it all.
 
@@ -1149,6 +1150,8 @@ def run_attribution(
         batch_size: Pairs per AtP forward/backward pass.
         progress: Show progress bars.
         command: The command line, for the manifest.
+        inference: Uncalibrated ``infer_emotions(model, dataset, template)`` result, if
+            already computed (saves scoring every row again; see ``draw_pairs``).
 
     Returns:
         The :class:`AttributionOutputs`.
@@ -1168,6 +1171,7 @@ def run_attribution(
         agreeing_only=agreeing_only,
         calibrate=calibrate,
         progress=progress,
+        inference=inference,
     )
     atp = attribute(
         model, pairs, sites=sites, heads=heads, batch_size=batch_size, progress=progress

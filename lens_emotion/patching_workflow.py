@@ -105,6 +105,8 @@ def run_patching(
     batch_size: int = 16,
     command: str | None = None,
     progress: bool = True,
+    inference: Any | None = None,
+    control_inference: Any | None = None,
 ) -> PatchingOutputs:
     """Draw pairs and run windowed patching, head patching, ablations and the control task.
 
@@ -129,6 +131,9 @@ def run_patching(
         batch_size: Prompts per clean forward pass.
         command: The command line, for the manifest.
         progress: Show progress bars.
+        inference: Uncalibrated ``infer_emotions(model, dataset, template)`` result, if
+            already computed (saves scoring every row again; see :func:`draw_pairs`).
+        control_inference: The same for the control template.
 
     Returns:
         The :class:`PatchingOutputs`.
@@ -158,6 +163,7 @@ def run_patching(
         calibrate=calibrate,
         batch_size=batch_size,
         progress=progress,
+        inference=inference,
     )
     result = timed(
         "patching_s", patch_sites, model, pairs, sites=sites, layers=layers, span=span, **common
@@ -206,6 +212,7 @@ def run_patching(
             calibrate="auto",
             batch_size=batch_size,
             progress=progress,
+            inference=control_inference,
         )
         control_result = timed(
             "control_s",

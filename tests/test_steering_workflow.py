@@ -5,6 +5,7 @@ import pandas as pd
 import pytest
 
 from lens_emotion.cli import main
+from lens_emotion.data import CROWD_ENVENT_EMOTIONS
 from lens_emotion.steering import STEERING_COLUMNS, AppraisalCombo, SteeringError
 from lens_emotion.steering_workflow import run_steering, split_rows
 from lens_emotion.theory import THEORY_CHECK_COLUMNS
@@ -13,21 +14,7 @@ from lens_emotion.theory import THEORY_CHECK_COLUMNS
 class _LengthJudge:
     """Plumbing stand-in for the judge on tiny random models (whose text is noise)."""
 
-    labels = (
-        "anger",
-        "boredom",
-        "disgust",
-        "fear",
-        "guilt",
-        "joy",
-        "neutral",
-        "pride",
-        "relief",
-        "sadness",
-        "shame",
-        "surprise",
-        "trust",
-    )
+    labels = CROWD_ENVENT_EMOTIONS
 
     def predict_proba(self, texts):
         out = np.full((len(texts), 13), 0.01)

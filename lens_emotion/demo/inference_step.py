@@ -9,20 +9,30 @@ from lens_emotion.demo.config import DemoConfig
 
 
 def inference_step(
-    model: Any, dataset: Any, config: DemoConfig, out: Path, report: Any, progress: bool
+    model: Any,
+    dataset: Any,
+    config: DemoConfig,
+    out: Path,
+    report: Any,
+    progress: bool,
+    scores: dict[str, Any],
 ) -> dict[str, Any]:
-    """Emotion inference under each (template, calibration) run of the config."""
+    """Emotion inference under each (template, calibration) run of the config.
+
+    The uncalibrated result of each template is left in ``scores`` (by template name) for the
+    later steps, which would otherwise score every row again.
+    """
     from lens_emotion.inference import infer_emotions, recalibrate
     from lens_emotion.plots import label_distribution_figure
 
-    rows, results, raw_by_template = [], {}, {}
+    rows, results = [], {}
     for template, calibration in config.runs:
         name = f"{template}" + (f"_{calibration}" if calibration else "")
-        if template not in raw_by_template:  # one forward pass per template
-            raw_by_template[template] = infer_emotions(
+        if template not in scores:  # one forward pass per template
+            scores[template] = infer_emotions(
                 model, dataset, template, batch_size=config.batch_size, progress=progress
             )
-        result = recalibrate(raw_by_template[template], calibration, model=model)
+        result = recalibrate(scores[template], calibration, model=model)
         result.save(out / "inference" / name)
         results[name] = result
         rows.append((name, result))
@@ -75,15 +85,22 @@ def _counts(values: Any) -> tuple[list[str], list[int]]:
 
 
 def control_step(
-    model: Any, dataset: Any, config: DemoConfig, out: Path, report: Any, progress: bool
+    model: Any,
+    dataset: Any,
+    config: DemoConfig,
+    out: Path,
+    report: Any,
+    progress: bool,
+    scores: dict[str, Any],
 ) -> dict[str, Any]:
-    """The non-emotional control task (first word of the context)."""
+    """The non-emotional control task (first word of the context); its result joins ``scores``."""
     from lens_emotion.inference import infer_emotions
 
     result = infer_emotions(
         model, dataset, "control-first-word", batch_size=config.batch_size, progress=progress
     )
     result.save(out / "inference" / "control-first-word")
+    scores["control-first-word"] = result
     report.add_section(
         "Control task: first word of the context",
         text=(

@@ -6,21 +6,23 @@ from pathlib import Path
 from typing import Any
 
 from lens_emotion.demo.config import DemoConfig
-
-
-def _links(folder: Path, out: Path) -> dict[str, str]:
-    """Links to the CSV/JSON files a workflow wrote into ``folder``."""
-    return {
-        str(p.relative_to(folder)): str(p.relative_to(out))
-        for p in sorted(folder.rglob("*"))
-        if p.suffix in {".csv", ".json", ".jsonl"}
-    }
+from lens_emotion.demo.links import output_links
 
 
 def patching_step(
-    model: Any, dataset: Any, config: DemoConfig, out: Path, report: Any, progress: bool, seed: int
+    model: Any,
+    dataset: Any,
+    config: DemoConfig,
+    out: Path,
+    report: Any,
+    progress: bool,
+    seed: int,
+    scores: dict[str, Any],
 ) -> dict[str, Any]:
-    """Windowed patching per site, head patching, ablations and the control task."""
+    """Windowed patching per site, head patching, ablations and the control task.
+
+    ``scores`` holds the inference step's uncalibrated results, reused to draw the pairs.
+    """
     from lens_emotion.patching_workflow import run_patching
 
     folder = out / "patching"
@@ -36,6 +38,8 @@ def patching_step(
         control=True,
         batch_size=config.batch_size,
         progress=progress,
+        inference=scores.get("emotion-list"),
+        control_inference=scores.get("control-first-word"),
     )
     pairs = outputs.sites.pairs
     metrics: dict[str, Any] = {
@@ -68,7 +72,7 @@ def patching_step(
         ),
         metrics=metrics,
         figures=[outputs.figures[k] for k in wanted],
-        links=_links(folder, out),
+        links=output_links(folder, out),
     )
     return {
         "pairs": len(pairs),
@@ -77,7 +81,14 @@ def patching_step(
 
 
 def attribution_step(
-    model: Any, dataset: Any, config: DemoConfig, out: Path, report: Any, progress: bool, seed: int
+    model: Any,
+    dataset: Any,
+    config: DemoConfig,
+    out: Path,
+    report: Any,
+    progress: bool,
+    seed: int,
+    scores: dict[str, Any],
 ) -> dict[str, Any]:
     """Attribution patching (AtP) and its agreement with real single-layer patching."""
     from lens_emotion.attribution import run_attribution
@@ -92,6 +103,7 @@ def attribution_step(
         heads=config.patch_heads,
         compare=True,
         progress=progress,
+        inference=scores.get("emotion-list"),
     )
     metrics: dict[str, Any] = {"pairs": outputs.atp.n_pairs}
     cost = outputs.atp.cost()
@@ -118,6 +130,6 @@ def attribution_step(
         ),
         metrics=metrics,
         figures=figures,
-        links=_links(folder, out),
+        links=output_links(folder, out),
     )
     return {"pairs": outputs.atp.n_pairs, "correlations": summary}

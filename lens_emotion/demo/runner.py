@@ -172,11 +172,12 @@ def run_demo(
                 report.add_section(f"{name} (skipped)", text=f"This step could not run: {exc}")
 
     common = (config, out, report, progress)
-    step("inference", inference_step, model, dataset, *common)
-    step("control task", control_step, model, dataset, *common)
+    scores: dict[str, Any] = {}  # uncalibrated inference results by template, computed once
+    step("inference", inference_step, model, dataset, *common, scores)
+    step("control task", control_step, model, dataset, *common, scores)
     step("probing", probing_step, model, dataset, *common, seed)
-    step("patching", patching_step, model, dataset, *common, seed)
-    step("attribution", attribution_step, model, dataset, *common, seed)
+    step("patching", patching_step, model, dataset, *common, seed, scores)
+    step("attribution", attribution_step, model, dataset, *common, seed, scores)
     step("attention", attention_step, model, dataset, *common, seed)
     step("steering", steering_step, model, dataset, *common, seed, judge_file)
     step("circuits", _circuits, model, sev, config, out, report, progress, seed, judge_file)

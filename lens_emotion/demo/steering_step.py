@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from lens_emotion.demo.config import DemoConfig
-from lens_emotion.demo.patching_step import _links
+from lens_emotion.demo.links import output_links
 
 
 def steering_step(
@@ -78,6 +78,6 @@ def steering_step(
         ),
         metrics=metrics,
         figures=[outputs.figures[n] for n in chosen],
-        links=_links(folder, out),
+        links=output_links(folder, out),
     )
     return {"theory_checks": checks}
