@@ -127,7 +127,10 @@ class LastTokenScorer:
         model, bridge = self.model, self.model.bridge
         readout_hook = model.hook_name("resid_post", self.readout_layer)
         total = sum(len(b.rows) for b in self._batches) * len(edits)
-        bar = tqdm(total=total, desc="scoring edits", disable=not self.progress, unit="row")
+        # Called many times per search step: the bar clears itself when done.
+        bar = tqdm(
+            total=total, desc="scoring edits", disable=not self.progress, unit="row", leave=False
+        )
         for batch in self._batches:
             size = len(batch.rows)
             chunk = max(1, self.max_rows // size)
