@@ -298,7 +298,9 @@ def _cmd_figures(args: argparse.Namespace) -> int:
     print(f"wrote {n} figure files to {args.out} ({outputs.timings['total']:.0f} s)")
     for note in outputs.notes:
         print(f"note: {note}")
-    return 0
+    for name, message in outputs.failed.items():
+        print(f"lens-emotion: error: analysis '{name}' failed: {message}", file=sys.stderr)
+    return 1 if outputs.failed else 0
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:

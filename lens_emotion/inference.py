@@ -18,6 +18,7 @@ unembedded.
 from __future__ import annotations
 
 import time
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -37,6 +38,7 @@ from lens_emotion.prompts import (
     PromptSet,
     PromptTemplate,
     build_prompts,
+    first_word_scorable,
     get_template,
 )
 
@@ -234,6 +236,50 @@ def _calibration_mode(calibrate: bool | str | None) -> str | None:
     return mode
 
 
+def control_rows(model: Any, dataset: Any, template: str | PromptTemplate) -> Any:
+    """The rows a first-word control task can score (all rows for other templates).
+
+    Drops texts whose first word starts with a whitespace-only token on this tokenizer (e.g.
+    ``"16th"`` on tokenizers that split digits), with a :class:`DroppedRowsWarning` that says
+    how many; :func:`infer_emotions` and :func:`lens_emotion.pairs.draw_pairs` call this for
+    the control template, so both see the same rows.
+
+    Args:
+        model: An :class:`~lens_emotion.models.EmotionModel`.
+        dataset: An :class:`~lens_emotion.data.EmotionDataset`.
+        template: The template (only ``task == "control"`` templates filter).
+
+    Returns:
+        ``dataset`` itself, or the subset of scorable rows.
+
+    Raises:
+        LabelTokenError: No row can be scored.
+    """
+    from lens_emotion.data.dataset import DroppedRowsWarning
+    from lens_emotion.errors import LabelTokenError
+
+    tmpl = get_template(template)
+    if tmpl.task != "control" or len(dataset) == 0:
+        return dataset
+    keep = np.array(first_word_scorable(dataset.texts, model.tokenizer, tmpl.label_prefix))
+    if keep.all():
+        return dataset
+    dropped = [dataset.texts[i].split()[0] for i in np.flatnonzero(~keep)]
+    if not keep.any():
+        raise LabelTokenError(
+            f"No text can be scored by the control task '{tmpl.name}': every first word starts "
+            f"with a whitespace-only token on this tokenizer (e.g. {dropped[0]!r})."
+        )
+    warnings.warn(
+        f"control task '{tmpl.name}': dropped {len(dropped)} of {len(dataset)} texts whose "
+        f"first word starts with a whitespace-only token on this tokenizer (e.g. "
+        f"{', '.join(repr(w) for w in dropped[:3])}); first-token scoring cannot tell them apart.",
+        DroppedRowsWarning,
+        stacklevel=2,
+    )
+    return dataset.filter(keep)
+
+
 def infer_emotions(
     model: Any,
     dataset: Any,
@@ -268,6 +314,7 @@ def infer_emotions(
     if len(dataset) == 0:
         raise ValueError("The dataset is empty: nothing to infer.")
     mode = _calibration_mode(calibrate)
+    dataset = control_rows(model, dataset, template)
     names = tuple(label_names or dataset.label_names)
     prompt_set = build_prompts(model, dataset.texts, dataset.labels, names, template)
     names = prompt_set.label_tokens.labels

@@ -262,7 +262,8 @@ def draw_pairs(
             in ``n_kept``); zero pairs raise.
         seed: Seed of the draw; the same seed, data and model give the same pairs.
         template: Prompt template; ``control-first-word`` gives the control task (its labels
-            are the texts' first words).
+            are the texts' first words; texts it cannot score are dropped, see
+            :func:`lens_emotion.inference.control_rows`).
         agreeing_only: Draw among rows whose clean prediction equals the human label (the
             paper); ``False`` draws among all rows and skips pairs whose clean predictions agree.
         calibrate: ``"auto"`` (``"mean"`` for emotion templates, none for the control task),
@@ -279,11 +280,12 @@ def draw_pairs(
         PatchingError: ``n_pairs < 1``, an inference result for other rows or another
             template, or no pair can be formed.
     """
-    from lens_emotion.inference import infer_emotions, recalibrate
+    from lens_emotion.inference import control_rows, infer_emotions, recalibrate
 
     if n_pairs < 1:
         raise PatchingError(f"n_pairs must be at least 1, got {n_pairs}.")
     tmpl = get_template(template)
+    dataset = control_rows(model, dataset, tmpl)
     mode = _resolve_calibration(calibrate, tmpl)
     if inference is None:
         inference = infer_emotions(

@@ -99,12 +99,15 @@ class FiguresOutputs:
         files: Figure files, by analysis.
         notes: Warnings worth showing (e.g. static export unavailable).
         timings: Seconds per analysis.
+        failed: Analyses that stopped with a lens-emotion error, with its message; the other
+            analyses still ran.
         manifest: The manifest written to ``OUT/manifest.json``.
     """
 
     files: dict[str, list[Path]] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
+    failed: dict[str, str] = field(default_factory=dict)
     manifest: dict[str, Any] = field(default_factory=dict)
 
 
@@ -370,7 +373,14 @@ def make_figures(
         options = dict(config.analyses[name])
         if name != "circuits" and "progress" in inspect.signature(_target(name)).parameters:
             options.setdefault("progress", progress)
-        figures = _ANALYSES[name][0](model, data, options, out / "runs" / name, config.seed)
+        try:
+            figures = _ANALYSES[name][0](model, data, options, out / "runs" / name, config.seed)
+        except LensEmotionError as exc:
+            # One analysis' bad input must not throw away the others' (long) work.
+            outputs.failed[name] = f"{type(exc).__name__}: {exc}"
+            outputs.timings[name] = round(time.perf_counter() - t0, 2)
+            print(f"[figures] {name} FAILED: {outputs.failed[name]}", file=sys.stderr)
+            continue
         written: list[Path] = []
         for fig_name, fig in figures.items():
             written += _write(fig, out / f"{name}_{fig_name}", config.formats, outputs.notes)
@@ -391,6 +401,7 @@ def make_figures(
             "timings_s": outputs.timings,
             "figures": {k: [p.name for p in v] for k, v in outputs.files.items()},
             "notes": outputs.notes,
+            "failed": outputs.failed,
         },
     )
     outputs.manifest = manifest

@@ -280,24 +280,57 @@ def resolve_label_tokens(tokenizer: Any, labels: Sequence[str], prefix: str = " 
     return LabelTokens(tuple(labels), tuple(ids), tuple(strings), tuple(counts), prefix)
 
 
+def _first_word_token(text: str, tokenizer: Any, prefix: str) -> str | None:
+    """The decoded, stripped first token of ``text``'s first word (``None`` if no word)."""
+    words = text.strip().split()
+    if not words:
+        return None
+    first = _continuation_ids(tokenizer, prefix + words[0])[0]
+    return tokenizer.decode([first]).strip()
+
+
+def first_word_scorable(texts: Sequence[str], tokenizer: Any, prefix: str = " ") -> list[bool]:
+    """Whether the control task can score each text's first word with one token.
+
+    Tokenizers that split digits (Llama 3, SmolLM2, ...) turn ``" 16th"`` into ``" "``,
+    ``"1"``, ... so the first token is only whitespace and every such word would share it.
+    Those texts are ``False``; empty texts are ``True`` (the label builder rejects them with
+    its own message).
+
+    Args:
+        texts: The texts.
+        tokenizer: The model's tokenizer.
+        prefix: The control template's label prefix.
+
+    Returns:
+        One boolean per text.
+    """
+    return [_first_word_token(text, tokenizer, prefix) != "" for text in texts]
+
+
 def first_word_labels(texts: Sequence[str], tokenizer: Any, prefix: str = " ") -> list[str]:
     """Control-task labels: the first token of each text's first word, as text.
 
     Using the decoded first token (e.g. ``"I"``) rather than the whole word guarantees that
     distinct labels have distinct scored tokens.
+
+    Raises:
+        LabelTokenError: An empty text, or a first word whose first token is only whitespace
+            (drop those texts with :func:`lens_emotion.inference.control_rows`).
     """
     labels = []
     for text in texts:
-        words = text.strip().split()
-        if not words:
+        label = _first_word_token(text, tokenizer, prefix)
+        if label is None:
             raise LabelTokenError("An empty text has no first word; drop empty texts first.")
-        first = _continuation_ids(tokenizer, prefix + words[0])[0]
-        label = tokenizer.decode([first]).strip()
         if not label:
+            word = prefix + text.strip().split()[0]
             raise LabelTokenError(
-                f"The tokenizer splits {prefix + words[0]!r} so that its first token is only "
-                "whitespace; first-token scoring cannot tell first words apart with it. Use a "
-                "template whose label_prefix matches how this tokenizer merges spaces."
+                f"The tokenizer splits {word!r} so that its first token is only whitespace; "
+                "first-token scoring cannot tell such first words apart. Drop these texts "
+                "with lens_emotion.inference.control_rows(model, dataset) (infer_emotions and "
+                "draw_pairs do so for the control template), or use a template whose "
+                "label_prefix matches how this tokenizer merges spaces."
             )
         labels.append(label)
     return labels

@@ -1,3 +1,4 @@
+import dataclasses
 import json
 
 import numpy as np
@@ -131,6 +132,21 @@ def test_control_task_runs(tiny_llama, sample_dataset):
     result = infer_emotions(tiny_llama, sample_dataset, "control-first-word", progress=False)
     first = {t.split()[0] for t in sample_dataset.texts}
     assert all(any(w.startswith(lab) for w in first) for lab in result.label_names)
+
+
+def test_control_task_drops_unscorable_first_words_with_a_warning(tiny_llama, sample_dataset):
+    from lens_emotion.data.dataset import DroppedRowsWarning
+    from lens_emotion.inference import control_rows
+
+    rows = sample_dataset.subset(range(6))
+    texts = ("16th May: " + rows.texts[0], "3 friends: " + rows.texts[1], *rows.texts[2:])
+    digits = dataclasses.replace(rows, texts=texts)
+    # Emotion templates never filter.
+    assert control_rows(tiny_llama, digits, "emotion-list") is digits
+    with pytest.warns(DroppedRowsWarning, match=r"dropped 2 of 6 .*'16th'"):
+        result = infer_emotions(tiny_llama, digits, "control-first-word", progress=False)
+    assert result.ids == tuple(digits.ids[2:])
+    assert len(result.predictions) == 4
 
 
 @pytest.mark.integration

@@ -87,3 +87,22 @@ def test_subset_and_frame(tiny_llama, sample_dataset, inference):
     assert list(part.target_label_idx) == [pairs.target_label_idx[2], pairs.target_label_idx[0]]
     frame = pairs.to_frame()
     assert len(frame) == 12 and (frame.source_human != frame.target_human).all()
+
+
+@pytest.mark.integration
+def test_smollm2_control_pairs_skip_real_rows_with_digit_first_words(smollm2, crowd_envent):
+    from lens_emotion.data.dataset import DroppedRowsWarning
+
+    # Real crowd-enVENT rows whose first word starts with a digit ("16th sept 2020 ...") have
+    # a whitespace-only first token on SmolLM2; the control task drops them, not crashes.
+    digit = [i for i, t in enumerate(crowd_envent.texts) if t.strip()[:1].isdigit()]
+    assert digit
+    rows = crowd_envent.subset(sorted({*digit, *range(40)}))
+    with pytest.warns(DroppedRowsWarning, match=f"dropped {len(digit)} of {len(rows)}"):
+        pairs = draw_pairs(
+            smollm2, rows, n_pairs=10, seed=0, template="control-first-word", progress=False
+        )
+    skipped = {crowd_envent.ids[i] for i in digit}
+    assert len(pairs) > 0
+    assert not skipped & {*pairs.source_ids, *pairs.target_ids}
+    assert pairs.n_rows == len(rows) - len(digit)

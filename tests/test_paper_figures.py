@@ -90,3 +90,23 @@ def test_smoke_config_writes_styled_figures_and_manifest(smollm2, crowd_envent_p
     assert manifest["seed"] == 3 and manifest["model"]["weight_sha256"]
     assert manifest["data"]["n"] == 40
     assert any((out / "runs" / "probing").glob("*.csv"))
+
+
+@pytest.mark.integration
+def test_a_failing_analysis_does_not_lose_the_others(tiny_llama, crowd_envent_path, tmp_path):
+    from lens_emotion.cli import main
+
+    text = (
+        f"title = 'partial'\nformats = ['html']\n[data]\ncrowd_envent = '{crowd_envent_path}'\n"
+        "n_rows = 26\n[patching]\nn_pairs = 0\n[attention]\nrows = 2\nlayers = [0, 1]\n"
+    )
+    config = _write(tmp_path, text)
+    outputs = make_figures(load_figures_config(config), tmp_path / "a", model=tiny_llama)
+    assert set(outputs.failed) == {"patching"}
+    assert "PatchingError" in outputs.failed["patching"] and "n_pairs" in outputs.failed["patching"]
+    assert set(outputs.files) == {"attention"} and outputs.files["attention"]
+    manifest = json.loads((tmp_path / "a" / "manifest.json").read_text())
+    assert manifest["failed"] == outputs.failed
+    # The command reports the failure and exits non-zero after writing the rest.
+    assert main(["figures", "--config", str(config), "--out", str(tmp_path / "b")]) == 1
+    assert (tmp_path / "b" / "manifest.json").is_file()

@@ -7,6 +7,7 @@ from lens_emotion.prompts import (
     PromptTemplate,
     build_prompts,
     first_word_labels,
+    first_word_scorable,
     get_template,
     register_template,
     resolve_label_tokens,
@@ -100,6 +101,15 @@ def test_control_task_uses_first_words(tiny_llama):
     prompt_set = build_prompts(tiny_llama, texts, ["joy"] * 3, CROWD_LABELS, "control-first-word")
     assert prompt_set.label_tokens.labels == tuple(sorted(set(labels)))
     assert prompt_set.targets[0] == prompt_set.targets[2] != prompt_set.targets[1]
+
+
+def test_digit_first_words_are_flagged_not_mislabelled(tiny_llama):
+    # This tokenizer splits digits: " 16th" starts with a whitespace-only token.
+    texts = ["16th of May was grim.", "I won a prize.", "2 friends left."]
+    assert first_word_scorable(texts, tiny_llama.tokenizer) == [False, True, False]
+    with pytest.raises(LabelTokenError, match="' 16th'.*control_rows"):
+        first_word_labels(texts, tiny_llama.tokenizer)
+    assert first_word_labels(texts[1:2], tiny_llama.tokenizer) == ["I"]
 
 
 @pytest.mark.integration
