@@ -589,6 +589,33 @@ class EmotionProbeResult:
     params: dict[str, Any] = field(default_factory=dict)
     manifest: dict[str, Any] = field(default_factory=dict, repr=False)
 
+    def stable_layer(self, site: str = "resid_post", fraction: float = 0.95) -> int:
+        """The first layer whose mean accuracy reaches ``fraction`` of the site's best.
+
+        Tak et al. describe the emotion signal as stabilising in the middle layers; this is
+        that layer, used e.g. as the first layer the alignment figure shows.
+
+        Args:
+            site: Probed site.
+            fraction: Share of the best mean accuracy to reach, in ``(0, 1]``.
+
+        Returns:
+            The layer index.
+
+        Raises:
+            ValueError: ``site`` was not probed or ``fraction`` is out of range.
+        """
+        if not 0 < fraction <= 1:
+            raise ValueError(f"fraction must be in (0, 1], got {fraction}.")
+        rows = self.table[self.table["site"] == site].sort_values("layer")
+        if rows.empty:
+            raise ValueError(
+                f"site {site!r} was not probed; probed sites: {sorted(set(self.table['site']))}."
+            )
+        best = float(rows["accuracy_mean"].max())
+        reached = rows[rows["accuracy_mean"] >= fraction * best]
+        return int(reached["layer"].iloc[0])
+
     def to_frame(self) -> pd.DataFrame:
         """A copy of :attr:`table`."""
         return self.table.copy()

@@ -88,7 +88,21 @@ def stacked_bars_figure(
                 col=col,
             )
     apply_style(fig, title or f"{combo}, layer {layer}: emotion distribution against beta")
-    fig.update_layout(barmode="stack", height=520, width=520 + 360 * (len(panels) - 1))
+    # 13 stacked emotions: a vertical legend right of the plot, top of the stack first.
+    fig.update_layout(
+        barmode="stack",
+        height=520,
+        width=640 + 360 * (len(panels) - 1),
+        legend={
+            "orientation": "v",
+            "x": 1.02,
+            "xanchor": "left",
+            "y": 1.0,
+            "yanchor": "top",
+            "traceorder": "reversed",
+        },
+        margin={"r": 140},
+    )
     fig.update_xaxes(title_text="beta (steering strength)", type="category")
     fig.update_yaxes(title_text=_OUTCOME_AXIS.get(outcome, outcome), range=[0, 1.0], col=1)
     return fig

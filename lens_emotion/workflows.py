@@ -186,14 +186,15 @@ def run_probing(
             progress=progress,
             num_threads=num_threads,
         )
-        alignment = appraisal_alignment(
-            emotion, appraisal, site="resid_post" if "resid_post" in sites else sites[0]
-        )
+        align_site = "resid_post" if "resid_post" in sites else sites[0]
+        alignment = appraisal_alignment(emotion, appraisal, site=align_site)
         timings["appraisal_probes_s"] = round(time.perf_counter() - t0, 2)
         files.update(_relative(appraisal.save(out), out))
         files.update(_relative(alignment.save(out), out))
         figures["probe_appraisals"] = appraisal.figure()
-        figures["alignment"] = alignment.figure()
+        # First shown (and the static export's) layer: where the emotion signal stabilises.
+        shown = emotion.stable_layer(align_site)
+        figures["alignment"] = alignment.figure(layer=shown if shown in alignment.layers else None)
 
     positions = None
     if last_k > 1:

@@ -246,6 +246,20 @@ def test_emotion_directions_classify_in_raw_space(result, store):
     assert np.mean(scores.argmax(1) == ref.predict(x)) >= 0.98
 
 
+def test_stable_layer_is_where_accuracy_reaches_the_plateau(result):
+    rows = result.table[result.table["site"] == "resid_post"].set_index("layer")["accuracy_mean"]
+    stable = result.stable_layer("resid_post")
+    assert rows[stable] >= 0.95 * rows.max()
+    assert all(rows[layer] < 0.95 * rows.max() for layer in rows.index if layer < stable)
+    assert result.stable_layer("resid_post", fraction=1.0) == int(rows.idxmax())
+    # the planted signal grows with depth, so a low bar is met at the first layer
+    assert result.stable_layer("resid_post", fraction=1e-6) == int(rows.index.min())
+    with pytest.raises(ValueError, match="not probed"):
+        result.stable_layer("nope")
+    with pytest.raises(ValueError, match="fraction"):
+        result.stable_layer("resid_post", fraction=0)
+
+
 def test_emotion_probe_is_deterministic(store, result):
     again = probe_emotions(store, store.label_names, n_folds=4, seed=0, progress=False)
     pd.testing.assert_frame_equal(again.table, result.table)

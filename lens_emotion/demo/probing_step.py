@@ -45,7 +45,7 @@ def probing_step(
         metrics["pleasantness R² (best layer)"] = (
             f"{best_r2.r2_mean:.3f} (layer {int(best_r2.layer)})"
         )
-        figures += [outputs.appraisal.figure(), outputs.alignment.figure()]
+        figures += [outputs.figures["probe_appraisals"], outputs.figures["alignment"]]
     report.add_section(
         "Probing: where emotion and appraisals are linearly decodable",
         text=(
