@@ -13,13 +13,30 @@ Two label sets:
   emotion maps to one of them are kept (``joy`` -> ``happiness``; anger, sadness, fear,
   surprise, disgust map to themselves).
 
+**The judge never reads emotion words.** A reply that names its target emotion ("Anger is
+a powerful emotion ...") is not thereby expressing it, so every text the judge reads, in
+training and in prediction, first goes through
+:func:`lens_emotion.lexicon.mask_emotion_words`, which replaces the word forms of *every*
+listed emotion (anger/angry/angrily, sad/sadness, happy/happily, fear/fearless, afraid, ...)
+by ``[MASK]``. By default the judge trains on crowd-enVENT's ``generated_text`` masked that
+way ("I felt [MASK] when ..."); ``text_column="hidden_emo_text"`` trains on the corpus' own
+masked texts (masked again by the lexicon). ``load_judge(mask=False)`` trains on the raw texts
+(the judge before issue 19) and ``predict(..., mask=False)`` reads a text as it is; both exist
+for comparison only.
+
 Training uses a seeded stratified train / held-out split; held-out accuracy, macro-F1,
 per-class recall and the chance / majority baselines are stored in
-:attr:`EmotionJudge.validation`. By default the judge trains on crowd-enVENT's
-``generated_text`` (the writers' texts with their emotion words, e.g. "I felt joy when ..."),
-since generated text may name its emotion too; a third of the rows do, so ``validation`` also
-reports ``accuracy_without_emotion_word`` on the held-out rows that name none (there the judge
-must read the event). ``text_column="hidden_emo_text"`` trains on the masked texts instead.
+:attr:`EmotionJudge.validation`. ``accuracy`` is the judge as used (masked input by default);
+``accuracy_masked`` and ``accuracy_raw`` score the same classifier on the masked and on the
+raw held-out texts, and ``accuracy_without_emotion_word`` on the held-out rows whose writer
+named no emotion (``generated_text == hidden_emo_text``).
+
+**Scoring generations.** :func:`score_replies` labels replies with the judge on masked text
+(``judged_masked``, the primary metric) and raw text (``judged_raw``), flags replies that name
+their target (``names_emotion``) and degenerate ones, and, given a second judge of another kind
+(:class:`ReadoutJudge`: the unsteered model's own label readout on the masked reply),
+its labels. :func:`summarise_replies` aggregates per group, with Cohen's kappa between the
+two judges and a ``judges_disagree`` flag.
 
 The trained weights are cached (safetensors + JSON, atomic writes) under
 ``cache_root()/judges/<label_set>-<key>/``, where the key hashes the data fingerprint, label
@@ -36,6 +53,7 @@ Example:
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import math
@@ -48,6 +66,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import torch
 from jaxtyping import Float
 from safetensors.numpy import load as load_safetensors_bytes
@@ -64,22 +83,35 @@ from lens_emotion.data import (
 )
 from lens_emotion.errors import DataError, LensEmotionError, ModelLoadError
 from lens_emotion.io import write_bytes_atomic, write_json_atomic
+from lens_emotion.lexicon import (
+    DEFAULT_MASK,
+    emotion_pattern,
+    lexicon_fingerprint,
+    mask_emotion_words,
+)
 from lens_emotion.models import cache_root, sha256_file
 
 __all__ = [
     "CROWD_TO_SEV",
+    "DISAGREE_P",
     "EMBEDDER_ID",
     "EMBEDDING_DIM",
     "JUDGE_LABEL_SETS",
+    "KAPPA_FLOOR",
+    "NO_REPLY",
     "EmotionJudge",
     "JudgeDataError",
     "JudgeInputError",
+    "ReadoutJudge",
     "SentenceEmbedder",
     "corpus_embeddings",
     "embedder_folder",
     "judge_cache_dir",
     "load_judge",
+    "score_replies",
     "shared_embedder",
+    "summarise_replies",
+    "wilson_interval",
 ]
 
 #: Label set name -> the judge's labels, in order (columns of ``predict_proba``).
@@ -108,7 +140,7 @@ EMBEDDING_DIM = 384
 MAX_SEQ_LENGTH = 256
 
 #: Bump when training or caching changes so old cache entries are not reused.
-_CACHE_VERSION = 2
+_CACHE_VERSION = 3
 #: Same for the cached corpus embeddings.
 _EMBED_CACHE_VERSION = 1
 _WEIGHTS_FILE = "classifier.safetensors"
@@ -444,6 +476,10 @@ class EmotionJudge:
         training: Training settings and data provenance.
         from_cache: True if the weights were read from the cache, False if trained now.
         cache_dir: The cache entry folder.
+        timings: Seconds spent loading / embedding / fitting.
+        mask: Whether the training texts were masked with
+            :func:`~lens_emotion.lexicon.mask_emotion_words` (the default).
+        mask_token: What replaced each emotion word, in training and in prediction.
     """
 
     labels: tuple[str, ...]
@@ -456,12 +492,36 @@ class EmotionJudge:
     from_cache: bool = False
     cache_dir: Path | None = None
     timings: dict[str, float] = field(default_factory=dict)
+    mask: bool = True
+    mask_token: str = DEFAULT_MASK
+
+    def masked(self, texts: Sequence[str]) -> list[str]:
+        """``texts`` with every emotion word form replaced by :attr:`mask_token`.
+
+        Raises:
+            JudgeInputError: If ``texts`` is empty or holds blank strings or non-strings.
+        """
+        return [mask_emotion_words(t, self.mask_token) for t in _check_texts(texts)]
 
     def embed(
-        self, texts: Sequence[str], batch_size: int = 16, progress: bool = False
+        self,
+        texts: Sequence[str],
+        batch_size: int = 16,
+        progress: bool = False,
+        *,
+        mask: bool = True,
     ) -> Float[np.ndarray, "n 384"]:
-        """Sentence embeddings of ``texts`` (see :meth:`SentenceEmbedder.embed`)."""
-        return self.embedder.embed(texts, batch_size=batch_size, progress=progress)
+        """Sentence embeddings of ``texts`` (see :meth:`SentenceEmbedder.embed`).
+
+        Args:
+            texts: Non-empty strings.
+            batch_size: Texts per forward pass.
+            progress: Show a progress bar.
+            mask: Mask every emotion word form first (:meth:`masked`); ``False`` embeds the
+                raw texts (for comparisons only).
+        """
+        items = self.masked(texts) if mask else _check_texts(texts)
+        return self.embedder.embed(items, batch_size=batch_size, progress=progress)
 
     def proba_from_embeddings(
         self, embeddings: Float[np.ndarray, "n 384"]
@@ -476,24 +536,41 @@ class EmotionJudge:
         return _softmax(emb @ self.coef.T + self.intercept)
 
     def predict_proba(
-        self, texts: Sequence[str], batch_size: int = 16, progress: bool = False
+        self,
+        texts: Sequence[str],
+        batch_size: int = 16,
+        progress: bool = False,
+        *,
+        mask: bool = True,
     ) -> Float[np.ndarray, "n n_labels"]:
         """Probability of each label (columns in :attr:`labels` order) for each text.
 
+        Args:
+            texts: Non-empty strings.
+            batch_size: Texts per embedding batch.
+            progress: Show a progress bar.
+            mask: Mask every emotion word form before reading (default); ``False`` reads the
+                raw text, which lets the judge see emotion names (comparisons only).
+
         Raises:
             JudgeInputError: If ``texts`` is empty or holds blank strings or non-strings.
         """
-        return self.proba_from_embeddings(self.embed(texts, batch_size, progress))
+        return self.proba_from_embeddings(self.embed(texts, batch_size, progress, mask=mask))
 
     def predict(
-        self, texts: Sequence[str], batch_size: int = 16, progress: bool = False
+        self,
+        texts: Sequence[str],
+        batch_size: int = 16,
+        progress: bool = False,
+        *,
+        mask: bool = True,
     ) -> list[str]:
-        """The most probable label of each text.
+        """The most probable label of each text (masked first unless ``mask=False``).
 
         Raises:
             JudgeInputError: If ``texts`` is empty or holds blank strings or non-strings.
         """
-        proba = self.predict_proba(texts, batch_size, progress)
+        proba = self.predict_proba(texts, batch_size, progress, mask=mask)
         return [self.labels[i] for i in proba.argmax(axis=1)]
 
     def describe(self) -> dict[str, Any]:
@@ -508,6 +585,9 @@ class EmotionJudge:
             "cache_key": self.training.get("cache_key"),
             "weights_sha256": _weights_digest(self.coef, self.intercept),
             "from_cache": self.from_cache,
+            "mask": self.mask,
+            "mask_token": self.mask_token,
+            "reads": "masked text (every emotion word form -> mask_token) unless mask=False",
         }
 
 
@@ -532,6 +612,7 @@ def _validation_metrics(
     train_counts: np.ndarray,
     no_word: np.ndarray,
 ) -> dict[str, Any]:
+    """Held-out metrics of predictions ``y_pred`` (label indices)."""
     from sklearn.metrics import accuracy_score, confusion_matrix, f1_score
 
     k = len(labels)
@@ -602,8 +683,16 @@ def _train(
     seed: int,
     test_size: float,
     c: float,
+    eval_embeddings: dict[str, np.ndarray],
+    no_word: np.ndarray,
+    names_word: np.ndarray,
 ) -> tuple[np.ndarray, np.ndarray, dict[str, Any], float]:
-    """Fit on a seeded stratified split of ``dataset`` (rows of ``emb``); score held-out rows."""
+    """Fit on a seeded stratified split of ``dataset`` (rows of ``emb``); score held-out rows.
+
+    ``eval_embeddings`` maps a name (``"masked"``/``"raw"``) to other embeddings of the same
+    rows; held-out accuracy on each is reported as ``accuracy_<name>``. ``no_word`` flags rows
+    whose writer named no emotion; ``names_word`` rows whose raw text has a lexicon form.
+    """
     from sklearn.linear_model import LogisticRegression
 
     train, test = dataset.split(test_size=test_size, seed=seed, stratify=True)
@@ -625,15 +714,20 @@ def _train(
     intercept = np.ascontiguousarray(clf.intercept_, dtype=np.float64)
     proba = _softmax(emb[test_rows].astype(np.float64) @ coef.T + intercept)
     y_pred = proba.argmax(axis=1)
-    # Held-out rows whose text names no emotion word (generated_text == hidden_emo_text).
-    other = "hidden_emo_text" if dataset.text_column == "generated_text" else "generated_text"
-    other_texts = dataset.metadata[other].astype(str).to_numpy()
-    no_word = np.array(
-        [dataset.texts[r].strip() == other_texts[r].strip() for r in test_rows], dtype=bool
-    )
     metrics = _validation_metrics(
-        y[test_rows], y_pred, labels, np.bincount(y[train_rows], minlength=len(labels)), no_word
+        y[test_rows],
+        y_pred,
+        labels,
+        np.bincount(y[train_rows], minlength=len(labels)),
+        no_word[test_rows],
     )
+    for name, other in eval_embeddings.items():
+        other_pred = (other[test_rows].astype(np.float64) @ coef.T + intercept).argmax(axis=1)
+        metrics[f"accuracy_{name}"] = float((other_pred == y[test_rows]).mean())
+    named = names_word[test_rows]
+    metrics["share_test_naming_emotion"] = float(named.mean())
+    if named.any():
+        metrics["accuracy_on_texts_naming_emotion"] = float((y_pred == y[test_rows])[named].mean())
     metrics["n_train"] = len(train_rows)
     metrics["n_test"] = len(test_rows)
     return coef, intercept, metrics, fit_s
@@ -651,6 +745,8 @@ def load_judge(
     batch_size: int = 16,
     use_cache: bool = True,
     device: str = "cpu",
+    mask: bool = True,
+    mask_token: str = DEFAULT_MASK,
 ) -> EmotionJudge:
     """Train (or load from cache) the offline emotion judge.
 
@@ -661,21 +757,28 @@ def load_judge(
             :func:`lens_emotion.data.default_crowd_envent_path` (``$LENS_EMOTION_DATA``).
         seed: Seed of the stratified train / held-out split.
         progress: Show a progress bar while embedding the training texts.
-        text_column: crowd-enVENT text to train on: ``"generated_text"`` (the writer's text,
-            emotion words included, like generated text) or ``"hidden_emo_text"`` (emotion
-            words masked as "...").
+        text_column: crowd-enVENT text to train on: ``"generated_text"`` (the writer's text)
+            or ``"hidden_emo_text"`` (the corpus' own masking of the emotion word as "...").
         test_size: Held-out fraction.
         c: Inverse L2 regularisation strength of the logistic regression.
         batch_size: Texts per embedding batch.
         use_cache: Read and write the judge cache (``False`` always retrains, writes nothing).
         device: Torch device of the embedder (shared by judges on the same device).
+        mask: Train on texts whose emotion word forms are masked
+            (:func:`~lens_emotion.lexicon.mask_emotion_words`, the default). ``False`` trains
+            on the raw texts, i.e. the judge before issue 19, for comparison only.
+        mask_token: What replaces each emotion word form (training and prediction).
 
     Returns:
-        The judge. ``judge.validation`` holds held-out ``accuracy``, ``macro_f1``,
+        The judge. ``judge.validation`` holds held-out ``accuracy`` (of the judge as used:
+        on masked text when ``mask``), ``accuracy_masked`` and ``accuracy_raw`` (the same
+        classifier on the masked and on the raw held-out texts), ``macro_f1``,
         ``majority_baseline`` (share of the most frequent training label among held-out
         rows), ``chance`` (1 / n_labels), ``per_class_recall``, ``confusion`` (rows = true),
-        ``n_train``, ``n_test``, ``label_set``, and ``accuracy_without_emotion_word`` (held-out
-        rows whose text names no emotion word).
+        ``n_train``, ``n_test``, ``label_set``, ``mask``, ``accuracy_without_emotion_word``
+        (held-out rows whose writer named no emotion: ``generated_text == hidden_emo_text``),
+        ``share_test_naming_emotion`` (held-out raw texts with a lexicon form) and
+        ``accuracy_on_texts_naming_emotion`` (the judge as used, on those rows).
 
     Raises:
         JudgeInputError: If ``label_set`` or a setting is invalid.
@@ -697,6 +800,12 @@ def load_judge(
         raise JudgeInputError(
             f"text_column={text_column!r}; use 'generated_text' or 'hidden_emo_text'"
         )
+    if not isinstance(mask, bool):
+        raise JudgeInputError(f"mask={mask!r} must be True or False")
+    if not isinstance(mask_token, str) or not mask_token.strip():
+        raise JudgeInputError(f"mask_token={mask_token!r} must be a non-blank string")
+    if emotion_pattern(None).search(mask_token):
+        raise JudgeInputError(f"mask_token={mask_token!r} names an emotion; use e.g. '[MASK]'")
     labels = JUDGE_LABEL_SETS[key_name]
     t_start = time.perf_counter()
     full, rows, dataset, path = _training_rows(key_name, data_path, text_column)
@@ -713,6 +822,9 @@ def load_judge(
         "classifier": "sklearn LogisticRegression(lbfgs, multinomial, L2)",
         "embedder_sha256": embedder.weight_hash,
         "max_seq_length": MAX_SEQ_LENGTH,
+        "mask": mask,
+        "mask_token": mask_token,
+        "lexicon_sha256": lexicon_fingerprint(),
     }
     key = _cache_key(settings)
     folder = judge_cache_dir() / f"{key_name}-{key}"
@@ -732,18 +844,45 @@ def load_judge(
             from_cache=True,
             cache_dir=folder,
             timings={"load_s": time.perf_counter() - t_start},
+            mask=mask,
+            mask_token=mask_token,
         )
 
-    emb, emb_cached, embed_s = corpus_embeddings(
-        full, embedder, batch_size=batch_size, progress=progress, use_cache=use_cache
+    # The same rows, raw and masked: the judge trains on one and is scored on both.
+    masked_full = dataclasses.replace(
+        full, texts=tuple(mask_emotion_words(t, mask_token) for t in full.texts)
     )
-    timings: dict[str, float] = {"embed_s": embed_s}
-    if not emb_cached:
-        timings["embed_texts_per_s"] = len(full) / embed_s
+    embedded: dict[str, np.ndarray] = {}
+    timings: dict[str, float] = {"embed_s": 0.0}
+    flags: list[bool] = []
+    for name, corpus in (("masked", masked_full), ("raw", full)):
+        emb, cached_now, seconds = corpus_embeddings(
+            corpus, embedder, batch_size=batch_size, progress=progress, use_cache=use_cache
+        )
+        embedded[name] = emb[rows]
+        timings["embed_s"] += seconds
+        flags.append(cached_now)
+        if not cached_now:
+            timings[f"embed_{name}_texts_per_s"] = len(corpus) / seconds
+    emb_cached = all(flags)
+    used = "masked" if mask else "raw"
+    other = "hidden_emo_text" if text_column == "generated_text" else "generated_text"
+    other_texts = full.metadata[other].astype(str).to_numpy()
+    no_word = np.array([full.texts[r].strip() == other_texts[r].strip() for r in rows], dtype=bool)
+    pattern = emotion_pattern(None)
+    names_word = np.array([pattern.search(full.texts[r]) is not None for r in rows], dtype=bool)
     coef, intercept, metrics, timings["fit_s"] = _train(
-        dataset, emb[rows], labels, seed=seed, test_size=float(test_size), c=float(c)
+        dataset,
+        embedded[used],
+        labels,
+        seed=seed,
+        test_size=float(test_size),
+        c=float(c),
+        eval_embeddings=embedded,
+        no_word=no_word,
+        names_word=names_word,
     )
-    validation = {"label_set": key_name, **metrics}
+    validation = {"label_set": key_name, "mask": mask, "mask_token": mask_token, **metrics}
     trained_at = time.strftime("%Y-%m-%dT%H:%M:%S%z")
     if use_cache:
         raw = save_safetensors_bytes(
@@ -778,4 +917,436 @@ def load_judge(
         from_cache=False,
         cache_dir=folder if use_cache else None,
         timings=timings,
+        mask=mask,
+        mask_token=mask_token,
     )
+
+
+# --------------------------------------------------------------------------- second judge
+
+
+def _resolve_labels(labels: str | Sequence[str]) -> tuple[str, ...]:
+    if isinstance(labels, str):
+        key = labels.strip().lower().replace("_", "-")
+        if key not in JUDGE_LABEL_SETS:
+            raise JudgeInputError(
+                f"unknown label set {labels!r}; pass one of {', '.join(JUDGE_LABEL_SETS)} or a "
+                "list of labels"
+            )
+        return JUDGE_LABEL_SETS[key]
+    items = tuple(labels)
+    if len(items) < 2 or not all(isinstance(x, str) and x.strip() for x in items):
+        raise JudgeInputError(
+            f"labels must be at least two non-blank strings, got {items!r}; e.g. labels='sev'"
+        )
+    if len(set(items)) != len(items):
+        raise JudgeInputError(f"labels {items!r} list a label twice; list each once")
+    return items
+
+
+class ReadoutJudge:
+    """A second judge of another kind: a language model's own label readout on masked text.
+
+    Each text is masked (:func:`~lens_emotion.lexicon.mask_emotion_words`), put into an
+    inference prompt (:mod:`lens_emotion.prompts`, ``emotion-list`` by default: "What are the
+    inferred emotions ... Choose one of: anger, sadness, ... Context: <masked reply>
+    Answer:"), and labelled by the argmax of the labels' first-token log-probabilities
+    (:func:`lens_emotion.inference.infer_emotions`; nothing is re-implemented here). Pass the
+    *unsteered* model: the readout uses the plain (hook-free) copy of the weights by default,
+    so call it outside any weight-editing context such as
+    :func:`lens_emotion.circuits.generation.plain_weight_edit`.
+
+    Calibration (``calibrate``):
+
+    * ``"content-free"`` (default): Zhao et al. (2021) contextual calibration with content-free
+      inputs; each text's label depends on that text alone.
+    * ``"mean"``: subtract each label's mean log-probability over the texts of the same
+      :meth:`predict` call (transductive: a text's label then depends on the other texts;
+      score a whole table in one call, and balance its targets).
+    * ``None``: raw argmax (small models often give one label to nearly everything).
+
+    Args:
+        model: An :class:`~lens_emotion.models.EmotionModel` (unsteered).
+        labels: ``"sev"``, ``"crowd-envent"`` or the candidate labels.
+        template: Prompt template name or object.
+        calibrate: ``"content-free"``, ``"mean"`` or ``None``.
+        batch_size: Prompts per forward pass.
+        mask_token: What replaces each emotion word form.
+        engine: ``"plain"`` or ``"bridge"`` (see :func:`lens_emotion.inference.label_logprobs`).
+        progress: Show a progress bar.
+
+    Raises:
+        JudgeInputError: Unknown label set or calibration mode.
+        TemplateError: Unknown template.
+    """
+
+    kind = "label readout of the unsteered model on masked text"
+
+    def __init__(
+        self,
+        model: Any,
+        labels: str | Sequence[str] = "sev",
+        template: str | Any = "emotion-list",
+        *,
+        calibrate: str | None = "content-free",
+        batch_size: int = 16,
+        mask_token: str = DEFAULT_MASK,
+        engine: str = "plain",
+        progress: bool = False,
+    ) -> None:
+        from lens_emotion.prompts import get_template
+
+        if calibrate not in ("content-free", "mean", None):
+            raise JudgeInputError(f"calibrate={calibrate!r}; use 'content-free', 'mean' or None")
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise JudgeInputError(f"batch_size={batch_size!r} must be a positive int")
+        if not isinstance(mask_token, str) or emotion_pattern(None).search(mask_token):
+            raise JudgeInputError(f"mask_token={mask_token!r} must be a string naming no emotion")
+        self.model = model
+        self.labels = _resolve_labels(labels)
+        self.template = get_template(template)
+        if self.template.task != "emotion":
+            raise JudgeInputError(
+                f"template {self.template.name!r} is a control task; use an emotion template "
+                "such as 'emotion-list'"
+            )
+        self.calibrate = calibrate
+        self.batch_size = batch_size
+        self.mask_token = mask_token
+        self.engine = engine
+        self.progress = progress
+
+    def masked(self, texts: Sequence[str]) -> list[str]:
+        """``texts`` with every emotion word form replaced by :attr:`mask_token`."""
+        return [mask_emotion_words(t, self.mask_token) for t in _check_texts(texts)]
+
+    def infer(self, texts: Sequence[str], *, mask: bool = True) -> Any:
+        """The full :class:`~lens_emotion.inference.InferenceResult` for ``texts``.
+
+        Args:
+            texts: Non-empty strings.
+            mask: Mask emotion word forms first (default); ``False`` for comparisons only.
+
+        Raises:
+            JudgeInputError: If ``texts`` is empty or holds blank strings or non-strings.
+        """
+        from lens_emotion.inference import infer_emotions
+
+        items = self.masked(texts) if mask else _check_texts(texts)
+        dataset = EmotionDataset(
+            name="replies",
+            ids=tuple(str(i) for i in range(len(items))),
+            texts=tuple(items),
+            labels=(self.labels[0],) * len(items),
+            label_names=self.labels,
+        )
+        return infer_emotions(
+            self.model,
+            dataset,
+            template=self.template,
+            batch_size=self.batch_size,
+            calibrate=self.calibrate or False,
+            label_names=self.labels,
+            progress=self.progress,
+            engine=self.engine,
+        )
+
+    def predict(self, texts: Sequence[str], *, mask: bool = True) -> list[str]:
+        """The model's label for each (masked) text, in input order.
+
+        Raises:
+            JudgeInputError: If ``texts`` is empty or holds blank strings or non-strings.
+        """
+        return list(self.infer(texts, mask=mask).predictions)
+
+    def describe(self) -> dict[str, Any]:
+        """JSON-ready description for run manifests."""
+        spec = getattr(self.model, "spec", None)
+        return {
+            "kind": self.kind,
+            "model": getattr(spec, "name", None) or repr(type(self.model).__name__),
+            "labels": list(self.labels),
+            "template": self.template.describe(),
+            "calibrate": self.calibrate,
+            "mask_token": self.mask_token,
+            "engine": self.engine,
+        }
+
+
+# --------------------------------------------------------------------------- scoring replies
+
+#: Label given to empty replies (no judge can read them; they never count as correct).
+NO_REPLY = "(empty)"
+
+#: Two judges disagree materially when McNemar's exact test on their per-reply correctness
+#: gives p below this, or when Cohen's kappa between their labels is below
+#: :data:`KAPPA_FLOOR` (Landis and Koch's "slight" agreement).
+DISAGREE_P = 0.05
+#: See :data:`DISAGREE_P`.
+KAPPA_FLOOR = 0.2
+
+
+def _judge_labels(judge: Any, texts: Sequence[str], **kwargs: Any) -> list[str]:
+    labels = [NO_REPLY] * len(texts)
+    keep = [i for i, t in enumerate(texts) if t.strip()]
+    if keep:
+        predicted = judge.predict([texts[i] for i in keep], **kwargs)
+        if len(predicted) != len(keep):
+            raise JudgeInputError(
+                f"{type(judge).__name__}.predict returned {len(predicted)} labels for "
+                f"{len(keep)} texts; a judge must return one label per text"
+            )
+        for i, label in zip(keep, predicted, strict=True):
+            labels[i] = str(label)
+    return labels
+
+
+def score_replies(
+    judge: EmotionJudge,
+    replies: Sequence[str],
+    targets: Sequence[str],
+    *,
+    readout: Any | None = None,
+    extra: pd.DataFrame | dict[str, Sequence[Any]] | None = None,
+    min_words: int = 5,
+    min_distinct: float = 0.5,
+    batch_size: int = 16,
+    progress: bool = False,
+) -> pd.DataFrame:
+    """Score generated replies against their target emotions: one row per reply.
+
+    Every generation table (circuits, steering, prompting, ablations, sweeps) should come
+    from this function, so that all report the same columns.
+
+    Args:
+        judge: The embedding judge (:func:`load_judge`); it reads the masked reply
+            (``judged_masked``, the primary metric) and the raw reply (``judged_raw``).
+        replies: Generated texts (empty ones are labelled :data:`NO_REPLY`, never correct).
+        targets: The emotion each reply should express, one per reply, in ``judge.labels``.
+        readout: Optional second judge with ``predict(texts) -> labels`` (e.g.
+            :class:`ReadoutJudge`); it is given the masked replies.
+        extra: Columns to put first (e.g. ``method``, ``emotion``, ``skeleton_id``), one value
+            per reply.
+        min_words: Replies with fewer words are degenerate.
+        min_distinct: Replies whose distinct word-bigram ratio is lower are degenerate.
+        batch_size: Embedding batch size.
+        progress: Show a progress bar.
+
+    Returns:
+        Columns (after ``extra``): ``reply``, ``target``, ``masked_reply``,
+        ``judged_masked``, ``judged_raw``, ``correct_masked``, ``correct_raw``,
+        ``names_emotion`` (the reply holds a word form of its target),
+        ``names_any_emotion``, ``n_words``, ``distinct_2``, ``degenerate``, ``fluent``
+        (not degenerate), ``fluent_correct_masked``; with ``readout`` also
+        ``readout_label`` and ``correct_readout``.
+
+    Raises:
+        JudgeInputError: Lengths differ, a target is not a judge label, or bad replies.
+    """
+    from lens_emotion.circuits.modulation import distinct_bigram_ratio, is_degenerate
+
+    if isinstance(replies, str) or isinstance(targets, str):
+        raise JudgeInputError("replies and targets must be sequences of strings, not a string")
+    replies, targets = list(replies), [str(t) for t in targets]
+    if not replies:
+        raise JudgeInputError("replies is empty; pass at least one reply")
+    if len(replies) != len(targets):
+        raise JudgeInputError(
+            f"{len(replies)} replies but {len(targets)} targets; pass one target per reply"
+        )
+    bad = [i for i, r in enumerate(replies) if not isinstance(r, str)]
+    if bad:
+        raise JudgeInputError(
+            f"replies must be strings; index {bad[0]} is {type(replies[bad[0]]).__name__} "
+            "(NaN from a CSV? read it with keep_default_na=False or fill with '')"
+        )
+    unknown = sorted(set(targets) - set(judge.labels))
+    if unknown:
+        raise JudgeInputError(
+            f"targets {unknown} are not labels of the {judge.label_set!r} judge "
+            f"({', '.join(judge.labels)}); map them first or load the matching judge"
+        )
+    token = getattr(judge, "mask_token", DEFAULT_MASK)
+    masked = [mask_emotion_words(r, token) for r in replies]
+    judged_masked = _judge_labels(judge, masked, batch_size=batch_size, progress=progress)
+    judged_raw = _judge_labels(judge, replies, batch_size=batch_size, progress=progress, mask=False)
+    any_pattern = emotion_pattern(None)
+    frame = pd.DataFrame(
+        {
+            "reply": replies,
+            "target": targets,
+            "masked_reply": masked,
+            "judged_masked": judged_masked,
+            "judged_raw": judged_raw,
+        }
+    )
+    target_arr = np.asarray(targets, dtype=object)
+    frame["correct_masked"] = frame["judged_masked"].to_numpy(dtype=object) == target_arr
+    frame["correct_raw"] = frame["judged_raw"].to_numpy(dtype=object) == target_arr
+    frame["names_emotion"] = [
+        emotion_pattern(t).search(r) is not None for r, t in zip(replies, targets, strict=True)
+    ]
+    frame["names_any_emotion"] = [any_pattern.search(r) is not None for r in replies]
+    frame["n_words"] = [len(r.split()) for r in replies]
+    frame["distinct_2"] = [distinct_bigram_ratio(r) for r in replies]
+    frame["degenerate"] = [is_degenerate(r, min_words, min_distinct) for r in replies]
+    frame["fluent"] = ~frame["degenerate"]
+    frame["fluent_correct_masked"] = frame["correct_masked"] & frame["fluent"]
+    if readout is not None:
+        frame["readout_label"] = _judge_labels(readout, masked)
+        frame["correct_readout"] = frame["readout_label"].to_numpy(dtype=object) == target_arr
+    for col in ("correct_masked", "correct_raw", "fluent", "fluent_correct_masked"):
+        frame[col] = frame[col].astype(bool)
+    if "correct_readout" in frame:
+        frame["correct_readout"] = frame["correct_readout"].astype(bool)
+    if extra is not None:
+        head = pd.DataFrame(extra).reset_index(drop=True)
+        if len(head) != len(frame):
+            raise JudgeInputError(
+                f"extra has {len(head)} rows for {len(frame)} replies; pass one row per reply"
+            )
+        clash = sorted(set(head.columns) & set(frame.columns))
+        if clash:
+            raise JudgeInputError(f"extra columns {clash} clash with score columns; rename them")
+        frame = pd.concat([head, frame], axis=1)
+    return frame
+
+
+def wilson_interval(successes: int, n: int, z: float = 1.959963984540054) -> tuple[float, float]:
+    """Wilson score interval of a proportion (default 95%); ``(nan, nan)`` when ``n == 0``."""
+    if n == 0:
+        return float("nan"), float("nan")
+    p = successes / n
+    denom = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / denom
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def _kappa(a: Sequence[str], b: Sequence[str]) -> float:
+    import warnings
+
+    from sklearn.metrics import cohen_kappa_score
+
+    if len(a) == 0:
+        return float("nan")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        value = float(cohen_kappa_score(list(a), list(b)))
+    return value
+
+
+def _mcnemar_p(a: np.ndarray, b: np.ndarray) -> float:
+    """Exact (binomial) McNemar p-value for paired booleans ``a`` and ``b``."""
+    from scipy.stats import binomtest
+
+    only_a = int((a & ~b).sum())
+    only_b = int((~a & b).sum())
+    if only_a + only_b == 0:
+        return 1.0
+    return float(binomtest(min(only_a, only_b), only_a + only_b, 0.5).pvalue)
+
+
+def summarise_replies(
+    frame: pd.DataFrame,
+    by: str | Sequence[str] = ("method",),
+    *,
+    disagree_p: float = DISAGREE_P,
+    kappa_floor: float = KAPPA_FLOOR,
+) -> pd.DataFrame:
+    """Per-group summary of a :func:`score_replies` frame.
+
+    The primary metric is ``judged_masked``: the share of replies the judge labels as their
+    target after every emotion word form is masked.
+
+    Args:
+        frame: Output of :func:`score_replies` (with the grouping columns from ``extra``).
+        by: Column(s) to group by; ``[]`` summarises the whole frame as one row.
+        disagree_p: McNemar p-value below which the two judges' accuracies differ.
+        kappa_floor: Cohen's kappa below which the two judges' labels disagree.
+
+    Returns:
+        One row per group: ``n``; ``judged_masked`` with its 95% Wilson interval
+        ``judged_masked_lo``/``_hi``; ``judged_raw``; ``names_emotion`` (share of replies
+        naming their target); ``judged_masked_named`` / ``judged_masked_unnamed`` (primary
+        metric on the replies that do / do not name their target; NaN where none);
+        ``fluency`` (share not degenerate); ``fluent_judged_masked``. When the frame has a
+        second judge: ``readout`` (its accuracy), ``kappa`` (Cohen's kappa between
+        ``judged_masked`` and ``readout_label`` over non-empty replies; NaN when undefined,
+        e.g. both judges give one and the same label throughout) and ``mcnemar_p`` (exact
+        McNemar test of the two judges' per-reply correctness). ``judges_disagree`` is True
+        when ``mcnemar_p < disagree_p`` or ``kappa < kappa_floor``, and ``judges_note`` says
+        why in words (to print beside the number); without a second judge they are False and
+        ``"no second judge"``.
+
+    Raises:
+        JudgeInputError: Missing score or grouping columns.
+    """
+    keys = [by] if isinstance(by, str) else list(by)
+    needed = {"correct_masked", "correct_raw", "names_emotion", "degenerate", "judged_masked"}
+    missing = sorted((needed | set(keys)) - set(frame.columns))
+    if missing:
+        raise JudgeInputError(
+            f"frame lacks columns {missing}; pass the output of score_replies (with the "
+            "grouping columns given as extra=)"
+        )
+    has_readout = "readout_label" in frame.columns and "correct_readout" in frame.columns
+    groups = frame.groupby(keys, sort=False, dropna=False) if keys else [((), frame)]
+    rows = []
+    for key, g in groups:
+        key = key if isinstance(key, tuple) else (key,)
+        n = len(g)
+        correct = g["correct_masked"].to_numpy(dtype=bool)
+        named = g["names_emotion"].to_numpy(dtype=bool)
+        fluent = ~g["degenerate"].to_numpy(dtype=bool)
+        lo, hi = wilson_interval(int(correct.sum()), n)
+        row: dict[str, Any] = dict(zip(keys, key, strict=True))
+        row |= {
+            "n": n,
+            "judged_masked": float(correct.mean()),
+            "judged_masked_lo": lo,
+            "judged_masked_hi": hi,
+            "judged_raw": float(g["correct_raw"].to_numpy(dtype=bool).mean()),
+            "names_emotion": float(named.mean()),
+            "judged_masked_named": float(correct[named].mean()) if named.any() else math.nan,
+            "judged_masked_unnamed": (
+                float(correct[~named].mean()) if (~named).any() else math.nan
+            ),
+            "fluency": float(fluent.mean()),
+            "fluent_judged_masked": float((correct & fluent).mean()),
+        }
+        if has_readout:
+            other = g["correct_readout"].to_numpy(dtype=bool)
+            read = (g["judged_masked"] != NO_REPLY).to_numpy()  # empty replies: no labels
+            kappa = _kappa(
+                g["judged_masked"][read].astype(str), g["readout_label"][read].astype(str)
+            )
+            p = _mcnemar_p(correct, other)
+            reasons = []
+            if p < disagree_p:
+                reasons.append(
+                    f"readout accuracy {other.mean():.2f} vs judge {correct.mean():.2f} "
+                    f"(McNemar p={p:.3g})"
+                )
+            if math.isfinite(kappa) and kappa < kappa_floor:
+                reasons.append(f"kappa {kappa:.2f} < {kappa_floor}")
+            note = "; ".join(reasons) if reasons else "judges agree"
+            if not math.isfinite(kappa):
+                note += " (kappa undefined: a judge gives one label throughout)"
+            row |= {
+                "readout": float(other.mean()),
+                "kappa": kappa,
+                "mcnemar_p": p,
+                "judges_disagree": bool(reasons),
+                "judges_note": note,
+            }
+        else:
+            row |= {
+                "readout": math.nan,
+                "kappa": math.nan,
+                "mcnemar_p": math.nan,
+                "judges_disagree": False,
+                "judges_note": "no second judge",
+            }
+        rows.append(row)
+    return pd.DataFrame(rows)
