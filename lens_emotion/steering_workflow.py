@@ -8,7 +8,9 @@
   off it holds the readout instead;
 * ``readout.csv``: outcome 1 (mean readout probability of each emotion), same columns;
 * ``theory_checks.csv`` and ``theory_summary.csv``: the appraisal-theory predictions
-  (:mod:`lens_emotion.theory`) at every swept layer and beta;
+  (:mod:`lens_emotion.theory`) at every swept layer and beta, with each cell's p-value, its
+  Holm-adjusted p-value and the prediction's corrected verdict (or the verdict at the cell
+  fixed before the run, ``theory_cell``);
 * ``generations.jsonl``: every steered continuation with its judged emotion;
 * ``promotion.csv`` (if emotions are promoted), ``directions.json`` (norms, probe R²,
   orthogonality of the unique-effect vectors), ``figures/`` (stacked bars, Sankey diagrams)
@@ -193,8 +195,9 @@ def run_steering(
     gen_positions: Literal["last", "all"] = "all",
     methods: Sequence[str] = ("unique",),
     fixed: Sequence[str] | None = None,
-    n_controls: int = 3,
+    n_controls: int = 10,
     theory: bool = True,
+    theory_cell: tuple[int, float] | None = None,
     theory_generation: bool = False,
     generate: bool = True,
     judge: Any | None = None,
@@ -202,6 +205,7 @@ def run_steering(
     max_new_tokens: int = 24,
     promote: Sequence[str] = (),
     promote_betas: Sequence[float] = (1.0,),
+    promote_controls: int | None = None,
     template: str = "emotion-list",
     alpha: float | Sequence[float] = (1.0, 10.0, 100.0, 1e3, 1e4),
     n_folds: int = 5,
@@ -235,9 +239,13 @@ def run_steering(
         gen_positions: Where generation is steered (``"all"``: every position).
         methods: ``"unique"`` (unique-effect vectors) and/or ``"raw"`` (unprojected sums).
         fixed: Appraisals held fixed by unique vectors (default: all others).
-        n_controls: Random same-norm directions per layer and beta.
+        n_controls: Random same-norm directions per layer and beta (the theory checks need
+            at least 2; 10 by default).
         theory: Add the combos of :data:`lens_emotion.theory.THEORY_PREDICTIONS` to the
             readout sweep and write the checks.
+        theory_cell: ``(layer, step)`` fixed before the run: each prediction's verdict is
+            decided at that layer and ``beta = sign * step`` alone, uncorrected. ``None``
+            (default): Holm's correction over every swept cell decides.
         theory_generation: Generate for the theory combos too (slow on a CPU).
         generate: Run outcome 2.
         judge: An emotion judge; default :func:`lens_emotion.judge.load_judge` (crowd-enVENT).
@@ -245,6 +253,8 @@ def run_steering(
         max_new_tokens: Tokens per continuation.
         promote: Emotions for Tak et al.'s emotion promotion (readout outcome).
         promote_betas: Multiples of ``w_e`` for promotion.
+        promote_controls: Random same-norm directions per promotion cell (default:
+            ``n_controls``).
         template: Inference prompt (probes and readout).
         alpha: Ridge penalty grid of the appraisal probes.
         n_folds: CV folds of the probes.
@@ -269,9 +279,11 @@ def run_steering(
     from lens_emotion.steering_plots import sankey_figure, stacked_bars_figure
     from lens_emotion.theory import (
         THEORY_PREDICTIONS,
+        annotate_checks,
         check_predictions,
         required_combos,
         summarize_checks,
+        validate_theory_cell,
     )
 
     if dataset.appraisals is None:
@@ -282,6 +294,19 @@ def run_steering(
     if not combos:
         raise SteeringError("no appraisal combo given; pass e.g. --appraisal pleasantness.")
     check_appraisal_names(dataset, combos, fixed)
+    if theory:
+        if n_controls < 2 or (theory_generation and generate and (gen_controls or 2) < 2):
+            raise SteeringError(
+                "the theory checks need at least 2 random directions per cell (10 "
+                "recommended); raise --controls / --gen-controls or pass --no-theory."
+            )
+        theory_cell = validate_theory_cell(theory_cell, layers, betas)
+        if theory_cell is not None and theory_generation and generate:
+            validate_theory_cell(
+                theory_cell,
+                layers if gen_layers is None else gen_layers,
+                betas if gen_betas is None else gen_betas,
+            )
     bad_methods = [m for m in methods if m not in ("unique", "raw")]
     if bad_methods or not methods:
         raise SteeringError(f"methods must be 'unique' and/or 'raw', got {list(methods)}.")
@@ -411,11 +436,15 @@ def run_steering(
             for method in methods:
                 prefix = "" if method == "unique" else "raw:"
                 part = check_predictions(
-                    sweep, THEORY_PREDICTIONS, method, prefix, n_boot=n_boot, seed=seed
+                    sweep, THEORY_PREDICTIONS, method, prefix, n_boot=max(n_boot, 1000), seed=seed
                 )
                 checks_parts.append(part)
     checks = pd.concat(checks_parts, ignore_index=True) if checks_parts else pd.DataFrame()
-    summary = summarize_checks(checks) if theory else pd.DataFrame()
+    if theory:
+        checks = annotate_checks(checks, theory_cell=theory_cell)
+        summary = summarize_checks(checks)
+    else:
+        summary = pd.DataFrame()
 
     promotion = None
     if promote:
@@ -440,7 +469,7 @@ def run_steering(
             promote_betas,
             site,
             span,
-            n_controls,
+            n_controls if promote_controls is None else promote_controls,
             seed,
             readout_positions,
             batch_size,
@@ -513,6 +542,14 @@ def run_steering(
             "readout_positions": readout_positions,
             "gen_positions": gen_positions,
             "n_controls": n_controls,
+            "theory_rule": None
+            if not theory
+            else (
+                "Holm over each prediction's cells"
+                if theory_cell is None
+                else f"fixed cell (layer {theory_cell[0]}, step {theory_cell[1]:g})"
+            ),
+            "theory_cell": None if theory_cell is None else list(theory_cell),
             "n_steered": len(steer_rows),
             "n_probe": len(probe_rows),
             "steered_ids": list(steer_rows.ids),
@@ -522,6 +559,7 @@ def run_steering(
             "generation": "greedy" if generate else None,
             "judge": judge_info,
             "promote": list(promote),
+            "promote_controls": n_controls if promote_controls is None else promote_controls,
             "activation_store": str(store.root),
             "n_boot": n_boot,
             "timings_s": timings,

@@ -8,7 +8,7 @@ from lens_emotion.cli import main
 from lens_emotion.data import CROWD_ENVENT_EMOTIONS
 from lens_emotion.steering import STEERING_COLUMNS, AppraisalCombo, SteeringError
 from lens_emotion.steering_workflow import run_steering, split_rows
-from lens_emotion.theory import THEORY_CHECK_COLUMNS
+from lens_emotion.theory import THEORY_CHECK_FILE_COLUMNS, THEORY_SUMMARY_COLUMNS
 
 
 class _LengthJudge:
@@ -74,9 +74,14 @@ def test_tiny_run_writes_every_output(tiny_llama, sample_dataset, tmp_path):
         readout["appraisal_combo"]
     )
     checks = pd.read_csv(out / "theory_checks.csv")
-    assert tuple(checks.columns) == THEORY_CHECK_COLUMNS
+    assert tuple(checks.columns) == THEORY_CHECK_FILE_COLUMNS
     assert set(checks["prediction"]) >= {"pleasantness+", "other_responsblt-"}
     assert set(checks["method"]) == {"unique", "raw"}
+    assert (checks["n_controls"] == 2).all() and set(checks["verdict"]) <= {"pass", "fail"}
+    summary = pd.read_csv(out / "theory_summary.csv")
+    assert tuple(summary.columns) == THEORY_SUMMARY_COLUMNS
+    assert summary["rule"].str.startswith("Holm over").all()
+    assert (summary["min_p_holm"] >= summary["min_p"]).all()
     lines = (out / "generations.jsonl").read_text().splitlines()
     assert len(lines) == len(outputs.generation.conditions) * 10
     assert {"combo", "beta", "control", "event", "generation", "judged"} <= set(
@@ -100,6 +105,25 @@ def test_bad_requests_fail_before_model_work(tiny_llama, sample_dataset, tmp_pat
         run_steering(tiny_llama, sample_dataset, tmp_path, [AppraisalCombo.parse("joyness")], [1])
     with pytest.raises(SteeringError, match="reach outside"):
         run_steering(tiny_llama, sample_dataset, tmp_path, [AppraisalCombo.parse("effort")], [5])
+    with pytest.raises(SteeringError, match="not in the swept grid"):
+        run_steering(
+            tiny_llama,
+            sample_dataset,
+            tmp_path,
+            [AppraisalCombo.parse("effort")],
+            [1],
+            [-4, 0, 4],
+            theory_cell=(1, 8),
+        )
+    with pytest.raises(SteeringError, match="at least 2 random directions"):
+        run_steering(
+            tiny_llama,
+            sample_dataset,
+            tmp_path,
+            [AppraisalCombo.parse("effort")],
+            [1],
+            n_controls=1,
+        )
     with pytest.raises(SteeringError, match="methods"):
         run_steering(
             tiny_llama,
@@ -125,7 +149,7 @@ def test_smollm2_run_with_real_rows_and_the_real_judge(smollm2, crowd_envent, tm
         n=6,
         n_probe=30,
         max_new_tokens=6,
-        n_controls=1,
+        n_controls=2,
         n_boot=200,
         store_dir=tmp_path / "store",
         seed=1,
@@ -140,7 +164,7 @@ def test_smollm2_run_with_real_rows_and_the_real_judge(smollm2, crowd_envent, tm
     assert set(checks["outcome"]) >= {"readout", "generation"}
     assert np.isfinite(checks[["delta", "excess"]].to_numpy()).all()
     records = [json.loads(x) for x in (out / "generations.jsonl").read_text().splitlines()]
-    assert len(records) == 5 * 6  # clean + 2 steered + 2 controls, 6 texts
+    assert len(records) == 7 * 6  # clean + 2 steered + 4 controls, 6 texts
     assert all(r["judged"] in _LengthJudge.labels for r in records)
     clean = [r["generation"] for r in records if r["combo"] == "clean"]
     steered = [r for r in records if r["combo"] == "+pleasantness" and r["beta"] == 4.0]
@@ -180,7 +204,7 @@ def test_cli_steer_readout_only_on_a_tiny_model(tiny_llama_dir, tmp_path):
             "--n-probe",
             "40",
             "--controls",
-            "1",
+            "2",
             "--no-generate",
             "--store",
             str(tmp_path / "store"),
