@@ -19,6 +19,15 @@ head, so head effects have shape ``(n_layers, n_heads)``; because ``attn_out`` i
 the heads' ``z @ W_O`` slices, the head estimates of a layer add up exactly to its
 ``attn_out`` estimate (tested).
 
+**resid_mid is the residual stream.** The bridge's ``blocks.{l}.hook_resid_mid`` is an alias of
+``ln2.hook_in``, so a gradient (or an edit) taken there reaches only the MLP branch, not the
+skip connection. AtP reads the ``resid_mid`` *value* there (that is correct) but takes its
+gradient at ``attn_out`` of the same layer: ``resid_mid = resid_pre + attn_out`` and
+``attn_out`` feeds nothing else, so that is the residual stream's gradient. Interpolation
+patches at ``resid_mid`` likewise edit ``attn_out`` by the same amount
+(:func:`lens_emotion.interventions.residual_hooks`), so the finite-difference check covers
+the skip path too (tested against the bridge's MLP-only alias).
+
 **How it runs.** Pairs go through in length-bucketed, left-padded batches (the last real token
 is the last column for every row). The source pass keeps only last-position activations. The
 target pass attaches forward hooks that keep last-position activations and TransformerLens
@@ -71,6 +80,7 @@ from tqdm.auto import tqdm
 
 from lens_emotion.batching import length_batches
 from lens_emotion.errors import LensEmotionError
+from lens_emotion.interventions import check_resid_mid, residual_hooks
 from lens_emotion.io import write_json_atomic, write_text_atomic
 from lens_emotion.plots import write_figure_or_html
 
@@ -502,6 +512,14 @@ def attribution_patch(
     if heads:
         keys += [(HEAD_SITE, layer) for layer in layers]
     names = {key: model.hook_name(*key) for key in keys}
+    # The bridge's hook_resid_mid is the MLP's input only (ln2.hook_in): its gradient misses
+    # the skip path. resid_mid = resid_pre + attn_out, and attn_out feeds nothing else, so the
+    # residual stream's gradient there is attn_out's gradient.
+    grad_names = dict(names)
+    if "resid_mid" in sites:
+        check_resid_mid(model)
+        for layer in layers:
+            grad_names[("resid_mid", layer)] = model.hook_name("attn_out", layer)
     n_heads = model.n_heads
 
     site_effects = np.zeros((n, len(sites), len(layers)), dtype=np.float32)
@@ -530,7 +548,7 @@ def attribution_patch(
         ids, mask = model.pad([target_tokens[i] for i in idx])
         fwd = [("hook_embed", _embed_leaf(leaf))]
         fwd += [(names[key], _keep_last(tgt_acts, key)) for key in keys]
-        bwd = [(names[key], _keep_last(grads, key)) for key in keys]
+        bwd = [(grad_names[key], _keep_last(grads, key)) for key in keys]
         with torch.enable_grad(), bridge.hooks(fwd_hooks=fwd, bwd_hooks=bwd):
             logits = _forward_last_logits(bridge, ids, mask)
             metric = _logit_diff(logits.float(), plus, minus)
@@ -641,6 +659,8 @@ def interpolation_patch(
             raise AttributionError(f"head= only applies to site 'z', not {site!r}.")
     _check_layers([layer], model.n_layers)
     name = model.hook_name(site, layer)
+    if site == "resid_mid":
+        check_resid_mid(model)
     out = np.zeros((len(alphas), n), dtype=np.float32)
     src_lab = torch.as_tensor([int(t) for t in source_label_ids], dtype=torch.long)
     tgt_lab = torch.as_tensor([int(t) for t in target_label_ids], dtype=torch.long)
@@ -655,7 +675,7 @@ def interpolation_patch(
             clean = _logit_diff(_forward_last_logits(bridge, ids, mask).float(), plus, minus)
             for k, alpha in enumerate(alphas):
                 hook = _interpolate_last(store["a"], float(alpha), head)
-                with bridge.hooks(fwd_hooks=[(name, hook)]):
+                with bridge.hooks(fwd_hooks=residual_hooks(model, [(name, hook)])):
                     logits = _forward_last_logits(bridge, ids, mask).float()
                 out[k, idx] = (_logit_diff(logits, plus, minus) - clean).cpu().numpy()
     return out

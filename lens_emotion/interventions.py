@@ -15,9 +15,18 @@ new token passes the hook once, when it is computed. A hook that is not a
 that pass (the whole prompt, then one new token per step); give it an attribute
 ``positions = "last"`` to have it run in the prompt pass only.
 
+**resid_mid.** In TransformerLens 4.3's bridge ``blocks.{l}.hook_resid_mid`` is an alias of
+``ln2.hook_in``: reading it gives the residual stream after attention, but an edit there reaches
+only the MLP's input, not the skip connection to ``resid_post``. Every hook at ``resid_mid``
+(from :func:`steering_hooks` or passed to the runners here) is therefore rewritten by
+:func:`residual_hooks` into an edit of ``attn_out`` at the same positions (``resid_mid =
+resid_pre + attn_out``, checked per model by :func:`check_resid_mid`), which moves the stream
+itself: ``resid_post`` then holds the edited value plus the MLP's response to it.
+
 **Engines.** ``engine="plain"`` runs the plain transformers copy of the weights
 (:attr:`~lens_emotion.models.EmotionModel.plain_model`) with PyTorch hooks at the modules that
-produce ``resid_pre``, ``resid_post``, ``attn_out`` and ``mlp_out`` and a KV cache: fast. It is
+produce ``resid_pre``, ``resid_post``, ``attn_out`` and ``mlp_out`` (``resid_mid`` through
+:func:`residual_hooks`) and a KV cache: fast. It is
 offered where :func:`lens_emotion.activations.resolve_engine` has verified that those modules
 give exactly the bridge's hook values (Llama-family models). ``engine="bridge"`` runs the
 TransformerLens bridge with ``run_with_hooks`` and any hook name; it generates without a cache
@@ -58,11 +67,16 @@ __all__ = [
     "DirectionHook",
     "HookFn",
     "InterventionError",
+    "ResidMidError",
+    "ResidMidHook",
+    "ResidPreCapture",
+    "check_resid_mid",
     "direction_hook",
     "generate_with_hooks",
     "parse_hook_name",
     "readout_many",
     "readout_with_hooks",
+    "residual_hooks",
     "resolve_intervention_engine",
     "steering_hooks",
 ]
@@ -72,8 +86,9 @@ HookFn = Callable[..., Tensor | None]
 
 Hooks = Sequence[tuple[str, HookFn]]
 
-PLAIN_SITES: tuple[str, ...] = ("resid_pre", "resid_post", "attn_out", "mlp_out")
-"""Sites the plain (transformers) engine can intervene on."""
+PLAIN_SITES: tuple[str, ...] = ("resid_pre", "resid_mid", "resid_post", "attn_out", "mlp_out")
+"""Sites the plain (transformers) engine can intervene on (``resid_mid`` through
+:func:`residual_hooks`)."""
 
 _NAME_PATTERNS = {
     site: re.compile("^" + re.escape(template).replace(r"\{layer\}", r"(\d+)") + "$")
@@ -224,7 +239,10 @@ def steering_hooks(
 
     Returns:
         ``[(hook_name, hook), ...]``, one per layer, ready for ``run_with_hooks`` or the
-        functions of this module.
+        functions of this module. At ``site="resid_mid"`` each layer gives two entries, a
+        :class:`ResidPreCapture` at ``resid_pre`` and a :class:`ResidMidHook` at ``attn_out``:
+        the step then moves the residual stream (the bridge's own ``hook_resid_mid`` is the
+        MLP's input only; see :func:`residual_hooks`).
 
     Raises:
         InterventionError: Bad layers, site or direction width.
@@ -241,7 +259,8 @@ def steering_hooks(
             "wide; the direction comes from another model or site."
         )
     hook = direction_hook(direction, beta, scale=scale, positions=positions)
-    return [(model.hook_name(site, layer), hook) for layer in _layer_list(model, layers)]
+    hooks = [(model.hook_name(site, layer), hook) for layer in _layer_list(model, layers)]
+    return residual_hooks(model, hooks)
 
 
 def parse_hook_name(name: str) -> tuple[str, int] | None:
@@ -255,6 +274,171 @@ def parse_hook_name(name: str) -> tuple[str, int] | None:
 
 def _is_last_only(fn: HookFn) -> bool:
     return getattr(fn, "positions", "all") == "last"
+
+
+# --------------------------------------------------------------------------- resid_mid
+
+
+class ResidMidError(InterventionError):
+    """An intervention at ``resid_mid`` cannot be given residual-stream semantics on this model."""
+
+
+@dataclass(eq=False)
+class ResidPreCapture:
+    """Keeps the block input (``resid_pre``) of one layer for a :class:`ResidMidHook`.
+
+    It returns ``None`` (reads only). ``positions`` follows the hook it serves, so the cached
+    generation loop runs or skips the two together.
+    """
+
+    positions: str = "all"
+    value: Tensor | None = field(default=None, repr=False)
+
+    def __call__(self, activation: Tensor, hook: Any = None) -> None:
+        """Record the block input of this forward pass."""
+        self.value = activation
+
+
+@dataclass(eq=False)
+class ResidMidHook:
+    """A hook written for ``resid_mid``, run at ``attn_out`` so that it edits the residual stream.
+
+    In the TransformerLens bridge ``blocks.{l}.hook_resid_mid`` is an alias of ``ln2.hook_in``:
+    an edit there reaches the MLP's input only, while the skip connection carries the unedited
+    value on to ``resid_post``. Since ``resid_mid = resid_pre + attn_out`` (checked per model by
+    :func:`check_resid_mid`), adding ``new - resid_mid`` to ``attn_out`` at the same positions
+    is the residual-stream edit: the MLP reads the edited value *and* the skip path carries it.
+
+    The wrapped hook ``inner`` sees ``resid_mid = resid_pre + attn_out`` (the value the bridge's
+    ``hook_resid_mid`` would show it, with ``hook.name`` that hook's name) and may return a new
+    value or ``None``.
+
+    Attributes:
+        inner: The hook as written for ``resid_mid``.
+        capture: The :class:`ResidPreCapture` placed at ``resid_pre`` of the same layer.
+        name: The ``resid_mid`` hook name.
+    """
+
+    inner: HookFn
+    capture: ResidPreCapture
+    name: str
+
+    @property
+    def positions(self) -> str:
+        """``"last"`` or ``"all"``, as the wrapped hook declares (default ``"all"``)."""
+        return getattr(self.inner, "positions", "all")
+
+    def _mid(self, attn_out: Tensor) -> Tensor:
+        pre = self.capture.value
+        if pre is None or pre.shape != attn_out.shape:
+            raise ResidMidError(
+                f"the resid_mid hook {self.name!r} ran without the resid_pre value of its pass; "
+                "pass the hook list from steering_hooks()/residual_hooks() whole, with its "
+                "ResidPreCapture entry."
+            )
+        return pre.to(attn_out.dtype) + attn_out
+
+    def __call__(self, activation: Tensor, hook: Any = None) -> Tensor | None:
+        """TransformerLens hook entry point (``activation`` is ``attn_out``)."""
+        mid = self._mid(activation)
+        new = self.inner(mid, hook=_Point(self.name))
+        if new is None:
+            return None
+        return activation + (new - mid)
+
+    def apply_at(self, activation: Tensor, column: int | None) -> Tensor:
+        """Apply a wrapped :class:`DirectionHook` at one column (``None``: every column)."""
+        mid = self._mid(activation)
+        return activation + (self.inner.apply_at(mid, column) - mid)  # type: ignore[attr-defined]
+
+
+def check_resid_mid(model: Any, atol: float = 1e-4) -> None:
+    """Check once per model that ``resid_mid = resid_pre + attn_out`` in every layer.
+
+    That identity is what lets :class:`ResidMidHook` move the residual stream by editing
+    ``attn_out``. It holds for pre-norm blocks (Llama, GPT-2, ...); it fails where the
+    attention output is normalised again before the residual add (Gemma's post-attention
+    norm), and resid_mid interventions are then refused.
+
+    Raises:
+        ResidMidError: The identity does not hold for this model.
+    """
+    error = getattr(model, "__dict__", {}).get("_resid_mid_error")
+    if error is None:
+        got: dict[str, Tensor] = {}
+        names = []
+        for layer in range(model.n_layers):
+            for site in ("resid_pre", "attn_out", "resid_mid"):
+                names.append((model.hook_name(site, layer), f"{site}.{layer}"))
+
+        def keep(label: str) -> HookFn:
+            def fn(act: Tensor, hook: Any = None) -> None:
+                got[label] = act.detach().float()
+
+            return fn
+
+        ids = torch.tensor(
+            [[int(model.tokenizer.bos_token_id or 0), 5, 17, 42]], device=model.device
+        )
+        ids = ids.clamp(max=int(model.cfg.d_vocab) - 1)
+        with torch.inference_mode():
+            model.bridge.run_with_hooks(ids, fwd_hooks=[(n, keep(label)) for n, label in names])
+        error = 0.0
+        for layer in range(model.n_layers):
+            mid = got[f"resid_mid.{layer}"]
+            diff = (got[f"resid_pre.{layer}"] + got[f"attn_out.{layer}"] - mid).abs().max()
+            error = max(error, float(diff / mid.abs().max().clamp_min(1.0)))
+        with contextlib.suppress(AttributeError, TypeError):
+            model.__dict__["_resid_mid_error"] = error
+    if error > atol:
+        raise ResidMidError(
+            f"resid_mid interventions need resid_mid = resid_pre + attn_out, but on this model "
+            f"they differ by {error:.2g} (relative): its attention output is transformed again "
+            "before the residual add, so no attn_out edit moves the stream; intervene at "
+            "attn_out, resid_pre or resid_post instead."
+        )
+
+
+def residual_hooks(model: Any, hooks: Hooks) -> list[tuple[str, HookFn]]:
+    """Give every hook at ``resid_mid`` residual-stream semantics (see :class:`ResidMidHook`).
+
+    Each ``(blocks.{l}.hook_resid_mid, fn)`` becomes ``(blocks.{l}.hook_resid_pre, capture)``
+    and ``(blocks.{l}.hook_attn_out, ResidMidHook(fn, capture))``, appended after the other
+    hooks so that it sees what earlier hooks at those points did. Other hooks pass unchanged,
+    so the function is idempotent. Every runner of this module, :mod:`lens_emotion.attribution`
+    and :func:`steering_hooks` apply it; call it yourself before handing hooks written for
+    ``resid_mid`` to ``bridge.run_with_hooks``.
+
+    Args:
+        model: An :class:`~lens_emotion.models.EmotionModel`.
+        hooks: ``[(hook_name, fn), ...]``.
+
+    Returns:
+        The rewritten hook list.
+
+    Raises:
+        ResidMidError: The model's blocks do not satisfy ``resid_mid = resid_pre + attn_out``.
+    """
+    kept: list[tuple[str, HookFn]] = []
+    moved: list[tuple[str, HookFn]] = []
+    for name, fn in hooks:
+        parsed = parse_hook_name(name)
+        if parsed is None or parsed[0] != "resid_mid":
+            kept.append((name, fn))
+            continue
+        check_resid_mid(model)
+        layer = parsed[1]
+        capture = ResidPreCapture(positions=getattr(fn, "positions", "all"))
+        moved.append((model.hook_name("resid_pre", layer), capture))
+        moved.append((model.hook_name("attn_out", layer), ResidMidHook(fn, capture, name)))
+    return kept + moved
+
+
+def _is_direction(fn: HookFn) -> bool:
+    """A :class:`DirectionHook`, or one wrapped for ``resid_mid``."""
+    if isinstance(fn, ResidMidHook):
+        return isinstance(fn.inner, DirectionHook)
+    return isinstance(fn, DirectionHook)
 
 
 # --------------------------------------------------------------------------- engines
@@ -310,9 +494,8 @@ def _plain_hooks(model: Any, hooks: Hooks, prompt_pass: bool) -> Iterator[None]:
     """Register hooks on the plain model; in non-prompt passes, ``"last"`` hooks are skipped."""
     blocks = model.plain_model.model.layers
     handles = []
-    for name, fn in hooks:
-        if not prompt_pass and _is_last_only(fn):
-            continue
+    active = [(name, fn) for name, fn in hooks if prompt_pass or not _is_last_only(fn)]
+    for name, fn in residual_hooks(model, active):
         parsed = parse_hook_name(name)
         if parsed is None or parsed[0] not in PLAIN_SITES:
             raise InterventionError(f"the plain engine cannot place hook {name!r}.")
@@ -353,12 +536,13 @@ def _positions(mask: Tensor) -> Tensor:
 def _bridge_last_logits(
     model: Any, input_ids: Tensor, mask: Tensor, hooks: Hooks
 ) -> Float[Tensor, "batch vocab"]:
+    hooks = residual_hooks(model, hooks)
     try:
         logits = model.bridge.run_with_hooks(
-            input_ids, attention_mask=mask, fwd_hooks=list(hooks), logits_to_keep=1
+            input_ids, attention_mask=mask, fwd_hooks=hooks, logits_to_keep=1
         )
     except TypeError:
-        logits = model.bridge.run_with_hooks(input_ids, attention_mask=mask, fwd_hooks=list(hooks))
+        logits = model.bridge.run_with_hooks(input_ids, attention_mask=mask, fwd_hooks=hooks)
     return logits[:, -1, :].float()
 
 
@@ -425,8 +609,11 @@ def readout_with_hooks(
 def _fast_path_ok(model: Any, hook_sets: Sequence[Hooks], prompt_set: Any) -> bool:
     if min(prompt_set.lengths, default=0) < 2:
         return False
-    every = [(name, fn) for hooks in hook_sets for name, fn in hooks]
-    if not all(isinstance(fn, DirectionHook) and fn.positions == "last" for _, fn in every):
+    every = [(name, fn) for hooks in hook_sets for name, fn in residual_hooks(model, hooks)]
+    if not all(
+        (_is_direction(fn) or isinstance(fn, ResidPreCapture)) and fn.positions == "last"
+        for _, fn in every
+    ):
         return False
     return resolve_intervention_engine(model, every, "auto") == "plain"
 
@@ -589,8 +776,10 @@ def _generate_bridge(
     """Reference loop: re-run the whole sequence each step; ``"last"`` hooks at the prompt end."""
     column = input_ids.shape[1] - 1
     pinned: list[tuple[str, HookFn]] = []
-    for name, fn in hooks:
-        if isinstance(fn, DirectionHook) and fn.positions == "last":
+    for name, fn in residual_hooks(model, hooks):
+        if isinstance(fn, ResidPreCapture):
+            pinned.append((name, fn))  # reads only: harmless in every pass
+        elif _is_direction(fn) and fn.positions == "last":
 
             def at_prompt_end(act, hook=None, fn=fn):
                 return fn.apply_at(act, column)

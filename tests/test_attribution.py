@@ -136,6 +136,63 @@ def test_tiny_gradients_match_finite_differences_everywhere(tiny_llama, tiny_pai
         )
 
 
+def _explicit_resid_mid_patch(model, pairs, layer):
+    """Reference for patching resid_mid at the last token, written out by hand.
+
+    The source's resid_mid ``m`` (read at the bridge's hook) replaces the target's, so the
+    target's resid_post at the last token becomes ``m + MLP(norm(m))`` (plain transformers
+    modules); nothing before that position or earlier in the layer changes.
+    """
+    from lens_emotion.batching import length_batches
+
+    bridge, block = model.bridge, model.plain_model.model.layers[layer]
+    mid, post = model.hook_name("resid_mid", layer), model.hook_name("resid_post", layer)
+    n = len(pairs["target_tokens"])
+    out = np.zeros(n, dtype=np.float32)
+    for idx in length_batches([len(t) for t in pairs["target_tokens"]], 8):
+        plus = torch.tensor([pairs["source_label_ids"][i] for i in idx])
+        minus = torch.tensor([pairs["target_label_ids"][i] for i in idx])
+        got = {}
+
+        def keep(act, hook, got=got):
+            got["m"] = act[:, -1].detach().clone()
+
+        def write(act, hook, got=got):
+            m = got["m"]
+            act = act.clone()
+            act[:, -1] = m + block.mlp(block.post_attention_layernorm(m))
+            return act
+
+        with torch.no_grad():
+            ids, mask = model.pad([pairs["source_tokens"][i] for i in idx])
+            bridge.run_with_hooks(ids, attention_mask=mask, fwd_hooks=[(mid, keep)])
+            ids, mask = model.pad([pairs["target_tokens"][i] for i in idx])
+            clean = bridge(ids, attention_mask=mask)[:, -1]
+            patched = bridge.run_with_hooks(ids, attention_mask=mask, fwd_hooks=[(post, write)])
+            patched = patched[:, -1]
+        rows = torch.arange(len(idx))
+        change = (patched - clean)[rows, plus] - (patched - clean)[rows, minus]
+        out[idx] = change.numpy()
+    return out
+
+
+def test_tiny_resid_mid_patch_and_gradient_include_the_skip_path(tiny_llama, tiny_pairs, tiny_atp):
+    """resid_mid means the residual stream: patching it equals the hand-written patch (source
+    resid_mid + the MLP's response at resid_post), and AtP's resid_mid gradient is attn_out's,
+    the residual stream's. The bridge's MLP-input-only alias fails both."""
+    for layer in range(tiny_llama.n_layers):
+        real = interpolation_patch(tiny_llama, **tiny_pairs, site="resid_mid", layer=layer)[0]
+        ref = _explicit_resid_mid_patch(tiny_llama, tiny_pairs, layer)
+        np.testing.assert_allclose(real, ref, atol=1e-4)
+        assert np.abs(ref).max() > 1e-3
+    # Exact: resid_mid and attn_out share one gradient, so the per-unit-delta slopes agree.
+    last = tiny_llama.n_layers - 1
+    fd_mid = _central_difference(tiny_llama, tiny_pairs, "resid_mid", last)
+    np.testing.assert_allclose(
+        _component(tiny_atp, "resid_mid", last), fd_mid, rtol=2e-2, atol=2e-4
+    )
+
+
 def test_tiny_gpt2_matches_transformer_lens_node_attribution(tiny_gpt2, sample_dataset):
     """TransformerLens's own node-level AtP (non-GQA GPT-2, equal-length pairs) agrees."""
     from transformer_lens.tools.analysis import Node

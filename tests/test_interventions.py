@@ -2,15 +2,20 @@ import numpy as np
 import pytest
 import torch
 
+from lens_emotion.batching import length_batches
 from lens_emotion.inference import label_logprobs
 from lens_emotion.interventions import (
     DirectionHook,
     InterventionError,
+    ResidMidError,
+    ResidMidHook,
+    ResidPreCapture,
     direction_hook,
     generate_with_hooks,
     parse_hook_name,
     readout_many,
     readout_with_hooks,
+    residual_hooks,
     resolve_intervention_engine,
     steering_hooks,
 )
@@ -97,7 +102,7 @@ def test_readout_without_hooks_equals_label_logprobs(tiny_llama, tiny_prompts):
         np.testing.assert_allclose(got, ref, atol=1e-4)
 
 
-@pytest.mark.parametrize("site", ["resid_pre", "resid_post", "attn_out", "mlp_out"])
+@pytest.mark.parametrize("site", ["resid_pre", "resid_mid", "resid_post", "attn_out", "mlp_out"])
 def test_plain_and_bridge_readouts_agree_under_hooks(tiny_llama, tiny_prompts, site):
     hooks = steering_hooks(
         tiny_llama, _direction(64, 1), 3.0, [0, 1], site=site, scale="rms", positions="all"
@@ -116,12 +121,13 @@ def test_readout_many_fast_path_equals_one_readout_per_set(tiny_llama, tiny_prom
         steering_hooks(tiny_llama, d, 4.0, 0),
         steering_hooks(tiny_llama, -d, 2.0, [0, 1], scale="rms"),
         steering_hooks(tiny_llama, d, 5.0, 1, site="attn_out"),
+        steering_hooks(tiny_llama, d, 3.0, [0, 1], site="resid_mid", scale="rms"),
     ]
     fast = readout_many(tiny_llama, tiny_prompts, sets, batch_size=5, progress=False)
     slow = readout_many(
         tiny_llama, tiny_prompts, sets, batch_size=5, engine="plain", progress=False
     )
-    assert fast.shape == (4, len(tiny_prompts), len(tiny_prompts.label_tokens.labels))
+    assert fast.shape == (5, len(tiny_prompts), len(tiny_prompts.label_tokens.labels))
     np.testing.assert_allclose(fast, slow, atol=1e-4)
     assert np.abs(fast[1] - fast[0]).max() > 1e-2
 
@@ -150,15 +156,151 @@ def test_gpt2_models_run_on_the_bridge(tiny_gpt2, rows):
     assert len(text) == 2
 
 
+# --------------------------------------------------------------------------- resid_mid
+
+
+def _keep(store, key):
+    def hook(act, hook=None):
+        store[key] = act.detach().clone()
+
+    return hook
+
+
+def _resid_mid_edit_check(model, prompts, layer, delta, engine):
+    """Edit resid_mid by delta at every position; return (observed, expected, alias) resid_post.
+
+    ``expected`` is computed explicitly: the captured clean resid_mid plus delta, plus the
+    layer's MLP (the plain transformers modules: post-attention norm, then MLP) applied to it.
+    ``alias`` is what the bridge's own ``hook_resid_mid`` edit gives (the MLP input only).
+    """
+    mid_name, post_name = model.hook_name("resid_mid", layer), model.hook_name("resid_post", layer)
+    got = {}
+    clean = [(mid_name, _keep(got, "mid")), (post_name, _keep(got, "clean_post"))]
+    readout_with_hooks(model, prompts, clean, len(prompts), engine, progress=False)
+    hooks = steering_hooks(model, delta, float(delta.norm()), layer, "resid_mid", positions="all")
+    readout_with_hooks(
+        model, prompts, hooks + [(post_name, _keep(got, "post"))], len(prompts), engine, False
+    )
+
+    def add(act, hook=None):
+        return act + delta.to(act.dtype)
+
+    # The bridge's own hook_resid_mid, run directly (the runners here would rewrite it).
+    (order,) = length_batches(prompts.lengths, len(prompts))  # the runners' batch order
+    ids, mask = model.pad([prompts.token_ids[i] for i in order])
+    with torch.inference_mode():
+        model.bridge.run_with_hooks(
+            ids, attention_mask=mask, fwd_hooks=[(mid_name, add), (post_name, _keep(got, "alias"))]
+        )
+    block = model.plain_model.model.layers[layer]
+    with torch.no_grad():
+        edited = got["mid"] + delta
+        expected = edited + block.mlp(block.post_attention_layernorm(edited))
+    return got["post"], expected, got["alias"], got["clean_post"]
+
+
+@pytest.mark.parametrize("engine", ["bridge", "plain"])
+def test_resid_mid_edit_moves_the_residual_stream(tiny_llama, tiny_prompts, engine):
+    """An edit of delta at resid_mid of layer l reaches resid_post of layer l as delta plus the
+    MLP's response (explicit computation); the bridge's own alias misses the delta itself."""
+    prompts = tiny_prompts
+    for layer in range(tiny_llama.n_layers):
+        delta = 0.5 * _direction(64, 20 + layer)
+        observed, expected, alias, clean = _resid_mid_edit_check(
+            tiny_llama, prompts, layer, delta, engine
+        )
+        np.testing.assert_allclose(observed, expected, atol=1e-4)
+        assert (observed - clean).abs().max() > 0.1  # the edit did something
+        # the alias edits only the MLP's input: it is off by the delta itself
+        assert (alias - expected).abs().max() > 0.5 * float(delta.abs().max())
+        np.testing.assert_allclose(alias + delta, expected, atol=1e-4)
+
+
+def test_resid_mid_hooks_are_rewritten_once_and_read_the_true_value(tiny_llama, tiny_prompts):
+    seen = {}
+
+    def reader(act, hook=None):
+        seen["name"] = hook.name
+        seen["mid"] = act.detach().clone()
+
+    hooks = residual_hooks(tiny_llama, [("blocks.1.hook_resid_mid", reader)])
+    assert [name for name, _ in hooks] == ["blocks.1.hook_resid_pre", "blocks.1.hook_attn_out"]
+    assert isinstance(hooks[0][1], ResidPreCapture) and isinstance(hooks[1][1], ResidMidHook)
+    assert residual_hooks(tiny_llama, hooks) == hooks  # idempotent
+    got = {}
+    readout_with_hooks(
+        tiny_llama,
+        tiny_prompts,
+        hooks + [("blocks.1.hook_resid_mid", _keep(got, "mid"))],
+        len(tiny_prompts),
+        "bridge",
+        False,
+    )
+    assert seen["name"] == "blocks.1.hook_resid_mid"
+    np.testing.assert_allclose(seen["mid"], got["mid"], atol=1e-6)  # captured values unchanged
+    steer = steering_hooks(tiny_llama, _direction(64, 0), 1.0, [0, 1], site="resid_mid")
+    assert [name for name, _ in steer] == [
+        "blocks.0.hook_resid_pre",
+        "blocks.0.hook_attn_out",
+        "blocks.1.hook_resid_pre",
+        "blocks.1.hook_attn_out",
+    ]
+
+
+def test_resid_mid_is_refused_where_it_is_not_resid_pre_plus_attn_out(tiny_llama, monkeypatch):
+    monkeypatch.setitem(tiny_llama.__dict__, "_resid_mid_error", 0.3)
+    with pytest.raises(ResidMidError, match="resid_mid = resid_pre \\+ attn_out"):
+        steering_hooks(tiny_llama, _direction(64, 0), 1.0, 0, site="resid_mid")
+    steering_hooks(tiny_llama, _direction(64, 0), 1.0, 0, site="resid_post")  # others still work
+
+
+def test_gpt2_resid_mid_edit_reaches_resid_post(tiny_gpt2, rows):
+    """GPT-2 blocks (LayerNorm, absolute positions) on the bridge: same residual semantics."""
+    prompts = build_prompts(
+        tiny_gpt2, rows.texts[:3], rows.labels[:3], rows.label_names, "emotion-list"
+    )
+    got = {}
+    name = tiny_gpt2.hook_name
+    delta = 0.5 * _direction(64, 30)
+    readout_with_hooks(
+        tiny_gpt2, prompts, [(name("resid_mid", 1), _keep(got, "mid"))], 3, "bridge", False
+    )
+    hooks = steering_hooks(tiny_gpt2, delta, float(delta.norm()), 1, "resid_mid", positions="all")
+    readout_with_hooks(
+        tiny_gpt2,
+        prompts,
+        hooks + [(name("resid_post", 1), _keep(got, "post"))],
+        3,
+        "bridge",
+        False,
+    )
+    reads = [
+        (name("resid_mid", 1), _keep(got, "mid_edited")),
+        (name("mlp_out", 1), _keep(got, "mlp")),
+    ]
+    readout_with_hooks(tiny_gpt2, prompts, hooks + reads, 3, "bridge", False)
+    np.testing.assert_allclose(got["mid_edited"], got["mid"] + delta, atol=1e-4)
+    np.testing.assert_allclose(got["post"], got["mid"] + delta + got["mlp"], atol=1e-4)
+
+
 # --------------------------------------------------------------------------- generation
 
 
 @pytest.mark.parametrize(
-    ("positions", "scale"), [("last", "none"), ("all", "none"), ("all", "rms")]
+    ("positions", "scale", "site"),
+    [
+        ("last", "none", "resid_post"),
+        ("all", "none", "resid_post"),
+        ("all", "rms", "resid_post"),
+        ("last", "rms", "resid_mid"),
+        ("all", "rms", "resid_mid"),
+    ],
 )
-def test_cached_generation_equals_the_uncached_bridge_reference(tiny_llama, rows, positions, scale):
+def test_cached_generation_equals_the_uncached_bridge_reference(
+    tiny_llama, rows, positions, scale, site
+):
     hooks = steering_hooks(
-        tiny_llama, _direction(64, 4), 2.0, [0, 1], positions=positions, scale=scale
+        tiny_llama, _direction(64, 4), 2.0, [0, 1], site, positions=positions, scale=scale
     )
     # sampling (same seed) spreads the random model's output over its vocabulary
     kwargs = dict(max_new_tokens=6, batch_size=4, progress=False, do_sample=True, seed=1)
@@ -256,3 +398,21 @@ def test_smollm2_generation_matches_transformers_and_the_bridge(smollm2, real_ro
     plain = generate_with_hooks(smollm2, prompts, hooks, engine="plain", **kwargs)
     bridge = generate_with_hooks(smollm2, prompts, hooks, engine="bridge", **kwargs)
     assert plain == bridge and plain != ours
+
+
+@pytest.mark.integration
+def test_smollm2_resid_mid_edit_moves_the_residual_stream(smollm2, real_rows):
+    """On SmolLM2, both engines: an edit at resid_mid of layer 14 reaches resid_post of layer 14
+    as delta plus the MLP's response (explicit computation), unlike the bridge's alias."""
+    prompts = build_prompts(
+        smollm2, real_rows.texts[:2], real_rows.labels[:2], real_rows.label_names, "emotion-list"
+    )
+    delta = 2.0 * _direction(smollm2.d_model, 40)
+    for engine in ("bridge", "plain"):
+        observed, expected, alias, clean = _resid_mid_edit_check(
+            smollm2, prompts, 14, delta, engine
+        )
+        scale = float(expected.abs().max())
+        np.testing.assert_allclose(observed, expected, atol=1e-4 * scale)
+        assert (alias - expected).abs().max() > 0.5 * float(delta.abs().max())
+        assert (observed - clean).abs().max() > 0.5 * float(delta.abs().max())
