@@ -1,13 +1,14 @@
 """Datasets: crowd-enVENT, SEV and built-in samples of both, as :class:`EmotionDataset` objects.
 
-The data root is ``$LENS_EMOTION_DATA`` if set, else ``<repo>/../shared/data``; it holds
+The data root is ``$LENS_EMOTION_DATA`` if set, else ``~/.cache/lens-emotion/data``; it holds
 ``crowd-envent/enVent_gen_Data.csv`` (or ``crowd-envent/crowd-enVent_generation.tsv``) and
-``sev/sev.jsonl``.
+``sev/sev.jsonl``. Neither dataset ships with lens-emotion: :mod:`lens_emotion.data.registry`
+(``lens-emotion data list`` / ``lens-emotion data add``) says where each comes from and puts
+a downloaded file where the loaders look.
 """
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,7 @@ from lens_emotion.data.crowd_envent import (
     load_crowd_envent,
 )
 from lens_emotion.data.dataset import DroppedRowsWarning, EmotionDataset, stratified_indices
+from lens_emotion.data.registry import DATASETS, add_dataset, dataset_status, default_data_root
 from lens_emotion.data.sample import load_sample, load_sev_sample
 from lens_emotion.data.sev import SEV_EMOTIONS, VALENCES, load_sev
 from lens_emotion.errors import DataError
@@ -25,12 +27,15 @@ from lens_emotion.errors import DataError
 __all__ = [
     "APPRAISALS",
     "CROWD_ENVENT_EMOTIONS",
+    "DATASETS",
     "DATASET_NAMES",
     "DroppedRowsWarning",
     "EmotionDataset",
     "SEV_EMOTIONS",
     "TEXT_COLUMNS",
     "VALENCES",
+    "add_dataset",
+    "dataset_status",
     "default_crowd_envent_path",
     "default_data_root",
     "default_sev_path",
@@ -46,14 +51,6 @@ __all__ = [
 DATASET_NAMES: tuple[str, ...] = ("crowd-envent", "sev", "sample", "sev-sample")
 
 _CROWD_FILES = ("enVent_gen_Data.csv", "crowd-enVent_generation.tsv")
-
-
-def default_data_root() -> Path:
-    """``$LENS_EMOTION_DATA`` if set and non-empty, else ``<repo>/../shared/data``."""
-    env = os.environ.get("LENS_EMOTION_DATA", "").strip()
-    if env:
-        return Path(env).expanduser()
-    return Path(__file__).resolve().parents[2].parent / "shared" / "data"
 
 
 def default_crowd_envent_path() -> Path:

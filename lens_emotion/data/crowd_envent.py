@@ -93,8 +93,9 @@ _SOURCE_HINT = (
     "Expected the crowd-enVENT generation corpus: the authors' tab-separated "
     "crowd-enVent_generation.tsv (UTF-8) or the comma-separated enVent_gen_Data.csv variant "
     "(cp1252), from the crowd-enVENT distribution "
-    "(https://www.ims.uni-stuttgart.de/data/appraisalemotion). Pass path=... or set "
-    "LENS_EMOTION_DATA to a folder containing crowd-envent/<file>."
+    "(https://www.ims.uni-stuttgart.de/data/appraisalemotion). Place it with `lens-emotion data "
+    "add crowd-envent FILE_OR_URL`, pass path=..., or set LENS_EMOTION_DATA to a folder "
+    "containing crowd-envent/<file>."
 )
 
 

@@ -155,8 +155,8 @@ def load_sev(
         raise DataError(
             f"SEV file not found: {path}. Expected sev.jsonl (JSON Lines, one object per line "
             "with theme, scenario, event.{positive,neutral,negative}, skeleton_id) from the SEV "
-            "release of Wang et al. (2025). Pass path=... or set LENS_EMOTION_DATA to a folder "
-            "containing sev/sev.jsonl."
+            "release of Wang et al. (2025). Place it with `lens-emotion data add sev FILE_OR_URL`, "
+            "pass path=..., or set LENS_EMOTION_DATA to a folder containing sev/sev.jsonl."
         )
     rows: list[dict[str, Any]] = []
     for index, (_, rec) in enumerate(_read_lines(path)):

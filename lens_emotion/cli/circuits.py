@@ -1,0 +1,132 @@
+"""``lens-emotion circuits``: emotion circuits on SEV (Wang et al. 2025).
+
+Every field of :class:`~lens_emotion.circuits.workflow.CircuitSettings` is an option with the
+dataclass's default (``--n-scenarios``, ``--gamma-grid`` ...), so a default is written once.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from lens_emotion.cli.common import (
+    add_model_args,
+    add_progress_args,
+    add_settings_args,
+    command_string,
+    formats_arg,
+    load_model_from_args,
+    settings_from_args,
+)
+from lens_emotion.errors import LensEmotionError
+
+HELP = (
+    "emotion circuits on SEV (Wang et al. 2025): directions, heads, neurons, ablation, "
+    "influence, circuits, modulation vs prompting vs steering"
+)
+
+
+def add_parser(sub: Any) -> argparse.ArgumentParser:
+    """Register ``circuits``."""
+    from lens_emotion.circuits.workflow import CircuitSettings
+
+    p = sub.add_parser("circuits", help=HELP, description=HELP)
+    add_model_args(p)
+    p.add_argument(
+        "--sev-path",
+        type=Path,
+        default=None,
+        help="SEV file (default: sev/sev.jsonl under $LENS_EMOTION_DATA, else "
+        "~/.cache/lens-emotion/data; `lens-emotion data add sev FILE` puts it there)",
+    )
+    p.add_argument(
+        "--eval-sev-path",
+        type=Path,
+        default=None,
+        help="a second SEV-format file: discover on --sev-path, evaluate on this one "
+        "(default: held-out scenarios of --sev-path)",
+    )
+    p.add_argument("--seed", type=int, default=0, help="seed of split, controls, bootstrap")
+    p.add_argument("--out", required=True, help="output folder")
+    add_settings_args(
+        p,
+        CircuitSettings,
+        choices={
+            "positions": ("last", "all"),
+            "interventions": ("zero", "mean", "scale"),
+            "gen_ablation_intervention": ("zero", "mean", "scale"),
+        },
+    )
+    p.add_argument(
+        "--no-generation", dest="generate", action="store_false", help="same as --no-generate"
+    )
+    formats_arg(p)
+    add_progress_args(p)
+    p.add_argument("--progress", action="store_true", help=argparse.SUPPRESS)  # now the default
+    return p
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run ``circuits``; prints the decomposition check, directions and the control."""
+    from lens_emotion.circuits.workflow import CircuitSettings, run_circuits
+    from lens_emotion.data import load_sev
+
+    if not 0.0 < args.eval_fraction < 1.0:
+        raise LensEmotionError(
+            f"--eval-fraction must be between 0 and 1 (e.g. 0.25), got {args.eval_fraction}."
+        )
+    settings = settings_from_args(args, CircuitSettings)
+    sev = load_sev(args.sev_path)
+    extra: dict[str, Any] = {}
+    if args.eval_sev_path is not None:
+        extra["eval_sev"] = load_sev(args.eval_sev_path)
+    model = load_model_from_args(args)
+    n = model.n_layers
+    too_far = [w for w in settings.steer_windows if w[-1] >= n]
+    if too_far:
+        raise LensEmotionError(
+            f"--steer-windows {too_far[0][0]}-{too_far[0][-1]} reaches past the model's {n} "
+            f"layers; pass windows within 0-{n - 1}, e.g. --steer-windows {n // 3}-{2 * n // 3}."
+        )
+    if settings.check_layers and max(settings.check_layers) >= n:
+        raise LensEmotionError(
+            f"--check-layers {max(settings.check_layers)} is past the model's last layer; "
+            f"use 0-{n - 1} or all."
+        )
+    outputs = run_circuits(
+        model,
+        sev,
+        args.out,
+        seed=args.seed,
+        settings=settings,
+        formats=list(args.formats),
+        progress=not args.quiet,
+        command=command_string(),
+        **extra,
+    )
+    check = outputs.head_check
+    print(
+        f"head decomposition vs ablation (a consistency check): max |diff| "
+        f"{check['max_abs_difference']:.2e} over {check['n_heads']} heads x "
+        f"{check['n_prompts']} prompts"
+    )
+    best = outputs.consistency.loc[outputs.consistency.heldout_accuracy.idxmax()]
+    print(
+        f"directions: held-out projection accuracy {best.heldout_accuracy:.3f} at "
+        f"{best.site} layer {int(best.layer)} (chance {best.chance:.3f})"
+    )
+    if outputs.control is not None:
+        pooled = outputs.control[outputs.control.emotion == "all"]
+        metric = "judged_masked" if "judged_masked" in pooled else "accuracy"
+        for row in pooled.to_dict("records"):
+            low, high = (
+                row.get(f"{metric}_ci_low", row.get("ci_low")),
+                row.get(f"{metric}_ci_high", row.get("ci_high")),
+            )
+            print(
+                f"{row['method']:<10} {metric} {row[metric]:.3f} [{low:.3f}, {high:.3f}]  "
+                f"(n={row['n']})"
+            )
+    print(f"wrote {len(outputs.files)} files to {args.out}")
+    return 0

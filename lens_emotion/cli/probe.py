@@ -1,0 +1,132 @@
+"""``lens-emotion probe``: per-layer emotion and appraisal probes (Tak et al., step 1)."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from lens_emotion.cli.common import (
+    add_data_args,
+    add_model_args,
+    add_progress_args,
+    choice_list,
+    float_list,
+    formats_arg,
+    load_data_from_args,
+    load_model_from_args,
+    positive_float,
+    positive_int,
+    store_hint,
+)
+from lens_emotion.errors import LensEmotionError
+
+HELP = "per-layer emotion and appraisal probes (Tak et al. 1)"
+DEFAULT_ALPHA = "1,10,100,1000,10000"
+
+
+def add_parser(sub: Any) -> argparse.ArgumentParser:
+    """Register ``probe``."""
+    from lens_emotion.activations import STORE_SITES
+    from lens_emotion.prompts import TEMPLATES
+
+    p = sub.add_parser("probe", help=HELP, description=HELP)
+    add_model_args(p)
+    add_data_args(p)
+    p.add_argument(
+        "--eval-data-path",
+        default=None,
+        help="a second dataset file (same --dataset format): fit on --data-path, also report "
+        "accuracy on this one (external validation)",
+    )
+    p.add_argument("--template", default="emotion-list", choices=sorted(TEMPLATES))
+    p.add_argument(
+        "--sites",
+        type=choice_list(STORE_SITES, "attn_out,mlp_out,resid_post"),
+        default=("attn_out", "mlp_out", "resid_post"),
+        help=f"comma-separated sites, any of {','.join(STORE_SITES)} "
+        "(default: attn_out,mlp_out,resid_post)",
+    )
+    p.add_argument(
+        "--agreeing-only",
+        action="store_true",
+        help="probe only texts the model classifies correctly (mean-calibrated)",
+    )
+    p.add_argument(
+        "--last-k",
+        type=positive_int,
+        default=1,
+        help="also probe each of the last k positions of resid_post",
+    )
+    p.add_argument("--folds", type=positive_int, default=5, help="cross-validation folds")
+    p.add_argument("--C", type=positive_float, default=1.0, help="inverse L2 strength (logreg)")
+    p.add_argument(
+        "--alpha",
+        type=float_list("1000 or 1,10,100", positive=True),
+        default=float_list(DEFAULT_ALPHA, positive=True)(DEFAULT_ALPHA),
+        help="ridge penalty of the appraisal probes, or a comma-separated grid chosen per "
+        f"appraisal inside each training fold (default: {DEFAULT_ALPHA})",
+    )
+    p.add_argument("--probe", default="logreg", choices=["logreg", "mlp"])
+    formats_arg(p)
+    p.add_argument("--store", default=None, help="activation store folder (default: cache)")
+    p.add_argument("--batch-size", type=positive_int, default=16)
+    p.add_argument(
+        "--threads",
+        type=positive_int,
+        default=None,
+        help="torch threads for probe fits (1 is fastest on a busy CPU)",
+    )
+    add_progress_args(p)
+    p.add_argument("--out", required=True, help="output folder")
+    return p
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run ``probe``; prints the best layer per site."""
+    from lens_emotion.data import load_dataset
+    from lens_emotion.workflows import run_probing
+
+    if args.folds < 2:
+        raise LensEmotionError(f"--folds must be at least 2, got {args.folds}.")
+    dataset = load_data_from_args(args)
+    extra: dict[str, Any] = {}
+    if args.eval_data_path is not None:
+        kwargs = {"text_column": args.text_column} if args.dataset == "crowd-envent" else {}
+        extra["eval_dataset"] = load_dataset(args.dataset, path=args.eval_data_path, **kwargs)
+    model = load_model_from_args(args)
+    sites = list(args.sites)
+    try:
+        outputs = run_probing(
+            model,
+            dataset,
+            args.out,
+            template=args.template,
+            sites=sites,
+            last_k=args.last_k,
+            agreeing_only=args.agreeing_only,
+            n_folds=args.folds,
+            C=args.C,
+            alpha=list(args.alpha) if len(args.alpha) > 1 else args.alpha[0],
+            probe_model=args.probe,
+            formats=list(args.formats),
+            store_dir=args.store,
+            batch_size=args.batch_size,
+            seed=args.seed,
+            num_threads=args.threads,
+            progress=not args.quiet,
+            **extra,
+        )
+    except (LensEmotionError, ValueError) as exc:
+        raise LensEmotionError(f"{exc}{store_hint(args.store)}") from exc
+    table = outputs.emotion.table
+    for site in sites:
+        rows = table[table.site == site]
+        best = rows.loc[rows.accuracy_mean.idxmax()]
+        print(
+            f"{site:<11} best layer {int(best.layer):>2}: accuracy {best.accuracy_mean:.3f} "
+            f"(majority {best.majority_baseline:.3f}, shuffled {best.shuffled_control:.3f})"
+        )
+    embed = outputs.embedding.iloc[0]
+    print(f"embedding (resid_pre 0): accuracy {embed.accuracy_mean:.3f}")
+    print(f"probed {outputs.n_rows} rows; wrote {len(outputs.files)} files to {args.out}")
+    return 0

@@ -1,0 +1,201 @@
+r"""``lens-emotion steer``: appraisal unique-effect steering (Tak et al., step 3).
+
+Example::
+
+lens-emotion steer --model smollm2-135m-instruct --dataset crowd-envent \
+        --appraisal pleasantness,other_responsblt --signs +,+ --layer 12 \
+        --betas -8,-4,0,4,8 --seed 0 --out steer_out
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from lens_emotion.cli.common import (
+    add_data_args,
+    add_model_args,
+    add_progress_args,
+    check_layers,
+    choice_list,
+    command_string,
+    float_list,
+    formats_arg,
+    layer_list,
+    load_data_from_args,
+    load_model_from_args,
+    nonnegative_int,
+    positive_int,
+    store_hint,
+    string_list,
+)
+from lens_emotion.errors import LensEmotionError
+
+HELP = "appraisal steering: readout + judged generation vs beta, theory checks"
+DEFAULT_BETAS = "-8,-4,0,4,8"
+
+
+def add_parser(sub: Any) -> argparse.ArgumentParser:
+    """Register ``steer``."""
+    p = sub.add_parser("steer", help=HELP, description=HELP)
+    add_model_args(p)
+    add_data_args(p)
+    p.add_argument(
+        "--appraisal",
+        required=True,
+        type=string_list("pleasantness or pleasantness,other_responsblt"),
+        help="appraisal(s) to steer together, e.g. pleasantness or pleasantness,other_responsblt",
+    )
+    p.add_argument(
+        "--signs",
+        type=choice_list(("+", "-"), "+,-"),
+        default=None,
+        help="one sign per appraisal, e.g. +,+ (default +)",
+    )
+    p.add_argument(
+        "--layer", required=True, type=layer_list, help="centre layer(s), e.g. 12 or 8,12"
+    )
+    p.add_argument(
+        "--betas",
+        type=float_list(DEFAULT_BETAS),
+        default=float_list(DEFAULT_BETAS)(DEFAULT_BETAS),
+        help=f"steering strengths, e.g. --betas {DEFAULT_BETAS} (default)",
+    )
+    p.add_argument(
+        "--gen-betas",
+        type=float_list("-8,0,8"),
+        default=None,
+        help="strengths for generation, e.g. --gen-betas -8,0,8 (default: --betas)",
+    )
+    p.add_argument(
+        "--scale",
+        default="rms",
+        choices=["rms", "none"],
+        help="rms: beta in units of the residual RMS at each position (default); none: raw",
+    )
+    p.add_argument(
+        "--positions",
+        default="all",
+        choices=["all", "last"],
+        help="positions steered during generation (default all; the readout steers the last "
+        "prompt token)",
+    )
+    p.add_argument("--span", type=positive_int, default=1, help="layers hooked around each centre")
+    p.add_argument(
+        "--method",
+        type=choice_list(("unique", "raw"), "unique,raw"),
+        default=("unique",),
+        help="unique (unique-effect vectors), raw (unprojected probe weights) or unique,raw",
+    )
+    p.add_argument(
+        "--fix",
+        type=string_list("pleasantness,control"),
+        default=None,
+        help="appraisals held fixed by the unique vectors (default: all other appraisals)",
+    )
+    p.add_argument("--n", type=positive_int, default=60, help="steered texts (default 60)")
+    p.add_argument("--n-probe", type=positive_int, default=400, help="probe rows (default 400)")
+    p.add_argument("--max-new-tokens", type=positive_int, default=24, help="tokens per generation")
+    p.add_argument(
+        "--controls", type=nonnegative_int, default=10, help="random directions per cell (>= 10)"
+    )
+    p.add_argument(
+        "--no-generate", action="store_true", help="readout only (no generation, no judge)"
+    )
+    p.add_argument(
+        "--theory-generation",
+        action="store_true",
+        help="also generate for the theory-check combos (slow on a CPU)",
+    )
+    p.add_argument("--no-theory", action="store_true", help="skip the appraisal-theory checks")
+    p.add_argument(
+        "--promote",
+        type=string_list("joy or joy,pride"),
+        default=(),
+        help="emotions to promote with emotion-probe weights, e.g. joy",
+    )
+    p.add_argument("--template", default="emotion-list", help="inference prompt template")
+    p.add_argument("--store", default=None, help="activation store folder (default: cache)")
+    p.add_argument("--batch-size", type=positive_int, default=16)
+    formats_arg(p)
+    add_progress_args(p)
+    p.add_argument("--out", required=True, help="output folder")
+    return p
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run ``steer``; prints the judge's accuracy and the theory verdicts."""
+    from lens_emotion.data import CROWD_ENVENT_EMOTIONS
+    from lens_emotion.prompts import get_template
+    from lens_emotion.steering import AppraisalCombo
+    from lens_emotion.steering_workflow import check_appraisal_names, run_steering
+
+    get_template(args.template)
+    if args.signs is not None and len(args.signs) != len(args.appraisal):
+        raise LensEmotionError(
+            f"--signs needs one sign per appraisal ({len(args.appraisal)}), got "
+            f"{','.join(args.signs)}; e.g. --appraisal {','.join(args.appraisal)} "
+            f"--signs {','.join('+' * len(args.appraisal))}."
+        )
+    unknown = [e for e in args.promote if e not in CROWD_ENVENT_EMOTIONS]
+    if unknown:
+        raise LensEmotionError(
+            f"--promote: unknown emotion(s) {', '.join(unknown)}; choose from "
+            f"{', '.join(CROWD_ENVENT_EMOTIONS)}."
+        )
+    combo = AppraisalCombo.parse(
+        ",".join(args.appraisal), ",".join(args.signs) if args.signs else None
+    )
+    if args.controls < 1 and not args.no_theory:
+        raise LensEmotionError("--controls must be at least 1 for the theory checks.")
+    dataset = load_data_from_args(args)
+    if dataset.appraisals is None:
+        raise LensEmotionError(
+            f"dataset {dataset.name!r} has no appraisal ratings; use --dataset crowd-envent."
+        )
+    fixed = list(args.fix) if args.fix else None
+    check_appraisal_names(dataset, [combo], fixed)
+    model = load_model_from_args(args)
+    check_layers(args.layer, model.n_layers, "--layer")
+    try:
+        outputs = run_steering(
+            model,
+            dataset,
+            args.out,
+            [combo],
+            list(args.layer),
+            list(args.betas),
+            gen_betas=list(args.gen_betas) if args.gen_betas else None,
+            n=args.n,
+            n_probe=args.n_probe,
+            span=args.span,
+            scale=args.scale,
+            gen_positions=args.positions,
+            methods=list(args.method),
+            fixed=fixed,
+            n_controls=args.controls,
+            theory=not args.no_theory,
+            theory_generation=args.theory_generation,
+            generate=not args.no_generate,
+            judge_data_path=args.data_path if args.dataset == "crowd-envent" else None,
+            max_new_tokens=args.max_new_tokens,
+            promote=list(args.promote),
+            template=args.template,
+            store_dir=args.store,
+            batch_size=args.batch_size,
+            formats=list(args.formats),
+            seed=args.seed,
+            progress=not args.quiet,
+            command=command_string(),
+        )
+    except (LensEmotionError, ValueError) as exc:
+        raise LensEmotionError(f"{exc}{store_hint(args.store)}") from exc
+    if outputs.judge is not None:
+        validation = outputs.judge["validation"]
+        acc = validation.get("accuracy_masked", validation.get("accuracy"))
+        print(f"judge held-out accuracy {acc:.3f} on real crowd-enVENT rows")
+    if not outputs.summary.empty:
+        for row in outputs.summary.itertuples():
+            print(f"[{row.outcome}/{row.method}] {row.description}: {row.verdict}")
+    print(f"wrote {len(outputs.files)} files to {args.out}")
+    return 0
