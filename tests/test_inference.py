@@ -191,5 +191,123 @@ def test_recalibrate_matches_direct_calibration(tiny_llama, sample_dataset):
         assert again.predictions == direct.predictions
     back = recalibrate(again, None)
     assert back.predictions == raw.predictions
+    # the content-free offset computed by infer_emotions is reused without the model ...
+    reused = recalibrate(raw, "content-free")
+    np.testing.assert_allclose(
+        reused.calibration_offset,
+        infer_emotions(
+            tiny_llama, sample_dataset, calibrate="content-free", progress=False
+        ).calibration_offset,
+        atol=1e-5,
+    )
+    # ... but without a stored offset, content-free needs the model
+    bare = infer_emotions(tiny_llama, sample_dataset, progress=False, compare_calibrations=False)
     with pytest.raises(ValueError, match="pass model"):
-        recalibrate(raw, "content-free")
+        recalibrate(bare, "content-free")
+
+
+def test_mean_heldout_fits_on_one_split_and_scores_the_other(tiny_llama, sample_dataset, tmp_path):
+    from lens_emotion.inference import heldout_split, recalibrate
+
+    raw = infer_emotions(tiny_llama, sample_dataset, progress=False, seed=4)
+    held = recalibrate(raw, "mean-heldout")
+    cal = heldout_split(len(raw), 0.5, 4)
+    assert held.calibration == "mean-heldout" and held.calibration_seed == 4
+    assert cal.sum() == round(len(raw) / 2) and (held.scored_mask == ~cal).all()
+    np.testing.assert_allclose(held.calibration_offset, raw.logprobs[cal].mean(0), rtol=1e-5)
+    assert not np.allclose(held.calibration_offset, raw.logprobs.mean(0))
+    # accuracy, confusion and the agreeing filter see the scored rows only
+    gold, pred = np.asarray(held.labels), np.asarray(held.predictions)
+    assert held.accuracy == pytest.approx(np.mean((gold == pred)[~cal]))
+    assert held.confusion.sum() == held.n_scored == int((~cal).sum())
+    assert not held.correct[cal].any()
+    assert set(agreeing(held, sample_dataset).ids) <= set(np.asarray(held.ids)[~cal])
+    # seeded: same seed, same split; another seed, another split
+    assert (heldout_split(len(raw), 0.5, 4) == cal).all()
+    assert not (heldout_split(len(raw), 0.5, 5) == cal).all()
+    direct = infer_emotions(
+        tiny_llama, sample_dataset, calibrate="mean-heldout", seed=4, progress=False
+    )
+    assert direct.predictions == held.predictions
+    held.save(tmp_path)
+    frame = pd.read_csv(tmp_path / "predictions.csv")
+    assert frame["scored"].tolist() == list(~cal)
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert metrics["calibration"] == "mean-heldout" and metrics["n_scored"] == int((~cal).sum())
+    assert "held-out" in metrics["calibration_rows"]
+    with pytest.raises(ValueError, match="at least 2 rows"):
+        heldout_split(1)
+    with pytest.raises(ValueError, match="heldout_fraction"):
+        heldout_split(10, 1.0)
+
+
+def test_metrics_report_every_calibration_from_one_pass(tiny_llama, sample_dataset, tmp_path):
+    from lens_emotion.inference import recalibrate
+
+    raw = infer_emotions(tiny_llama, sample_dataset, progress=False)
+    chosen = recalibrate(raw, "mean")
+    metrics = chosen.metrics()
+    assert metrics["calibration"] == "mean" and "rows it scores" in metrics["calibration_rows"]
+    by = metrics["accuracy_by_calibration"]
+    assert set(by) == {"none", "content-free", "mean", "mean-heldout"}
+    for mode in ("none", "content-free", "mean", "mean-heldout"):
+        again = recalibrate(raw, mode, model=tiny_llama)
+        assert by[mode] == pytest.approx(again.accuracy), mode
+    table = metrics["calibrations"]
+    assert table["mean"]["fitted_on"].startswith("the scored rows")
+    same = recalibrate(raw, "mean-heldout")
+    mask = same.scored_mask
+    gold = np.asarray(raw.labels)
+    raw_same = np.mean(np.asarray(raw.predictions)[mask] == gold[mask])
+    assert table["mean-heldout"]["accuracy_none_same_rows"] == pytest.approx(raw_same)
+    assert metrics["accuracy"] == pytest.approx(by["mean"])
+    # the control task has no content-free comparison (its labels are first words)
+    control = infer_emotions(tiny_llama, sample_dataset, "control-first-word", progress=False)
+    assert control.metrics()["accuracy_by_calibration"]["content-free"] is None
+
+
+def test_resolve_calibration_table_and_auto(tiny_llama, sample_dataset):
+    from lens_emotion.inference import AUTO_CALIBRATION, CalibrationError, resolve_calibration
+
+    assert resolve_calibration("emotion-list", "auto") == "mean"
+    assert resolve_calibration("paper", "auto") == "mean"
+    assert resolve_calibration("control-first-word", "auto") == "none"
+    assert resolve_calibration("zero-shot", "auto") == "mean"  # fallback by task
+    assert resolve_calibration("paper", False) == "none"
+    assert resolve_calibration("paper", None) == "none"
+    assert resolve_calibration("paper", True) == "content-free"
+    for mode in ("none", "mean", "content-free", "mean-heldout"):
+        assert resolve_calibration("paper", mode) == mode
+    with pytest.raises(CalibrationError, match="calibrate must be one of"):
+        resolve_calibration("paper", "median")
+    assert set(AUTO_CALIBRATION.values()) <= {"none", "mean", "content-free", "mean-heldout"}
+    result = infer_emotions(tiny_llama, sample_dataset, calibrate="auto", progress=False)
+    assert result.calibration == "mean"
+
+
+def test_auto_calibration_is_the_best_measured_one():
+    """The auto table must agree with the committed real-model accuracy files."""
+    from pathlib import Path
+
+    from lens_emotion.inference import AUTO_CALIBRATION
+
+    root = Path(__file__).resolve().parents[1] / "benchmarks" / "results"
+    checked = 0
+    for name in ("inference.json", "inference_full.json"):
+        path = root / name
+        if not path.is_file():
+            continue
+        accuracy = json.loads(path.read_text())["accuracy"]
+        for template, chosen in AUTO_CALIBRATION.items():
+            measured = {
+                key.split("/", 1)[1]: value["accuracy"]
+                for key, value in accuracy.items()
+                if key.split("/", 1)[0] == template
+                and key.split("/", 1)[1] in ("raw", "content-free", "mean")
+            }
+            if not measured:
+                continue
+            best = max(measured, key=measured.get)
+            assert {"raw": "none"}.get(best, best) == chosen, (name, template, measured)
+            checked += 1
+    assert checked >= 2
