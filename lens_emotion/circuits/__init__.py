@@ -8,6 +8,8 @@ Modules:
 * :mod:`.components` - head and neuron scores by exact decomposition; explicit head ablation.
 * :mod:`.edits` / :mod:`.scoring` - component edits as hooks; fast last-token emotion scores.
 * :mod:`.ablation` - ablation / enhancement sweeps with random controls.
+* :mod:`.total_effect` - total effect of single components through later layers vs their
+  direct score.
 * :mod:`.influence` - causal influence of every sublayer on the final emotion score.
 * :mod:`.circuit` - per-emotion circuits (JSON).
 * :mod:`.generation` - generation with component edits on the KV-cached engine; judged ablation.
@@ -39,7 +41,13 @@ from lens_emotion.circuits.edits import ComponentEdit, ablation_edit, edit_hooks
 from lens_emotion.circuits.errors import CircuitError
 from lens_emotion.circuits.influence import residual_rms, sublayer_influence
 from lens_emotion.circuits.scoring import LastTokenScorer
-from lens_emotion.circuits.sev_prompts import SevPrompts, build_sev_prompts, split_scenarios
+from lens_emotion.circuits.sev_prompts import (
+    SevPrompts,
+    build_sev_prompts,
+    split_files,
+    split_scenarios,
+)
+from lens_emotion.circuits.total_effect import total_effect_summary, total_effects
 from lens_emotion.circuits.workflow import CircuitSettings, CircuitsOutputs, run_circuits
 
 __all__ = [
@@ -72,7 +80,10 @@ __all__ = [
     "residual_rms",
     "run_circuits",
     "score_components",
+    "split_files",
     "split_scenarios",
     "sublayer_influence",
     "topk_overlap",
+    "total_effect_summary",
+    "total_effects",
 ]

@@ -44,15 +44,39 @@ def default_ks(n_components: int, largest: int) -> list[int]:
 
 @dataclass(frozen=True)
 class ComponentMeans:
-    """Mean last-token activations of every head and neuron.
+    """Mean activations of every head and neuron, at the positions they were taken over.
+
+    A mean ablation must write a mean taken over the same positions it edits: last-token
+    means for last-position edits (the scorer's sweeps), all-position means for edits at
+    every position (generation through :func:`~.generation.plain_weight_edit`). Writing
+    last-token means into every position pushes prompt and reply tokens off their
+    distribution.
 
     Attributes:
         head: ``[layer, head, d_head]`` mean ``z``.
         neuron: ``[layer, d_mlp]`` mean ``H``.
+        positions: ``"last"`` (means at the last prompt token) or ``"all"`` (means over every
+            real position of the prompts).
     """
 
     head: Float[Tensor, "layer head d_head"]
     neuron: Float[Tensor, "layer d_mlp"]
+    positions: str = "last"
+
+    @classmethod
+    def from_position_means(cls, acts: LastTokenActivations) -> ComponentMeans:
+        """All-position means (``capture_last_token(..., position_means=("z", "mlp_post"))``).
+
+        Raises:
+            CircuitError: The activations hold no all-position means of ``z`` and ``mlp_post``.
+        """
+        means = acts.position_means or {}
+        if "z" not in means or "mlp_post" not in means:
+            raise CircuitError(
+                "these activations have no all-position means of z and mlp_post; capture them "
+                "with capture_last_token(..., position_means=('z', 'mlp_post'))."
+            )
+        return cls(means["z"].float(), means["mlp_post"].float(), positions="all")
 
     @classmethod
     def from_activations(
@@ -62,12 +86,12 @@ class ComponentMeans:
         groups: Sequence[str] | None = None,
         emotion_order: Sequence[str] | None = None,
     ) -> ComponentMeans:
-        """Means over prompts (balanced over complete groups when emotions/groups are given)."""
+        """Last-token means over prompts (balanced over complete groups if groups are given)."""
         z, post = acts.site("z"), acts.site("mlp_post")
         if emotions is None or groups is None or emotion_order is None:
-            return cls(z.double().mean(0).float(), post.double().mean(0).float())
+            return cls(z.double().mean(0).float(), post.double().mean(0).float(), "last")
         index = torch.from_numpy(complete_groups(emotions, groups, emotion_order)).reshape(-1)
-        return cls(z[index].double().mean(0).float(), post[index].double().mean(0).float())
+        return cls(z[index].double().mean(0).float(), post[index].double().mean(0).float(), "last")
 
     def of(self, kind: str) -> Tensor:
         """The means of one kind."""
@@ -113,13 +137,19 @@ def ablation_sweep(
         One row per (emotion, component_type, k, intervention) with ``score`` (mean emotion
         score under the top-k intervention), ``control_score`` (mean over random draws),
         ``control_sd`` (spread of the draws), ``baseline`` (unedited score), ``factor``,
-        ``n_prompts`` and ``n_random``.
+        ``n_prompts``, ``n_random``, ``edit_positions`` (``"last"``) and ``ablation_means``
+        (``"last token"``: position-matched to the edit).
     """
     bad = [i for i in interventions if i not in INTERVENTIONS]
     if bad:
         raise CircuitError(f"unknown intervention(s) {bad}; choose from {INTERVENTIONS}.")
     if n_random < 1:
         raise CircuitError(f"n_random must be at least 1, got {n_random}.")
+    if means.positions != "last" and set(interventions) - {"zero"}:
+        raise CircuitError(
+            "the sweep edits the last prompt token, so it needs last-token means "
+            "(ComponentMeans.from_activations), not all-position means."
+        )
     readout = directions.final()
     rows = []
     for e_index, emotion in enumerate(directions.emotions):
@@ -168,6 +198,8 @@ def ablation_sweep(
                     "baseline": baseline,
                     "n_prompts": scorers[emotion].n,
                     "n_random": len(control),
+                    "edit_positions": "last",
+                    "ablation_means": "last token" if intervention != "zero" else "none (zero)",
                 }
             )
     if not rows:

@@ -14,7 +14,11 @@ directions live in the raw activation space of the model (compatibility mode, fo
 **Consistency** is measured two ways (:func:`direction_consistency`): the cosine between the
 same emotion's directions computed on disjoint subsets of the contexts (per theme, per
 valence), and the held-out accuracy of naming the instructed emotion of an unseen prompt as
-``argmax_e (x - mean) . v_e``.
+``argmax_e (x - mean) . v_e``, on prompts that *name* the emotion (as discovery did) and on
+prompts that only *describe* it (no emotion word anywhere: a direction that encodes just the
+instruction's word fails there). Centring each held-out scenario x valence group on its own
+mean is not reported: within a group the prompts differ only by the emotion word, so that
+accuracy is near 1 at every layer (layer 0 included) whatever the directions mean.
 """
 
 from __future__ import annotations
@@ -235,7 +239,6 @@ def projection_accuracy(
     directions: Float[Tensor, "layer emotion d"],
     emotion_order: Sequence[str],
     center: Float[Tensor, "layer d"] | None = None,
-    groups: Sequence[str] | None = None,
 ) -> Float[np.ndarray, " layer"]:
     """Per-layer accuracy of ``argmax_e (x - c) . v_e`` against the instructed emotion.
 
@@ -245,20 +248,12 @@ def projection_accuracy(
         directions: Unit directions per layer.
         emotion_order: Emotion order of ``directions``.
         center: Subtracted from every row first (e.g. the discovery mean), or ``None``.
-        groups: If given, centre each row on its own scenario x valence group instead (uses
-            the other prompts of the same context; an upper reference, not a single-prompt
-            classifier).
 
     Returns:
         Accuracy per layer.
     """
     x = acts.double()
-    if groups is not None:
-        frame = pd.Series(range(len(groups)), index=list(groups))
-        for rows in frame.groupby(level=0).indices.values():
-            idx = torch.as_tensor(rows, dtype=torch.long)
-            x[idx] = x[idx] - x[idx].mean(dim=0, keepdim=True)
-    elif center is not None:
+    if center is not None:
         x = x - center.double()
     scores = torch.einsum("nld,led->nle", x, directions.double())
     predicted = scores.argmax(dim=-1).numpy()
@@ -281,7 +276,8 @@ def direction_consistency(
     directions: EmotionDirections,
     heldout: LastTokenActivations | None = None,
     heldout_emotions: Sequence[str] | None = None,
-    heldout_groups: Sequence[str] | None = None,
+    described: LastTokenActivations | None = None,
+    described_emotions: Sequence[str] | None = None,
     min_groups: int = 3,
 ) -> pd.DataFrame:
     """How stable the directions are across contexts, per site and layer.
@@ -293,9 +289,11 @@ def direction_consistency(
         themes: Their SEV themes.
         valences: Their event valences.
         directions: The directions computed on all of ``discovery``.
-        heldout: Activations of held-out emotion-conditioned prompts (optional).
+        heldout: Activations of held-out prompts that name the emotion (optional).
         heldout_emotions: Their instructed emotions.
-        heldout_groups: Their scenario x valence groups.
+        described: Activations of held-out prompts that describe the emotion without naming
+            it (``build_sev_prompts(..., instruction="described")``; optional).
+        described_emotions: Their described emotions.
         min_groups: A theme joins the cross-theme comparison only with at least this many
             complete groups.
 
@@ -304,8 +302,9 @@ def direction_consistency(
         cosine of an emotion's direction between directions computed on disjoint themes /
         valences, averaged over pairs and emotions), ``n_themes``, ``cos_between_emotions``
         (mean cosine between different emotions' directions: the floor for 6 centred
-        vectors is -0.2), ``heldout_accuracy`` (``argmax_e (x - discovery mean) . v_e``),
-        ``heldout_accuracy_group_centered`` and ``chance``.
+        vectors is -0.2), ``heldout_accuracy`` (``argmax_e (x - discovery mean) . v_e`` on
+        held-out prompts naming the emotion), ``heldout_accuracy_described`` (the same on
+        held-out prompts describing it), ``n_heldout``, ``n_described`` and ``chance``.
     """
     order = directions.emotions
     frames = []
@@ -350,11 +349,12 @@ def direction_consistency(
             frame["heldout_accuracy"] = projection_accuracy(
                 heldout.site(site), heldout_emotions, v, order, center=center
             )
-            if heldout_groups is not None:
-                frame["heldout_accuracy_group_centered"] = projection_accuracy(
-                    heldout.site(site), heldout_emotions, v, order, groups=heldout_groups
-                )
             frame["n_heldout"] = len(heldout)
+        if described is not None and described_emotions is not None:
+            frame["heldout_accuracy_described"] = projection_accuracy(
+                described.site(site), described_emotions, v, order, center=x.double().mean(0)
+            )
+            frame["n_described"] = len(described)
         frames.append(frame)
     out = pd.concat(frames, ignore_index=True)
     out["chance"] = 1.0 / len(order)

@@ -145,7 +145,7 @@ def influence_figure(table: pd.DataFrame) -> go.Figure:
 
 
 def consistency_figure(table: pd.DataFrame) -> go.Figure:
-    """Held-out projection accuracy and cross-context cosines per layer and site."""
+    """Held-out projection accuracy (emotion named / described) and cross-context cosines."""
     fig = make_subplots(
         rows=1,
         cols=2,
@@ -154,17 +154,21 @@ def consistency_figure(table: pd.DataFrame) -> go.Figure:
     dashes = {"resid_mid": "dot", "resid_post": "solid"}
     for site, rows in table.groupby("site", sort=False):
         rows = rows.sort_values("layer")
-        if "heldout_accuracy" in rows:
-            fig.add_trace(
-                go.Scatter(
-                    x=rows.layer,
-                    y=rows.heldout_accuracy,
-                    name=f"{site} accuracy",
-                    line={"dash": dashes.get(str(site), "solid"), "color": "#0072B2"},
-                ),
-                row=1,
-                col=1,
-            )
+        for column, label, color in (
+            ("heldout_accuracy", "named", "#0072B2"),
+            ("heldout_accuracy_described", "described", "#CC79A7"),
+        ):
+            if column in rows:
+                fig.add_trace(
+                    go.Scatter(
+                        x=rows.layer,
+                        y=rows[column],
+                        name=f"{site} accuracy ({label} emotion)",
+                        line={"dash": dashes.get(str(site), "solid"), "color": color},
+                    ),
+                    row=1,
+                    col=1,
+                )
         for column, color in (("cos_across_themes", "#D55E00"), ("cos_across_valences", "#009E73")):
             fig.add_trace(
                 go.Scatter(
@@ -192,10 +196,11 @@ def consistency_figure(table: pd.DataFrame) -> go.Figure:
 
 
 def control_figure(table: pd.DataFrame) -> go.Figure:
-    """Expression accuracy per method and target emotion, with bootstrap intervals.
+    """The primary metric per method and target emotion, with scenario-bootstrap intervals.
 
-    Left: share of replies judged as the target. Right (when the table has it): the same,
-    counting degenerate replies (a bare emotion word, loops) as failures.
+    Bars are ``judged_masked``: the share of replies the offline judge labels as the target
+    after every emotion word form is masked (a reply that only names the emotion earns
+    nothing). Tables with the older ``accuracy`` column (unmasked judge) are drawn with it.
     """
     palette = {
         "neutral": "#BBBBBB",
@@ -203,41 +208,32 @@ def control_figure(table: pd.DataFrame) -> go.Figure:
         "steering": "#E69F00",
         "circuit": "#009E73",
     }
-    panels = [("accuracy", "ci_low", "ci_high", "judged as target")]
-    if "fluent_accuracy" in table:
-        panels.append(
-            ("fluent_accuracy", "fluent_ci_low", "fluent_ci_high", "judged as target, fluent")
-        )
-    fig = make_subplots(
-        rows=1, cols=len(panels), subplot_titles=[p[3] for p in panels], shared_yaxes=True
-    )
-    for c, (value, low, high, _) in enumerate(panels, start=1):
-        for method, rows in table.groupby("method", sort=False):
-            fig.add_trace(
-                go.Bar(
-                    x=rows.emotion,
-                    y=rows[value],
-                    name=str(method),
-                    legendgroup=str(method),
-                    showlegend=c == 1,
-                    marker_color=palette.get(str(method), "#666666"),
-                    error_y={
-                        "type": "data",
-                        "symmetric": False,
-                        "array": (rows[high] - rows[value]).to_numpy(),
-                        "arrayminus": (rows[value] - rows[low]).to_numpy(),
-                    },
-                ),
-                row=1,
-                col=c,
+    if "judged_masked" in table:
+        value, title = "judged_masked", "judged as target, emotion words masked (primary)"
+    else:
+        value, title = "accuracy", "judged as target"
+    fig = make_subplots(rows=1, cols=1, subplot_titles=[title])
+    for method, rows in table.groupby("method", sort=False):
+        fig.add_trace(
+            go.Bar(
+                x=rows.emotion,
+                y=rows[value],
+                name=str(method),
+                marker_color=palette.get(str(method), "#666666"),
+                error_y={
+                    "type": "data",
+                    "symmetric": False,
+                    "array": (rows["ci_high"] - rows[value]).to_numpy(),
+                    "arrayminus": (rows[value] - rows["ci_low"]).to_numpy(),
+                },
             )
-    fig.update_yaxes(range=[0, 1])
-    fig.update_yaxes(title_text="share of replies", row=1, col=1)
+        )
+    fig.update_yaxes(range=[0, 1], title_text="share of replies")
     apply_style(fig, "Emotion expression on held-out scenarios (95% bootstrap CI)")
     fig.update_layout(
         barmode="group",
         height=520,
-        width=700 * len(panels),
+        width=760,
         legend={"orientation": "h", "yanchor": "top", "y": -0.15, "xanchor": "left", "x": 0.0},
         margin={"b": 120},
     )

@@ -34,24 +34,10 @@ from lens_emotion.circuits.errors import CircuitError
 
 __all__ = [
     "generate_with_edit",
-    "judge_replies",
     "judged_ablation",
     "plain_weight_edit",
     "vector_hooks",
 ]
-
-#: Label given to empty replies (the judge cannot read them; they never count as correct).
-NO_REPLY = "(empty)"
-
-
-def judge_replies(judge: Any, replies: Sequence[str]) -> list[str]:
-    """The judge's label of each reply; empty replies get :data:`NO_REPLY`."""
-    labels = [NO_REPLY] * len(replies)
-    keep = [i for i, r in enumerate(replies) if r.strip()]
-    if keep:
-        for i, label in zip(keep, judge.predict([replies[i] for i in keep]), strict=True):
-            labels[i] = label
-    return labels
 
 
 def vector_hooks(
@@ -186,7 +172,7 @@ def generate_with_edit(
 def judged_ablation(
     model: Any,
     judge: Any,
-    prompts: Mapping[str, Sequence[str]],
+    prompts: Mapping[str, Any],
     scores: Mapping[str, ComponentScores],
     means: ComponentMeans,
     ks: Mapping[str, int],
@@ -195,32 +181,60 @@ def judged_ablation(
     max_new_tokens: int = 30,
     batch_size: int = 16,
     progress: bool = False,
+    readout: Any | None = None,
+    min_words: int = 5,
+    min_distinct: float = 0.5,
+    n_boot: int = 2000,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Judged emotion of generations with top-k vs random-k components ablated.
 
     For each emotion ``e`` (key of ``prompts``, prompts that ask for ``e``) and kind, the
-    top-``k`` components for ``e`` and ``k`` random components are ablated at every position
-    while the model replies; the offline judge labels every reply.
+    top-``k`` components for ``e`` and ``k`` random components are ablated at **every
+    position** (prompt and generated tokens) while the model replies. The means written are
+    therefore **position-matched**: means over every position of the discovery prompts
+    (:meth:`~.ablation.ComponentMeans.from_position_means`), not last-token means, which
+    would push every other position off its distribution. Replies are scored by
+    :func:`~.modulation.score_generations` (masked judge first).
 
     Args:
         model: An :class:`~lens_emotion.models.EmotionModel`.
         judge: An :class:`~lens_emotion.judge.EmotionJudge` with the SEV labels.
-        prompts: ``{emotion: chat prompts asking for it}``.
+        prompts: ``{emotion: SevPrompts asking for it}``.
         scores: Component rankings.
-        means: Mean activations (mean ablation).
+        means: All-position means (``positions == "all"``; needed by ``"mean"``/``"scale"``).
         ks: ``{kind: k}``.
         intervention: ``"zero"``, ``"mean"`` or ``"scale"``.
-        seed: Seed of the random components.
+        seed: Seed of the random components and the bootstrap.
         max_new_tokens: Tokens per reply.
         batch_size: Prompts per generation batch.
         progress: Show progress bars.
+        readout: Optional second judge (e.g. :class:`~lens_emotion.judge.ReadoutJudge`).
+        min_words: Degenerate-reply threshold.
+        min_distinct: Degenerate-reply threshold.
+        n_boot: Bootstrap resamples (scenarios resampled).
 
     Returns:
-        ``(table, generations)``: accuracy (share judged as the asked emotion) per emotion,
-        component_type, k and which (``none``/``top``/``random``); and every reply.
+        ``(table, generations)``: one row per emotion, component_type, k, intervention and
+        which (``none``/``top``/``random``) with :func:`~.modulation.summarise_generations`
+        columns plus ``edit_positions`` (``"all"``) and ``ablation_means`` (``"all
+        positions"``); and every reply.
+
+    Raises:
+        CircuitError: Last-token means given for an all-position edit.
     """
-    records = []
-    for e_index, (emotion, texts) in enumerate(prompts.items()):
+    from lens_emotion.circuits.modulation import score_generations, summarise_generations
+
+    if intervention != "zero" and means.positions != "all":
+        raise CircuitError(
+            "judged ablation edits every position, so it needs position-matched means: pass "
+            "ComponentMeans.from_position_means(acts), not last-token means."
+        )
+    replies: list[str] = []
+    extra: dict[str, list[Any]] = {
+        key: []
+        for key in ("emotion", "component_type", "k", "intervention", "which", "skeleton_id")
+    }
+    for e_index, (emotion, items) in enumerate(prompts.items()):
         rng = np.random.default_rng([seed, e_index, 7])
         conditions: list[tuple[str, int, str, ComponentEdit]] = [
             ("none", 0, "none", ComponentEdit())
@@ -233,27 +247,24 @@ def judged_ablation(
                 edit = ablation_edit(kind, comps, intervention, means.of(kind))
                 conditions.append((kind, k, which, edit))
         for kind, k, which, edit in conditions:
-            replies = generate_with_edit(
-                model, texts, edit, max_new_tokens, batch_size, seed, progress
+            out = generate_with_edit(
+                model, items.prompts, edit, max_new_tokens, batch_size, seed, progress
             )
-            judged = judge_replies(judge, replies)
-            for text, label in zip(replies, judged, strict=True):
-                records.append(
-                    {
-                        "emotion": emotion,
-                        "component_type": kind,
-                        "k": k,
-                        "intervention": intervention if which != "none" else "none",
-                        "which": which,
-                        "reply": text,
-                        "judged": label,
-                        "correct": label == emotion,
-                    }
-                )
-    generations = pd.DataFrame(records)
-    table = (
-        generations.groupby(["emotion", "component_type", "k", "intervention", "which"], sort=False)
-        .agg(accuracy=("correct", "mean"), n=("correct", "size"))
-        .reset_index()
+            replies += out
+            extra["emotion"] += [emotion] * len(out)
+            extra["component_type"] += [kind] * len(out)
+            extra["k"] += [k] * len(out)
+            extra["intervention"] += [intervention if which != "none" else "none"] * len(out)
+            extra["which"] += [which] * len(out)
+            extra["skeleton_id"] += list(items.skeleton_id)
+    generations = score_generations(
+        judge, replies, extra["emotion"], extra, readout, min_words, min_distinct
     )
+    keys = ["emotion", "component_type", "k", "intervention", "which"]
+    per_emotion = summarise_generations(generations, keys, n_boot, seed)
+    pooled = summarise_generations(generations, keys[1:], n_boot, seed)
+    pooled.insert(0, "emotion", "all")
+    table = pd.concat([per_emotion, pooled], ignore_index=True)
+    table["edit_positions"] = "all"
+    table["ablation_means"] = "all positions" if intervention != "zero" else "none (zero)"
     return table, generations

@@ -3,25 +3,36 @@
 **Circuit modulation.** For a target emotion ``e``, each head and neuron of ``e``'s circuit
 is shifted towards its state under the instruction ``e``:
 ``a := a + gamma * (mean_e(a) - mean_neutral(a))``, with both means taken at the last token of
-the discovery prompts (``gamma = 1`` moves the circuit, on average, exactly to its
-emotion-conditioned state). A shift of ``z_h`` or ``H_i`` is a fixed vector after the output
-projection, so the whole modulation is a sum of fixed vectors added to a few sublayer outputs
-(:func:`modulation_vectors`); nothing outside the circuit is touched.
+the discovery prompts. ``gamma = 1`` moves the circuit, on average, exactly to its
+emotion-conditioned state; ``gamma = g > 1`` pushes it ``g`` times as far along the same
+difference, i.e. beyond any state the instruction produces. A shift of ``z_h`` or ``H_i`` is a
+fixed vector after the output projection, so the whole modulation is a sum of fixed vectors
+added to a few sublayer outputs (:func:`modulation_vectors`); nothing outside the circuit is
+touched.
 
-**Baselines** on the same neutral prompts and the same judge:
+**Baselines** on the same neutral prompts and the same judges:
 
-* *prompting*: the emotion-conditioned system instruction, no intervention;
+* *prompting*: the emotion-conditioned system instruction, no intervention (no knob, so no
+  tuning);
 * *direction steering*: ``beta * RMS(h) * v_e`` added to ``resid_post`` at a window of layers
   (``v_e`` of each layer), via :func:`lens_emotion.interventions.steering_hooks`;
 * *neutral*: no instruction, no intervention (how often the judge names ``e`` anyway).
 
-Strengths (``gamma``, ``beta``) are chosen on discovery scenarios only, by the same judge,
-from equally long grids (:func:`tune_strength`); the comparison then runs on held-out
-scenarios. Accuracy is the share of replies the judge labels as the target emotion, with
-percentile-bootstrap intervals that resample scenarios. Because a judge also labels a bare
-emotion word (``"anger"``) or a loop (``"sad sad sad"``) as that emotion, replies that are too
-short or repetitive are flagged as degenerate (:func:`is_degenerate`), and a *fluent accuracy*
-counts only non-degenerate replies as successes; strengths are chosen by fluent accuracy.
+**Judging.** Every reply goes through :func:`lens_emotion.judge.score_replies`: the primary
+metric ``judged_masked`` is the share of replies the offline judge labels as the target after
+every emotion word form is masked (:mod:`lens_emotion.lexicon`), so copying the instruction's
+word earns nothing; ``judged_raw`` (unmasked), ``names_emotion`` (share of replies naming their
+target), ``fluency`` (share not degenerate: too short or looping, :func:`is_degenerate`) and a
+second judge of another kind (the unsteered model's own label readout on the masked reply,
+:class:`~lens_emotion.judge.ReadoutJudge`) with Cohen's kappa and a disagreement note are
+reported beside it (:func:`summarise_generations`). Intervals are percentile bootstraps that
+resample scenarios.
+
+**Tuning.** Strengths (``gamma``; ``beta`` x layer window) are chosen on discovery scenarios
+only (:func:`tune_strength`), every method with a grid of the same number of settings, by a
+rule fixed before the run (:func:`select_setting`, e.g. the largest ``judged_masked`` among
+settings whose degenerate share is at most 0.2); the comparison then runs on held-out
+scenarios.
 """
 
 from __future__ import annotations
@@ -40,12 +51,14 @@ from lens_emotion.circuits.ablation import ComponentMeans
 from lens_emotion.circuits.circuit import EmotionCircuit
 from lens_emotion.circuits.directions import EmotionDirections
 from lens_emotion.circuits.errors import CircuitError
-from lens_emotion.circuits.generation import judge_replies, vector_hooks
+from lens_emotion.circuits.generation import vector_hooks
 from lens_emotion.circuits.sev_prompts import SevPrompts
 
 __all__ = [
     "CONTROL_METHODS",
+    "SELECTION_METRICS",
     "ControlResult",
+    "TuningResult",
     "cluster_bootstrap",
     "control_comparison",
     "distinct_bigram_ratio",
@@ -53,7 +66,11 @@ __all__ = [
     "is_degenerate",
     "modulation_hooks",
     "modulation_vectors",
+    "score_generations",
+    "select_setting",
+    "selection_rule_text",
     "steering_baseline_hooks",
+    "summarise_generations",
     "tune_strength",
 ]
 
@@ -72,6 +89,8 @@ def modulation_vectors(
     gamma: float = 1.0,
 ) -> dict[tuple[str, int], Float[Tensor, " d_model"]]:
     """Sublayer-output vectors equivalent to shifting the circuit's components.
+
+    ``gamma = 1`` is the emotion-conditioned state (on average); larger values overshoot it.
 
     Args:
         circuit: The emotion's circuit.
@@ -157,26 +176,6 @@ def is_degenerate(text: str, min_words: int = 5, min_distinct: float = 0.5) -> b
     return len(text.split()) < min_words or distinct_bigram_ratio(text) < min_distinct
 
 
-def _reply_stats(
-    replies: Sequence[str], labels: Sequence[str], emotion: str, min_words: int, min_distinct: float
-) -> list[dict[str, Any]]:
-    out = []
-    for reply, label in zip(replies, labels, strict=True):
-        degenerate = is_degenerate(reply, min_words, min_distinct)
-        out.append(
-            {
-                "reply": reply,
-                "judged": label,
-                "correct": label == emotion,
-                "fluent_correct": label == emotion and not degenerate,
-                "degenerate": degenerate,
-                "n_words": len(reply.split()),
-                "distinct_2": distinct_bigram_ratio(reply),
-            }
-        )
-    return out
-
-
 def cluster_bootstrap(
     values: Sequence[float] | np.ndarray,
     clusters: Sequence[str],
@@ -233,6 +232,153 @@ def _generate(
     )
 
 
+def score_generations(
+    judge: Any,
+    replies: Sequence[str],
+    targets: Sequence[str],
+    extra: Mapping[str, Sequence[Any]] | pd.DataFrame,
+    readout: Any | None = None,
+    min_words: int = 5,
+    min_distinct: float = 0.5,
+) -> pd.DataFrame:
+    """One row per reply, scored by :func:`lens_emotion.judge.score_replies`.
+
+    The primary column is ``correct_masked`` (the judge reads the reply with every emotion
+    word form masked); ``correct_raw``, ``names_emotion``, ``degenerate``/``fluent`` and,
+    with a second judge (``readout``, e.g. :class:`~lens_emotion.judge.ReadoutJudge`),
+    ``readout_label``/``correct_readout`` come with it. ``extra`` columns (method, emotion,
+    skeleton_id, ...) go first.
+    """
+    from lens_emotion.judge import score_replies
+
+    return score_replies(
+        judge,
+        list(replies),
+        list(targets),
+        readout=readout,
+        extra=extra,
+        min_words=min_words,
+        min_distinct=min_distinct,
+    )
+
+
+def summarise_generations(
+    generations: pd.DataFrame,
+    by: Sequence[str],
+    n_boot: int = 2000,
+    seed: int = 0,
+    cluster: str | None = "skeleton_id",
+) -> pd.DataFrame:
+    """Per-group generation metrics, ``judged_masked`` first, with scenario-bootstrap intervals.
+
+    Args:
+        generations: A :func:`score_generations` frame.
+        by: Grouping columns.
+        n_boot: Bootstrap resamples.
+        seed: Seed of the bootstrap.
+        cluster: Column whose values are resampled whole (``None`` or missing: replies).
+
+    Returns:
+        :func:`lens_emotion.judge.summarise_replies`' columns (``n``, ``judged_masked`` with
+        its Wilson interval, ``judged_raw``, ``names_emotion``, ``judged_masked_named`` /
+        ``_unnamed``, ``fluency``, ``fluent_judged_masked``, ``readout``, ``kappa``,
+        ``mcnemar_p``, ``judges_disagree``, ``judges_note``) plus ``ci_low``/``ci_high``
+        (judged_masked) and ``raw_ci_low``/``raw_ci_high`` (judged_raw) from a bootstrap over
+        ``cluster``, and ``degenerate_rate``.
+    """
+    from lens_emotion.judge import summarise_replies
+
+    table = summarise_replies(generations, list(by))
+    keys = list(by)
+    groups = generations.groupby(keys, sort=False, dropna=False) if keys else [((), generations)]
+    extra = []
+    for _, part in groups:
+        clusters = (
+            part[cluster].astype(str).tolist()
+            if cluster and cluster in part
+            else [str(i) for i in range(len(part))]
+        )
+        _, low, high = cluster_bootstrap(
+            part["correct_masked"].astype(float), clusters, n_boot, seed
+        )
+        _, r_low, r_high = cluster_bootstrap(
+            part["correct_raw"].astype(float), clusters, n_boot, seed
+        )
+        extra.append(
+            {
+                "ci_low": low,
+                "ci_high": high,
+                "raw_ci_low": r_low,
+                "raw_ci_high": r_high,
+                "degenerate_rate": float(part["degenerate"].mean()),
+            }
+        )
+    table = pd.concat([table.reset_index(drop=True), pd.DataFrame(extra)], axis=1)
+    first = [*keys, "n", "judged_masked", "ci_low", "ci_high", "judged_raw", "raw_ci_low"]
+    first += ["raw_ci_high", "names_emotion", "fluency", "degenerate_rate", "readout", "kappa"]
+    first += ["judges_disagree", "judges_note"]
+    return table[first + [c for c in table.columns if c not in first]]
+
+
+#: Selection metrics a tuning rule may maximise (columns of :func:`summarise_generations`).
+SELECTION_METRICS: tuple[str, ...] = ("judged_masked", "fluent_judged_masked", "judged_raw")
+
+
+def selection_rule_text(metric: str, max_degenerate: float) -> str:
+    """The selection rule in words (for manifests and outputs)."""
+    return (
+        f"max {metric} accuracy on the discovery tuning prompts among settings whose "
+        f"degenerate share <= {max_degenerate:g} (ties: the earlier setting of the grid, i.e. "
+        "the smaller strength); if no setting qualifies, the one with the smallest "
+        "degenerate share"
+    )
+
+
+def select_setting(
+    table: pd.DataFrame, metric: str = "judged_masked", max_degenerate: float = 0.2
+) -> tuple[pd.Series, str]:
+    """Apply a tuning rule fixed before the run to one method's tuning rows.
+
+    Args:
+        table: Rows of :func:`tune_strength` for one method, in grid order.
+        metric: Column to maximise (:data:`SELECTION_METRICS`).
+        max_degenerate: Largest admissible ``degenerate_rate``.
+
+    Returns:
+        ``(row, note)``: the chosen row and how it was chosen.
+
+    Raises:
+        CircuitError: Unknown metric or an empty table.
+    """
+    if metric not in SELECTION_METRICS:
+        raise CircuitError(f"unknown selection metric {metric!r}; choose from {SELECTION_METRICS}.")
+    if table.empty:
+        raise CircuitError("select_setting() needs at least one tuning row.")
+    table = table.reset_index(drop=True)
+    admissible = table[table.degenerate_rate <= max_degenerate]
+    if admissible.empty:
+        row = table.loc[table.degenerate_rate.idxmin()]
+        return row, (
+            f"no setting had a degenerate share <= {max_degenerate:g}; took the least "
+            f"degenerate ({row.degenerate_rate:.2f})"
+        )
+    row = admissible.loc[admissible[metric].idxmax()]
+    return row, f"rule met ({len(admissible)} of {len(table)} settings admissible)"
+
+
+@dataclass(frozen=True)
+class TuningResult:
+    """Outcome of :func:`tune_strength`.
+
+    Attributes:
+        table: One row per strength: ``strength`` then :func:`summarise_generations` columns.
+        generations: Every reply (strength, emotion, skeleton_id, valence + score columns).
+    """
+
+    table: pd.DataFrame
+    generations: pd.DataFrame
+
+
 def tune_strength(
     model: Any,
     judge: Any,
@@ -245,13 +391,15 @@ def tune_strength(
     seed: int = 0,
     min_words: int = 5,
     min_distinct: float = 0.5,
-) -> pd.DataFrame:
+    readout: Any | None = None,
+    n_boot: int = 2000,
+) -> TuningResult:
     """Judged accuracy of a steering method on (discovery) neutral prompts, per strength.
 
     Args:
         model: An :class:`~lens_emotion.models.EmotionModel`.
-        judge: The offline judge.
-        prompts: Neutral prompts (discovery scenarios).
+        judge: The offline judge (reads masked replies).
+        prompts: Neutral prompts (discovery scenarios only: they choose the strength).
         emotions: Target emotions.
         hooks_for: ``(emotion, strength) -> hooks``.
         grid: Strengths to try.
@@ -260,19 +408,23 @@ def tune_strength(
         seed: Seed.
         min_words: Degenerate-reply threshold (:func:`is_degenerate`).
         min_distinct: Degenerate-reply threshold (:func:`is_degenerate`).
+        readout: Optional second judge (e.g. :class:`~lens_emotion.judge.ReadoutJudge`).
+        n_boot: Bootstrap resamples of the intervals (scenarios resampled).
 
     Returns:
-        One row per strength: ``strength``, ``accuracy`` (judged as the target, over emotions
-        and prompts), ``fluent_accuracy`` (judged as the target and not degenerate),
-        ``degenerate_rate``, ``mean_words``, ``distinct_2``, ``n``.
+        The :class:`TuningResult`.
     """
     if not grid:
         raise CircuitError("tune_strength() needs at least one strength in the grid.")
-    rows = []
+    if any(e is not None for e in prompts.emotion):
+        raise CircuitError(
+            "tune_strength() needs neutral prompts (build them with emotions=[None])."
+        )
+    replies: list[str] = []
+    extra: dict[str, list[Any]] = {"strength": [], "emotion": [], "skeleton_id": [], "valence": []}
     for strength in grid:
-        stats: list[dict[str, Any]] = []
         for emotion in emotions:
-            replies = _generate(
+            out = _generate(
                 model,
                 prompts.prompts,
                 hooks_for(emotion, float(strength)),
@@ -280,21 +432,16 @@ def tune_strength(
                 batch_size,
                 seed,
             )
-            labels = judge_replies(judge, replies)
-            stats += _reply_stats(replies, labels, emotion, min_words, min_distinct)
-        frame = pd.DataFrame(stats)
-        rows.append(
-            {
-                "strength": float(strength),
-                "accuracy": float(frame.correct.mean()),
-                "fluent_accuracy": float(frame.fluent_correct.mean()),
-                "degenerate_rate": float(frame.degenerate.mean()),
-                "mean_words": float(frame.n_words.mean()),
-                "distinct_2": float(frame.distinct_2.mean()),
-                "n": len(frame),
-            }
-        )
-    return pd.DataFrame(rows)
+            replies += out
+            extra["strength"] += [float(strength)] * len(out)
+            extra["emotion"] += [emotion] * len(out)
+            extra["skeleton_id"] += list(prompts.skeleton_id)
+            extra["valence"] += list(prompts.valence)
+    generations = score_generations(
+        judge, replies, extra["emotion"], extra, readout, min_words, min_distinct
+    )
+    table = summarise_generations(generations, ["strength"], n_boot, seed)
+    return TuningResult(table, generations)
 
 
 @dataclass(frozen=True)
@@ -302,14 +449,15 @@ class ControlResult:
     """Outcome of :func:`control_comparison`.
 
     Attributes:
-        table: ``method, emotion, accuracy, ci_low, ci_high`` (share judged as the target),
-            ``fluent_accuracy, fluent_ci_low, fluent_ci_high`` (judged as the target and not
-            degenerate), ``degenerate_rate, mean_words, distinct_2, n``. ``emotion == "all"``
-            pools the emotions; intervals resample scenarios.
-        generations: Every reply: method, emotion (target), skeleton_id, valence, reply,
-            judged, correct, fluent_correct, degenerate, n_words, distinct_2.
+        table: One row per (method, emotion) with :func:`summarise_generations` columns
+            (``judged_masked`` first, the primary metric, with a scenario-bootstrap interval;
+            ``judged_raw``; ``names_emotion``; ``fluency``; ``readout``; ``kappa``;
+            ``judges_note``). ``emotion == "all"`` pools the emotions.
+        generations: Every reply: method, emotion (target), skeleton_id, valence, then the
+            :func:`lens_emotion.judge.score_replies` columns.
         differences: Paired differences of the pooled accuracies between methods (scenario
-            bootstrap): ``metric, a, b, difference, ci_low, ci_high``.
+            bootstrap): ``metric`` (``judged_masked``, ``judged_raw``,
+            ``fluent_judged_masked``), ``a, b, difference, ci_low, ci_high``.
     """
 
     table: pd.DataFrame
@@ -330,12 +478,13 @@ def control_comparison(
     n_boot: int = 2000,
     min_words: int = 5,
     min_distinct: float = 0.5,
+    readout: Any | None = None,
 ) -> ControlResult:
     """Generate and judge replies for every method and target emotion.
 
     Args:
         model: An :class:`~lens_emotion.models.EmotionModel`.
-        judge: The offline judge (SEV labels).
+        judge: The offline judge (SEV labels; reads masked replies).
         neutral: Neutral prompts of the held-out items.
         conditioned: The same items with every emotion instruction (for *prompting*).
         method_hooks: ``{method: {emotion: hooks}}`` applied to the neutral prompts (e.g.
@@ -347,27 +496,22 @@ def control_comparison(
         n_boot: Bootstrap resamples.
         min_words: Degenerate-reply threshold (:func:`is_degenerate`).
         min_distinct: Degenerate-reply threshold (:func:`is_degenerate`).
+        readout: Optional second judge (e.g. :class:`~lens_emotion.judge.ReadoutJudge`).
 
     Returns:
         The :class:`ControlResult`.
     """
     if any(e is not None for e in neutral.emotion):
         raise CircuitError("`neutral` must hold neutral prompts (build them with emotions=[None]).")
-    records: list[dict[str, Any]] = []
+    replies: list[str] = []
+    extra: dict[str, list[Any]] = {"method": [], "emotion": [], "skeleton_id": [], "valence": []}
 
-    def add(method: str, emotion: str, items: SevPrompts, replies: list[str]) -> None:
-        labels = judge_replies(judge, replies)
-        stats = _reply_stats(replies, labels, emotion, min_words, min_distinct)
-        for i, row in enumerate(stats):
-            records.append(
-                {
-                    "method": method,
-                    "emotion": emotion,
-                    "skeleton_id": items.skeleton_id[i],
-                    "valence": items.valence[i],
-                    **row,
-                }
-            )
+    def add(method: str, emotion: str, items: SevPrompts, out: list[str]) -> None:
+        replies.extend(out)
+        extra["method"] += [method] * len(out)
+        extra["emotion"] += [emotion] * len(out)
+        extra["skeleton_id"] += list(items.skeleton_id)
+        extra["valence"] += list(items.valence)
 
     plain = _generate(model, neutral.prompts, [], max_new_tokens, batch_size, seed)
     for emotion in emotions:
@@ -384,41 +528,31 @@ def control_comparison(
         for emotion in emotions:
             if emotion not in per_emotion:
                 raise CircuitError(f"method {method!r} has no hooks for {emotion!r}.")
-            replies = _generate(
+            out = _generate(
                 model, neutral.prompts, per_emotion[emotion], max_new_tokens, batch_size, seed
             )
-            add(method, emotion, neutral, replies)
-    generations = pd.DataFrame(records)
-    rows = []
-    for method, block in generations.groupby("method", sort=False):
-        for emotion, part in [*block.groupby("emotion", sort=False), ("all", block)]:
-            mean, low, high = cluster_bootstrap(
-                part["correct"].astype(float), part["skeleton_id"], n_boot, seed
-            )
-            f_mean, f_low, f_high = cluster_bootstrap(
-                part["fluent_correct"].astype(float), part["skeleton_id"], n_boot, seed
-            )
-            rows.append(
-                {
-                    "method": method,
-                    "emotion": emotion,
-                    "accuracy": mean,
-                    "ci_low": low,
-                    "ci_high": high,
-                    "fluent_accuracy": f_mean,
-                    "fluent_ci_low": f_low,
-                    "fluent_ci_high": f_high,
-                    "degenerate_rate": float(part["degenerate"].mean()),
-                    "mean_words": float(part["n_words"].mean()),
-                    "distinct_2": float(part["distinct_2"].mean()),
-                    "n": len(part),
-                }
-            )
-    table = pd.DataFrame(rows)
+            add(method, emotion, neutral, out)
+    generations = score_generations(
+        judge, replies, extra["emotion"], extra, readout, min_words, min_distinct
+    )
+    per_emotion_table = summarise_generations(generations, ["method", "emotion"], n_boot, seed)
+    pooled = summarise_generations(generations, ["method"], n_boot, seed)
+    pooled.insert(1, "emotion", "all")
+    table = pd.concat([per_emotion_table, pooled], ignore_index=True)
+    order = {m: i for i, m in enumerate(dict.fromkeys(generations["method"]))}
+    table = table.sort_values(
+        ["method", "emotion"],
+        key=lambda col: col.map(order) if col.name == "method" else col.eq("all"),
+        kind="stable",
+    ).reset_index(drop=True)
     differences = pd.concat(
         [
             _paired_differences(generations, column, n_boot, seed).assign(metric=metric)
-            for metric, column in (("accuracy", "correct"), ("fluent_accuracy", "fluent_correct"))
+            for metric, column in (
+                ("judged_masked", "correct_masked"),
+                ("judged_raw", "correct_raw"),
+                ("fluent_judged_masked", "fluent_correct_masked"),
+            )
         ],
         ignore_index=True,
     )
@@ -430,7 +564,12 @@ def _paired_differences(
     generations: pd.DataFrame, column: str, n_boot: int, seed: int
 ) -> pd.DataFrame:
     """Pooled accuracy differences between methods, resampling scenarios (paired)."""
-    per = generations.groupby(["method", "skeleton_id"])[column].agg(["sum", "size"]).unstack(0)
+    per = (
+        generations.assign(_v=generations[column].astype(float))
+        .groupby(["method", "skeleton_id"])["_v"]
+        .agg(["sum", "size"])
+        .unstack(0)
+    )
     methods = list(dict.fromkeys(generations["method"]))
     scenarios = per.index.to_numpy()
     rng = np.random.default_rng([seed, 99])

@@ -5,11 +5,16 @@ template: the scenario text is the user turn, and the system turn either asks fo
 (**emotion-conditioned**: ``"Always reply in {emotion}. Keep the reply to at most two
 sentences."``) or only for brevity (**neutral**: ``"Keep the reply to at most two
 sentences."``). The two system turns differ only by the emotion instruction, so activations of
-the two kinds of prompt are directly comparable. The prompt ends with the assistant header, so
-its last token is where the model starts to reply; all analyses read that position.
+the two kinds of prompt are directly comparable. A third kind, **described**
+(``instruction="described"``), asks for the emotion by describing it (``"Always reply like
+someone whose blood is boiling ..."``, :data:`DESCRIBED_EMOTIONS`) without any word form of any
+emotion name (:mod:`lens_emotion.lexicon`; tested): a direction that only encodes the
+instruction's emotion *word* cannot classify these prompts. The prompt ends with the assistant
+header, so its last token is where the model starts to reply; all analyses read that position.
 
 Scenarios are split by ``skeleton_id`` (one id per SEV line, i.e. per scenario with its three
-valence events) with a seed, so a scenario never lands in both parts.
+valence events) with a seed, so a scenario never lands in both parts; or two SEV-format files
+are used, one for discovery and one for evaluation (:func:`split_files`).
 """
 
 from __future__ import annotations
@@ -25,13 +30,18 @@ from lens_emotion.circuits.errors import CircuitError
 from lens_emotion.data import SEV_EMOTIONS, EmotionDataset
 
 __all__ = [
+    "DESCRIBED_EMOTIONS",
+    "DESCRIBED_SYSTEM",
     "EMOTION_SYSTEM",
+    "INSTRUCTION_STYLES",
     "NEUTRAL_SYSTEM",
     "SevPrompts",
     "build_sev_prompts",
     "one_valence_per_scenario",
     "render_sev_prompt",
+    "split_files",
     "split_scenarios",
+    "system_turn",
 ]
 
 #: System turn of emotion-conditioned prompts (Wang et al. 2025's instruction).
@@ -40,14 +50,57 @@ EMOTION_SYSTEM = "Always reply in {emotion}. Keep the reply to at most two sente
 #: System turn of neutral prompts: the same, without the emotion instruction.
 NEUTRAL_SYSTEM = "Keep the reply to at most two sentences."
 
+#: System turn of *described* prompts: the emotion is described, never named.
+DESCRIBED_SYSTEM = (
+    "Always reply like someone {description}. Keep the reply to at most two sentences."
+)
 
-def render_sev_prompt(tokenizer: Any, text: str, emotion: str | None) -> str:
+#: Descriptions of the six SEV emotions that contain no word form of any emotion name of the
+#: lexicon (crowd-enVENT or SEV; checked by a test), so only the meaning can carry the emotion.
+DESCRIBED_EMOTIONS: dict[str, str] = {
+    "anger": "whose blood is boiling after being treated unfairly, who wants to shout and lash out",
+    "sadness": "with a heavy heart, close to tears, who feels something precious is lost for good",
+    "happiness": "who is smiling from ear to ear because everything is going wonderfully well",
+    "fear": "whose heart is pounding, who senses danger close by and wants to run and hide",
+    "surprise": "caught completely off guard by something they never saw coming, eyes wide open",
+    "disgust": "who feels sick to their stomach at something foul and wants to spit it out",
+}
+
+#: Ways of asking for an emotion: by its name (Wang et al.'s instruction) or by a description.
+INSTRUCTION_STYLES: tuple[str, ...] = ("named", "described")
+
+
+def system_turn(emotion: str | None, instruction: str = "named") -> str:
+    """The system turn asking for ``emotion`` (``None``: the neutral system turn).
+
+    Raises:
+        CircuitError: Unknown instruction style, or no description for the emotion.
+    """
+    if instruction not in INSTRUCTION_STYLES:
+        raise CircuitError(f"instruction must be one of {INSTRUCTION_STYLES}, not {instruction!r}.")
+    if emotion is None:
+        return NEUTRAL_SYSTEM
+    if instruction == "named":
+        return EMOTION_SYSTEM.format(emotion=emotion)
+    if emotion not in DESCRIBED_EMOTIONS:
+        raise CircuitError(
+            f"no description of {emotion!r}; described instructions exist for "
+            f"{tuple(DESCRIBED_EMOTIONS)}."
+        )
+    return DESCRIBED_SYSTEM.format(description=DESCRIBED_EMOTIONS[emotion])
+
+
+def render_sev_prompt(
+    tokenizer: Any, text: str, emotion: str | None, instruction: str = "named"
+) -> str:
     """Render one SEV item as a chat prompt that ends with the assistant header.
 
     Args:
         tokenizer: A tokenizer with a chat template.
         text: The scenario + event text.
         emotion: The emotion to ask for, or ``None`` for a neutral prompt.
+        instruction: ``"named"`` (:data:`EMOTION_SYSTEM`) or ``"described"``
+            (:data:`DESCRIBED_SYSTEM`).
 
     Returns:
         The prompt string (special tokens already in it; tokenize without adding more).
@@ -60,7 +113,7 @@ def render_sev_prompt(tokenizer: Any, text: str, emotion: str | None) -> str:
             "SEV prompts need an instruct model with a chat template; this tokenizer has none. "
             "Use an instruct model such as smollm2-135m-instruct."
         )
-    system = NEUTRAL_SYSTEM if emotion is None else EMOTION_SYSTEM.format(emotion=emotion)
+    system = system_turn(emotion, instruction)
     messages = [{"role": "system", "content": system}, {"role": "user", "content": text.strip()}]
     return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
 
@@ -145,6 +198,7 @@ def build_sev_prompts(
     model: Any,
     dataset: EmotionDataset,
     emotions: Sequence[str | None] = SEV_EMOTIONS,
+    instruction: str = "named",
 ) -> SevPrompts:
     """Cross SEV items with emotions and render them as tokenized chat prompts.
 
@@ -153,6 +207,7 @@ def build_sev_prompts(
         dataset: SEV items from :func:`lens_emotion.data.load_sev` (not crossed).
         emotions: Emotions to ask for; ``None`` in the list adds the neutral prompt. Pass
             ``[None]`` for neutral prompts only.
+        instruction: ``"named"`` or ``"described"`` (see :func:`system_turn`).
 
     Returns:
         The prompts, ordered by item, then by ``emotions``.
@@ -168,7 +223,7 @@ def build_sev_prompts(
     rows: dict[str, list[Any]] = {f: [] for f in _FIELDS if f != "token_ids"}
     for i, text in enumerate(dataset.texts):
         for emotion in emotions:
-            rows["prompts"].append(render_sev_prompt(model.tokenizer, text, emotion))
+            rows["prompts"].append(render_sev_prompt(model.tokenizer, text, emotion, instruction))
             rows["emotion"].append(emotion)
             rows["skeleton_id"].append(str(meta["skeleton_id"].iloc[i]))
             rows["valence"].append(str(meta["valence"].iloc[i]))
@@ -224,6 +279,46 @@ def split_scenarios(
     """
     _check_sev(dataset)
     discovery, evaluation = dataset.split(test_size=eval_fraction, seed=seed, groups="skeleton_id")
+    return (
+        _scenario_subset(discovery, n_discovery, seed + 1),
+        _scenario_subset(evaluation, n_evaluation, seed + 2),
+    )
+
+
+def split_files(
+    discovery: EmotionDataset,
+    evaluation: EmotionDataset,
+    seed: int = 0,
+    n_discovery: int | None = None,
+    n_evaluation: int | None = None,
+) -> tuple[EmotionDataset, EmotionDataset]:
+    """Discover on one SEV-format file and evaluate on another (external validation).
+
+    Every scenario of ``discovery`` may be used for discovery and every scenario of
+    ``evaluation`` for evaluation; ``n_discovery``/``n_evaluation`` draw (seeded, as in
+    :func:`split_scenarios`) that many scenarios from each.
+
+    Args:
+        discovery: SEV items to discover on.
+        evaluation: SEV items to evaluate on.
+        seed: Seed of the subsets.
+        n_discovery: Keep this many discovery scenarios (``None``: all).
+        n_evaluation: Keep this many evaluation scenarios (``None``: all).
+
+    Returns:
+        ``(discovery, evaluation)``.
+
+    Raises:
+        CircuitError: Missing SEV metadata, or a scenario text found in both files.
+    """
+    _check_sev(discovery)
+    _check_sev(evaluation)
+    shared = set(discovery.texts) & set(evaluation.texts)
+    if shared:
+        raise CircuitError(
+            f"{len(shared)} scenario text(s) are in both the discovery and the evaluation file "
+            f"(e.g. {sorted(shared)[0][:60]!r}); pass an evaluation file without them."
+        )
     return (
         _scenario_subset(discovery, n_discovery, seed + 1),
         _scenario_subset(evaluation, n_evaluation, seed + 2),

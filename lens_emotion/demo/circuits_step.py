@@ -58,8 +58,9 @@ def circuits_step(
         table = outputs.control
         overall = table[table.emotion == "all"] if "all" in set(table.emotion) else table
         for row in overall.itertuples():
-            metrics[f"expression accuracy: {row.method} ({row.emotion})"] = (
-                f"{row.accuracy:.3f} [{row.ci_low:.3f}, {row.ci_high:.3f}]"
+            metrics[f"judged as target, emotion words masked: {row.method} ({row.emotion})"] = (
+                f"{row.judged_masked:.3f} [{row.ci_low:.3f}, {row.ci_high:.3f}]; "
+                f"names the emotion {row.names_emotion:.2f}; {row.judges_note}"
             )
         summary["control"] = overall.to_dict(orient="records")
     names = list(outputs.figures)

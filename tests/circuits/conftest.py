@@ -58,3 +58,63 @@ def circ(smollm2, sev_items):
         scores=scores,
         means=means,
     )
+
+
+class FakeJudge:
+    """A deterministic stand-in for the offline judge (SEV labels): label by text length."""
+
+    label_set = "sev"
+    mask_token = "[MASK]"
+
+    def __init__(self):
+        from lens_emotion.data import SEV_EMOTIONS
+
+        self.labels = SEV_EMOTIONS
+
+    def predict(self, texts, **kwargs):
+        return [self.labels[len(t) % len(self.labels)] for t in texts]
+
+    def describe(self):
+        return {"kind": "fake judge for tests"}
+
+
+@pytest.fixture
+def fake_judge():
+    return FakeJudge()
+
+
+@pytest.fixture(scope="session")
+def sev_sample():
+    from lens_emotion.data import load_sev_sample
+
+    return load_sev_sample()
+
+
+def tiny_settings(**changes):
+    """Small run settings that fit the 2-layer tiny model."""
+    from lens_emotion.circuits.workflow import CircuitSettings
+
+    base = {
+        "n_scenarios": 3,
+        "n_eval_scenarios": 2,
+        "n_ablation_prompts": 2,
+        "max_k_heads": 4,
+        "max_k_neurons": 8,
+        "n_random": 2,
+        "check_prompts": 1,
+        "check_layers": (0, 1),
+        "total_effect_heads": 0,
+        "total_effect_neurons": 4,
+        "circuit_heads": 3,
+        "circuit_neurons": 5,
+        "gen_ablation_prompts": 2,
+        "gen_ablation_k": {"head": 2, "neuron": 4},
+        "n_tune_scenarios": 2,
+        "gamma_grid": (1.0, 4.0),
+        "beta_grid": (2.0, 8.0),
+        "steer_windows": ((0,), (1,)),
+        "max_new_tokens": 4,
+        "n_boot": 50,
+        "readout_judge": False,
+    }
+    return CircuitSettings(**{**base, **changes})
