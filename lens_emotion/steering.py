@@ -41,6 +41,17 @@ readout) and :func:`generation_sweep` (outcome 2: free generation, judged by an 
 classifier) evaluate every :class:`SteeringCondition` and return a :class:`SweepOutcome`,
 whose :meth:`SweepOutcome.table` gives per-emotion proportions with bootstrap CIs next to the
 random-direction control.
+
+**Judging generations.** Every reply is scored by :func:`lens_emotion.judge.score_replies`:
+the judge reads it with every emotion word form masked (``judged_masked``, the primary
+metric: the generation ``proportion`` of an emotion is the share of replies the judge labels
+with it after masking) and unmasked (``judged_raw``); ``names_emotion`` is the share of
+replies that contain the emotion's own word forms, ``fluency`` the share that are not
+degenerate, and with a second judge (``readout=``, e.g.
+:class:`lens_emotion.judge.ReadoutJudge`: the unsteered model's own label readout of the
+masked reply) ``readout`` is that judge's share, ``kappa`` Cohen's kappa between the two
+judges' labels and ``judges_note`` says where they disagree
+(:func:`lens_emotion.judge.summarise_replies`).
 """
 
 from __future__ import annotations
@@ -68,6 +79,7 @@ __all__ = [
     "GENERATION_INSTRUCTION",
     "GENERATION_PREFIX",
     "PROMOTION_COLUMNS",
+    "GENERATION_COLUMNS",
     "STEERING_COLUMNS",
     "AppraisalCombo",
     "PromotionResult",
@@ -100,6 +112,21 @@ STEERING_COLUMNS: tuple[str, ...] = (
     "ci_low",
     "ci_high",
     "control",
+)
+
+#: Columns of :meth:`SweepOutcome.table` for a generation sweep (``steering.csv``):
+#: :data:`STEERING_COLUMNS` (``proportion`` is the masked judge's share, the primary metric)
+#: followed by the other judge readings of :func:`lens_emotion.judge.summarise_replies`.
+GENERATION_COLUMNS: tuple[str, ...] = STEERING_COLUMNS + (
+    "n",
+    "judged_raw",
+    "names_emotion",
+    "fluency",
+    "readout",
+    "kappa",
+    "mcnemar_p",
+    "judges_disagree",
+    "judges_note",
 )
 
 CLEAN = "clean"
@@ -526,6 +553,9 @@ class SweepOutcome:
         label_names: Emotion labels (columns of ``values``).
         texts: For generation, the generated continuations ``(n_conditions, n_texts)``.
         ids: Dataset ids of the texts.
+        replies: For generation, the :func:`lens_emotion.judge.score_replies` frame of every
+            reply (``condition``, ``text_index`` first), masked and raw judge labels and, with
+            a second judge, its labels.
     """
 
     outcome: str
@@ -534,6 +564,7 @@ class SweepOutcome:
     label_names: tuple[str, ...]
     texts: tuple[tuple[str, ...], ...] | None = field(default=None, repr=False)
     ids: tuple[str, ...] = ()
+    replies: pd.DataFrame | None = field(default=None, repr=False)
 
     @property
     def frame(self) -> pd.DataFrame:
@@ -589,16 +620,59 @@ class SweepOutcome:
         """Whether random-direction controls were run."""
         return any(c.control for c in self.conditions)
 
+    def reply_summary(self) -> pd.DataFrame | None:
+        """Judge readings per (group, emotion) of a generation sweep (``None`` without replies).
+
+        Groups are ``("clean", -1, 0.0)``, each steered ``(combo, layer, beta)`` and
+        ``("random", layer, beta)`` pooling the random directions of a cell. For emotion ``e``
+        the rows of :func:`lens_emotion.judge.summarise_replies` are read with ``e`` as the
+        target: ``judged_masked`` is the share of replies the masked judge labels ``e``,
+        ``judged_raw`` the unmasked share, ``names_emotion`` the share naming ``e``,
+        ``readout`` the second judge's share; ``kappa`` (all labels) is the same for every
+        ``e`` of a group.
+        """
+        if self.replies is None:
+            return None
+        from lens_emotion.judge import summarise_replies
+        from lens_emotion.lexicon import emotion_pattern
+
+        base = self.replies.copy()
+        groups = []
+        for k in base["condition"]:
+            c = self.conditions[int(k)]
+            groups.append((c.combo if not c.control else "random", c.layer, c.beta))
+        base["group_combo"] = [g[0] for g in groups]
+        base["group_layer"] = [g[1] for g in groups]
+        base["group_beta"] = [g[2] for g in groups]
+        has_readout = "readout_label" in base.columns
+        parts = []
+        for emotion in self.label_names:
+            pattern = emotion_pattern(emotion)
+            part = base.assign(
+                emotion=emotion,
+                target=emotion,
+                correct_masked=base["judged_masked"] == emotion,
+                correct_raw=base["judged_raw"] == emotion,
+                names_emotion=[pattern.search(r) is not None for r in base["reply"]],
+            )
+            if has_readout:
+                part["correct_readout"] = base["readout_label"] == emotion
+            parts.append(part)
+        frame = pd.concat(parts, ignore_index=True)
+        return summarise_replies(frame, ["group_combo", "group_layer", "group_beta", "emotion"])
+
     def table(self, n_boot: int = 1000, seed: int = 0) -> pd.DataFrame:
         """Proportion of each emotion per combo, layer and beta, with bootstrap CIs.
 
-        For generation the proportion is the share of texts judged as that emotion; for the
-        readout it is the mean probability the readout gives it. Control rows
-        (``control=True``) pool the random directions of the same layer and beta; their CI
-        resamples texts (all seeds of a text together). Beta 0 rows are the clean run.
+        For generation the proportion is the share of texts the judge labels as that emotion
+        after masking every emotion word (``judged_masked``); for the readout it is the mean
+        probability the readout gives it. Control rows (``control=True``) pool the random
+        directions of the same layer and beta; their CI resamples texts (all seeds of a text
+        together). Beta 0 rows are the clean run.
 
         Returns:
-            Columns :data:`STEERING_COLUMNS`.
+            Columns :data:`STEERING_COLUMNS`; for a generation sweep with replies,
+            :data:`GENERATION_COLUMNS` (see :meth:`reply_summary`).
         """
         records = []
         controls = [False, True] if self.has_controls() else [False]
@@ -621,7 +695,28 @@ class SweepOutcome:
                                     "control": bool(control),
                                 }
                             )
-        return pd.DataFrame(records, columns=list(STEERING_COLUMNS))
+        table = pd.DataFrame(records, columns=list(STEERING_COLUMNS))
+        summary = self.reply_summary()
+        if summary is None:
+            return table
+        keys = pd.DataFrame(
+            {
+                "group_combo": np.where(
+                    table["beta"] == 0.0,
+                    CLEAN,
+                    np.where(table["control"], "random", table["appraisal_combo"]),
+                ),
+                "group_layer": np.where(table["beta"] == 0.0, -1, table["layer"]),
+                "group_beta": table["beta"],
+                "emotion": table["emotion"],
+            }
+        )
+        extra = [c for c in GENERATION_COLUMNS if c not in STEERING_COLUMNS]
+        summary = summary.reindex(columns=[*keys.columns, *extra])
+        merged = keys.merge(summary, on=list(keys.columns), how="left")
+        for col in extra:
+            table[col] = merged[col].to_numpy()
+        return table[list(GENERATION_COLUMNS)]
 
     def transitions(self, combo: str, layer: int, beta: float) -> pd.DataFrame:
         """Clean vs steered argmax label per text (for Sankey diagrams)."""
@@ -734,6 +829,7 @@ def generation_sweep(
     prefix: str = GENERATION_PREFIX,
     ids: Sequence[str] = (),
     progress: bool = True,
+    readout: Any | None = None,
 ) -> SweepOutcome:
     """Outcome 2: steered free generation, each continuation classified by ``judge``.
 
@@ -741,8 +837,10 @@ def generation_sweep(
         model: An :class:`~lens_emotion.models.EmotionModel`.
         texts: Event descriptions.
         conditions: From :func:`build_conditions`.
-        judge: An independent classifier with ``.labels`` and ``.predict_proba(texts)``
-            (:func:`lens_emotion.judge.load_judge`).
+        judge: An independent classifier usable by :func:`lens_emotion.judge.score_replies`
+            (``.labels``, ``.predict(texts, batch_size=, progress=, mask=)``), e.g.
+            :func:`lens_emotion.judge.load_judge`. It reads every reply masked (the primary
+            label) and raw.
         site: Hooked site.
         scale: ``"none"`` or ``"rms"``.
         positions: ``"all"`` (every position, generated tokens included) or ``"last"``.
@@ -753,16 +851,22 @@ def generation_sweep(
         prefix: Start of the answer; the judge classifies ``prefix + continuation``.
         ids: Dataset ids of the texts.
         progress: Show a progress bar.
+        readout: Optional second judge with ``.predict(texts)`` (e.g.
+            :class:`lens_emotion.judge.ReadoutJudge` on the *unsteered* model); it reads the
+            masked replies after all generation is done.
 
     Returns:
-        A :class:`SweepOutcome` with ``outcome="generation"``, one-hot judged labels as values
-        and the continuations in ``texts``.
+        A :class:`SweepOutcome` with ``outcome="generation"``, one-hot masked-judge labels as
+        values, the continuations in ``texts`` and every reply's scores in ``replies``.
     """
+    from lens_emotion.judge import score_replies
+
     prompts, special = generation_prompts(model, texts, instruction, prefix)
     labels = tuple(judge.labels)
     values = np.zeros((len(conditions), len(texts), len(labels)))
     generated: list[tuple[str, ...]] = []
-    for k, cond in enumerate(tqdm(conditions, desc="steered generation", disable=not progress)):
+    replies: list[str] = []
+    for cond in tqdm(conditions, desc="steered generation", disable=not progress):
         outs = generate_with_hooks(
             model,
             prompts,
@@ -773,10 +877,34 @@ def generation_sweep(
             progress=False,
             add_special_tokens=special,
         )
-        full = [f"{prefix}{o}".strip() or prefix for o in outs]
-        proba = np.asarray(judge.predict_proba(full))
-        values[k, np.arange(len(texts)), proba.argmax(axis=1)] = 1.0
+        replies += [f"{prefix}{o}".strip() or prefix for o in outs]
         generated.append(tuple(outs))
+    n = len(texts)
+    extra = {
+        "condition": np.repeat(np.arange(len(conditions)), n),
+        "text_index": np.tile(np.arange(n), len(conditions)),
+    }
+    frame = score_replies(
+        judge, replies, [labels[0]] * len(replies), readout=readout, extra=extra, progress=progress
+    )
+    index = {lab: j for j, lab in enumerate(labels)}
+    for row, label in enumerate(frame["judged_masked"]):
+        if label in index:  # empty replies are labelled NO_REPLY and stay all-zero
+            values[row // n, row % n, index[label]] = 1.0
+    scores = frame.drop(
+        columns=[
+            c
+            for c in (
+                "target",
+                "correct_masked",
+                "correct_raw",
+                "names_emotion",
+                "fluent_correct_masked",
+                "correct_readout",
+            )
+            if c in frame.columns
+        ]
+    )
     return SweepOutcome(
         outcome="generation",
         conditions=tuple(conditions),
@@ -784,6 +912,7 @@ def generation_sweep(
         label_names=labels,
         texts=tuple(generated),
         ids=tuple(ids),
+        replies=scores,
     )
 
 

@@ -20,7 +20,7 @@ __all__ = ["sankey_figure", "stacked_bars_figure"]
 
 _OUTCOME_AXIS = {
     "readout": "mean readout probability",
-    "generation": "share of generations (judge)",
+    "generation": "share of generations (judge, emotion words masked)",
 }
 
 

@@ -4,14 +4,18 @@
 
 * ``steering.csv``: outcome 2 (steered free generation, judged by the offline judge) per
   appraisal combo, layer, beta and emotion, with bootstrap CIs, beside the random-direction
-  control (columns :data:`lens_emotion.steering.STEERING_COLUMNS`); if generation is switched
-  off it holds the readout instead;
+  control (columns :data:`lens_emotion.steering.GENERATION_COLUMNS`: ``proportion`` is the
+  share the judge gives the emotion with every emotion word masked, the primary metric, then
+  the unmasked share ``judged_raw``, ``names_emotion``, ``fluency`` and the second judge's
+  ``readout`` share with Cohen's ``kappa`` and a disagreement note); if generation is
+  switched off it holds the readout instead (:data:`lens_emotion.steering.STEERING_COLUMNS`);
 * ``readout.csv``: outcome 1 (mean readout probability of each emotion), same columns;
 * ``theory_checks.csv`` and ``theory_summary.csv``: the appraisal-theory predictions
   (:mod:`lens_emotion.theory`) at every swept layer and beta, with each cell's p-value, its
   Holm-adjusted p-value and the prediction's corrected verdict (or the verdict at the cell
   fixed before the run, ``theory_cell``);
-* ``generations.jsonl``: every steered continuation with its judged emotion;
+* ``generations.jsonl``: every steered continuation with its masked and raw judged emotion
+  (and the second judge's label);
 * ``promotion.csv`` (if emotions are promoted), ``directions.json`` (norms, probe R²,
   orthogonality of the unique-effect vectors), ``figures/`` (stacked bars, Sankey diagrams)
   and ``manifest.json``.
@@ -148,11 +152,12 @@ def _direction_report(
 
 def _generations_jsonl(sweep: SweepOutcome, texts: Sequence[str]) -> str:
     lines = []
-    labels = np.asarray(sweep.label_names)
+    assert sweep.texts is not None and sweep.replies is not None
+    scores = sweep.replies.set_index(["condition", "text_index"])
+    has_readout = "readout_label" in scores.columns
     for k, cond in enumerate(sweep.conditions):
-        judged = labels[sweep.values[k].argmax(-1)]
-        assert sweep.texts is not None
         for i, gen in enumerate(sweep.texts[k]):
+            row = scores.loc[(k, i)]
             lines.append(
                 json.dumps(
                     {
@@ -166,7 +171,11 @@ def _generations_jsonl(sweep: SweepOutcome, texts: Sequence[str]) -> str:
                         "id": sweep.ids[i] if sweep.ids else str(i),
                         "event": texts[i],
                         "generation": gen,
-                        "judged": str(judged[i]),
+                        "judged": str(row["judged_masked"]),
+                        "judged_raw": str(row["judged_raw"]),
+                        "readout_label": str(row["readout_label"]) if has_readout else None,
+                        "names_any_emotion": bool(row["names_any_emotion"]),
+                        "degenerate": bool(row["degenerate"]),
                     },
                     ensure_ascii=False,
                 )
@@ -202,6 +211,7 @@ def run_steering(
     generate: bool = True,
     judge: Any | None = None,
     judge_data_path: str | Path | None = None,
+    second_judge: Any | bool = True,
     max_new_tokens: int = 24,
     promote: Sequence[str] = (),
     promote_betas: Sequence[float] = (1.0,),
@@ -250,6 +260,10 @@ def run_steering(
         generate: Run outcome 2.
         judge: An emotion judge; default :func:`lens_emotion.judge.load_judge` (crowd-enVENT).
         judge_data_path: crowd-enVENT file the default judge trains on.
+        second_judge: A second judge of another kind for the generations (``.predict``);
+            ``True`` (default): :class:`lens_emotion.judge.ReadoutJudge`, the unsteered
+            model's own label readout of the masked reply under the inference template;
+            ``False``: none (no ``readout``/``kappa`` columns).
         max_new_tokens: Tokens per continuation.
         promote: Emotions for Tak et al.'s emotion promotion (readout outcome).
         promote_betas: Multiples of ``w_e`` for promotion.
@@ -400,6 +414,21 @@ def run_steering(
                 "crowd-envent", data_path=judge_data_path, seed=seed, progress=progress
             )
         judge_info = judge.describe()
+        readout_judge = None
+        if second_judge is True:
+            from lens_emotion.judge import ReadoutJudge
+
+            readout_judge = ReadoutJudge(
+                model, labels=tuple(judge.labels), template=tmpl, batch_size=batch_size
+            )
+        elif second_judge is not False and second_judge is not None:
+            readout_judge = second_judge
+        if readout_judge is not None:
+            describe = getattr(readout_judge, "describe", None)
+            judge_info = {
+                **judge_info,
+                "second_judge": describe() if callable(describe) else type(readout_judge).__name__,
+            }
         gen_names = list(all_combos) if theory_generation else user
         gen_vectors = {k: vectors[k] for k in gen_names}
         gen_conditions = build_conditions(
@@ -426,6 +455,7 @@ def run_steering(
             seed,
             ids=gen_rows.ids,
             progress=progress,
+            readout=readout_judge,
         )
         timings["generation_sweep_s"] = round(time.perf_counter() - t0, 2)
     steering_table = generation.table(n_boot, seed) if generation is not None else readout_table

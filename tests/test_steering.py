@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from lens_emotion.steering import (
+    GENERATION_COLUMNS,
     STEERING_COLUMNS,
     AppraisalCombo,
     SteeringCondition,
@@ -196,14 +197,71 @@ class _Judge:
     in tests/test_steering_workflow.py on SmolLM2 output)."""
 
     labels = ("joy", "sadness", "anger")
+    label_set = "test"
+    mask_token = "[MASK]"
 
-    def predict_proba(self, texts):
-        out = np.full((len(texts), 3), 0.1)
-        out[np.arange(len(texts)), [len(t) % 3 for t in texts]] = 0.8
-        return out
+    def predict(self, texts, batch_size=16, progress=False, mask=True):
+        return [self.labels[len(t) % 3] for t in texts]
 
     def describe(self):
         return {"kind": "length judge", "validation": {}}
+
+
+class _WordJudge(_Judge):
+    """Reads 'joy' wherever an emotion word is visible; the mask hides it."""
+
+    def predict(self, texts, batch_size=16, progress=False, mask=True):
+        from lens_emotion.lexicon import mask_emotion_words, names_emotion
+
+        seen = [mask_emotion_words(t) if mask else t for t in texts]
+        return ["joy" if names_emotion(t, "joy") else "sadness" for t in seen]
+
+
+class _EchoReadout:
+    """A second judge that gives the masked judge's label to every other reply."""
+
+    def predict(self, texts):
+        return ["sadness" if i % 2 == 0 else "anger" for i in range(len(texts))]
+
+
+def test_generation_tables_report_masked_raw_named_fluency_and_kappa(monkeypatch):
+    import lens_emotion.steering as steering_mod
+
+    replies = {0: " so much joy, I was happy and glad it all worked out", 1: " fine"}
+
+    def fake_generate(model, prompts, hooks, **kwargs):
+        # clean: plain replies; steered / control: one names joy, one is degenerate
+        return [
+            replies[i % 2] if hooks else " calm and quiet all evening long"
+            for i in range(len(prompts))
+        ]
+
+    monkeypatch.setattr(steering_mod, "generate_with_hooks", fake_generate)
+    monkeypatch.setattr(steering_mod, "steering_hooks", lambda *a, **k: [("hook", None)])
+    monkeypatch.setattr(steering_mod, "generation_prompts", lambda m, t, i, p: (list(t), False))
+    conds = build_conditions({"+p": {0: np.ones(4)}}, [0], [0, 1], n_controls=2)
+    sweep = generation_sweep(
+        None, ["a", "b", "c", "d"], conds, _WordJudge(), progress=False, readout=_EchoReadout()
+    )
+    assert sweep.replies is not None and len(sweep.replies) == len(conds) * 4
+    full = sweep.table(n_boot=100)
+    assert tuple(full.columns) == GENERATION_COLUMNS
+    table = full.set_index(["beta", "control", "emotion"])
+    joy = table.loc[(1.0, False, "joy")]
+    assert joy["proportion"] == 0.0  # the masked judge no longer sees "joy" ...
+    assert joy["judged_raw"] == pytest.approx(0.5)  # ... the raw reading does (2 of 4)
+    assert joy["names_emotion"] == pytest.approx(0.5)
+    assert joy["fluency"] == pytest.approx(0.5)  # " fine" is degenerate
+    assert table.loc[(1.0, False, "sadness"), "proportion"] == 1.0
+    assert table.loc[(1.0, False, "sadness"), "readout"] == pytest.approx(0.5)
+    assert table.loc[(0.0, False, "sadness"), "fluency"] == 1.0  # the clean run
+    assert table.loc[(1.0, True, "sadness"), "n"] == 8  # two random directions pooled
+    kappa = table.loc[(1.0, False, "sadness"), "kappa"]
+    assert np.isnan(kappa) or kappa < 0.2
+    assert "kappa" in table.loc[(1.0, False, "sadness"), "judges_note"]
+    assert (sweep.values.sum(-1) == 1).all()
+    summary = sweep.reply_summary().set_index(["group_combo", "group_beta", "emotion"])
+    assert summary.loc[("+p", 1.0, "sadness"), "judged_masked"] == 1.0
 
 
 def test_readout_and_generation_sweeps_on_a_tiny_model(tiny_llama, sample_dataset):
@@ -227,6 +285,8 @@ def test_readout_and_generation_sweeps_on_a_tiny_model(tiny_llama, sample_datase
         tiny_llama, rows.texts[:3], conds[:3], _Judge(), max_new_tokens=3, progress=False
     )
     assert gen.values.shape == (3, 3, 3) and (gen.values.sum(-1) == 1).all()
+    judged = gen.replies["judged_masked"].to_numpy().reshape(3, 3)
+    assert (np.asarray(gen.label_names)[gen.values.argmax(-1)] == judged).all()
     assert gen.texts is not None and len(gen.texts[1]) == 3
     prompts_text, special = generation_prompts(tiny_llama, ["I lost my keys."])
     assert "Describe how you felt when this happened: I lost my keys." in prompts_text[0]

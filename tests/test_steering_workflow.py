@@ -6,7 +6,12 @@ import pytest
 
 from lens_emotion.cli import main
 from lens_emotion.data import CROWD_ENVENT_EMOTIONS
-from lens_emotion.steering import STEERING_COLUMNS, AppraisalCombo, SteeringError
+from lens_emotion.steering import (
+    GENERATION_COLUMNS,
+    STEERING_COLUMNS,
+    AppraisalCombo,
+    SteeringError,
+)
 from lens_emotion.steering_workflow import run_steering, split_rows
 from lens_emotion.theory import THEORY_CHECK_FILE_COLUMNS, THEORY_SUMMARY_COLUMNS
 
@@ -15,11 +20,11 @@ class _LengthJudge:
     """Plumbing stand-in for the judge on tiny random models (whose text is noise)."""
 
     labels = CROWD_ENVENT_EMOTIONS
+    label_set = "crowd-envent"
+    mask_token = "[MASK]"
 
-    def predict_proba(self, texts):
-        out = np.full((len(texts), 13), 0.01)
-        out[np.arange(len(texts)), [len(t) % 13 for t in texts]] = 1.0
-        return out / out.sum(1, keepdims=True)
+    def predict(self, texts, batch_size=16, progress=False, mask=True):
+        return [self.labels[len(t) % 13] for t in texts]
 
     def describe(self):
         return {"kind": "length judge (tests)", "validation": {"accuracy": float("nan")}}
@@ -66,7 +71,7 @@ def test_tiny_run_writes_every_output(tiny_llama, sample_dataset, tmp_path):
     ):
         assert (out / name).is_file(), name
     steering = pd.read_csv(out / "steering.csv")
-    assert tuple(steering.columns) == STEERING_COLUMNS
+    assert tuple(steering.columns) == GENERATION_COLUMNS
     assert set(steering["appraisal_combo"]) == {"+pleasantness,+other_responsblt"}
     assert set(steering["beta"]) == {-4.0, 0.0, 4.0} and set(steering["control"]) == {True, False}
     readout = pd.read_csv(out / "readout.csv")
@@ -84,9 +89,13 @@ def test_tiny_run_writes_every_output(tiny_llama, sample_dataset, tmp_path):
     assert (summary["min_p_holm"] >= summary["min_p"]).all()
     lines = (out / "generations.jsonl").read_text().splitlines()
     assert len(lines) == len(outputs.generation.conditions) * 10
-    assert {"combo", "beta", "control", "event", "generation", "judged"} <= set(
+    assert {"combo", "beta", "control", "event", "generation", "judged", "judged_raw"} <= set(
         json.loads(lines[0])
     )
+    # the second judge (the tiny model's own readout of the masked reply) is on every row
+    assert all(json.loads(x)["readout_label"] in CROWD_ENVENT_EMOTIONS for x in lines)
+    assert steering["kappa"].notna().any() or steering["judges_note"].str.contains("kappa").all()
+    assert {"judged_raw", "names_emotion", "fluency", "readout"} <= set(steering.columns)
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["seed"] == 0 and manifest["model"]["weight_sha256"]
     assert manifest["analysis"] == "steering" and manifest["n_steered"] == 10
@@ -156,7 +165,7 @@ def test_smollm2_run_with_real_rows_and_the_real_judge(smollm2, crowd_envent, tm
         progress=False,
     )
     steering = pd.read_csv(out / "steering.csv")
-    assert tuple(steering.columns) == STEERING_COLUMNS
+    assert tuple(steering.columns) == GENERATION_COLUMNS
     assert set(steering["beta"]) == {-4.0, 0.0, 4.0}
     sums = steering.groupby(["beta", "control"])["proportion"].sum()
     np.testing.assert_allclose(sums, 1.0)
