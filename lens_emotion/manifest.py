@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import platform
 import random
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
@@ -83,3 +84,37 @@ def run_manifest(
     if extra:
         manifest.update(extra)
     return manifest
+
+
+class StepTimer:
+    """Time a workflow's steps, keep the seconds for the manifest, and say when each ends.
+
+    Each finished step prints one line (``[circuits] directions: 12.3 s``) to stderr when
+    ``verbose``; the seconds are kept in :attr:`timings` either way::
+
+        timer = StepTimer("probe", verbose=progress)
+        with timer.step("extraction"):
+            ...
+        manifest["timings_s"] = timer.timings
+    """
+
+    def __init__(self, prefix: str, verbose: bool = True) -> None:
+        self.prefix = prefix
+        self.verbose = verbose
+        self.timings: dict[str, float] = {}
+        self._started = time.perf_counter()
+
+    @contextlib.contextmanager
+    def step(self, name: str) -> Iterator[None]:
+        """Time the ``with`` block as step ``name``."""
+        started = time.perf_counter()
+        yield
+        elapsed = time.perf_counter() - started
+        self.timings[name] = round(elapsed, 2)
+        if self.verbose:
+            print(f"[{self.prefix}] {name}: {elapsed:.1f} s", file=sys.stderr, flush=True)
+
+    def total(self) -> float:
+        """Seconds since the timer was made (also stored as ``timings["total"]``)."""
+        self.timings["total"] = round(time.perf_counter() - self._started, 2)
+        return self.timings["total"]

@@ -196,8 +196,14 @@ def _counts(values: Sequence[str]) -> dict[str, int]:
 
 
 def _resolve_calibration(calibrate: bool | str | None, template: PromptTemplate) -> Any:
+    """One meaning of ``"auto"`` everywhere: :func:`lens_emotion.inference.resolve_calibration`."""
+    from lens_emotion.inference import resolve_calibration
+
+    if calibrate == "auto" and template.task == "control":
+        return False  # the control task is never calibrated, whatever its template is called
     if calibrate == "auto":
-        return False if template.task == "control" else "mean"
+        mode = resolve_calibration(template.name, "auto")
+        return False if mode == "none" else mode
     return calibrate
 
 

@@ -17,7 +17,6 @@ table, figure and a manifest to one folder::
 
 from __future__ import annotations
 
-import time
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -27,7 +26,7 @@ from typing import Any
 import pandas as pd
 
 from lens_emotion.io import write_json_atomic, write_text_atomic
-from lens_emotion.manifest import run_manifest, seed_everything
+from lens_emotion.manifest import StepTimer, run_manifest, seed_everything
 from lens_emotion.pairs import draw_pairs
 from lens_emotion.patching import (
     SITES,
@@ -141,14 +140,14 @@ def run_patching(
     seed_everything(seed)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    timings: dict[str, float] = {}
     files: list[Path] = []
 
+    timer = StepTimer("patch", verbose=progress)
+    timings = timer.timings
+
     def timed(name: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
-        started = time.perf_counter()
-        value = fn(*args, **kwargs)
-        timings[name] = round(time.perf_counter() - started, 2)
-        return value
+        with timer.step(name):
+            return fn(*args, **kwargs)
 
     common = {"method": method, "batch_size": batch_size, "progress": progress}
     pairs = timed(

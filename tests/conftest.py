@@ -11,6 +11,9 @@ import pytest
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
+# Our own checkout keeps the real data beside it (../shared/data); users set LENS_EMOTION_DATA
+# or place files with `lens-emotion data add`. Subprocesses of tests inherit this.
+os.environ.setdefault("LENS_EMOTION_DATA", str(REPO.parent / "shared" / "data"))
 
 
 @pytest.fixture(autouse=True)

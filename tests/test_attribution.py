@@ -444,7 +444,7 @@ def test_smollm2_matches_transformer_lens_node_attribution(smollm2, crowd_envent
 
 @pytest.mark.parametrize(
     ("extra", "message"),
-    [(["--sites", "attn_out,bogus"], "Unknown --sites"), (["--pairs", "0"], "--pairs")],
+    [(["--sites", "attn_out,bogus"], "unknown 'bogus'"), (["--pairs", "0"], "--pairs")],
 )
 def test_cli_attribute_bad_options(tmp_path, capsys, extra, message):
     from lens_emotion.cli import main

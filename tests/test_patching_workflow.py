@@ -64,4 +64,4 @@ def test_patch_cli_writes_tables_figures_and_manifest(
 def test_patch_cli_bad_request_exits_2(reuse_loaded_model, crowd_envent_path, tmp_path, capsys):
     argv = ["patch", "--data-path", str(crowd_envent_path), "--limit", "20", "--pairs", "0"]
     assert cli.main([*argv, "--out", str(tmp_path / "x")]) == 2
-    assert "n_pairs must be at least 1" in capsys.readouterr().err
+    assert "argument --pairs: expected a positive integer" in capsys.readouterr().err

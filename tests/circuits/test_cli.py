@@ -92,4 +92,4 @@ def test_circuits_command_writes_every_file(sev_path, tmp_path, capsys):
 def test_circuits_command_rejects_bad_sizes(tmp_path, capsys):
     code = main(["circuits", "--out", str(tmp_path), "--n-scenarios", "0"])
     assert code == 2
-    assert "--n-scenarios must be at least 1" in capsys.readouterr().err
+    assert "argument --n-scenarios: expected a positive integer" in capsys.readouterr().err
