@@ -23,6 +23,7 @@ import contextlib
 import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -31,6 +32,7 @@ from jaxtyping import Bool, Float, Int
 
 __all__ = [
     "LinearProbe",
+    "LogisticFit",
     "RidgeSolution",
     "balanced_weights",
     "fit_logistic_batched",
@@ -133,6 +135,29 @@ def _threads_for(flops: int) -> Iterator[None]:
         torch.set_num_threads(before)
 
 
+class LogisticFit(NamedTuple):
+    """What :func:`fit_logistic_batched` returns.
+
+    Attributes:
+        coef: ``(B, K, d)`` weights in each problem's standardised space.
+        intercept: ``(B, K)`` intercepts.
+        n_iter: L-BFGS iterations run.
+        converged: Whether *every* problem met the gradient criterion ``grad_max <= tol``.
+        grad_max: ``(B,)`` largest absolute entry of each problem's gradient (weights and
+            intercepts) of its per-row normalised objective at the returned solution.
+    """
+
+    coef: torch.Tensor
+    intercept: torch.Tensor
+    n_iter: int
+    converged: bool
+    grad_max: torch.Tensor
+
+
+#: L-BFGS iterations between two checks of the gradient criterion.
+CHECK_EVERY = 10
+
+
 def fit_logistic_batched(
     x: Float[torch.Tensor, "n d"],
     y: Int[torch.Tensor, "B n"],
@@ -141,10 +166,10 @@ def fit_logistic_batched(
     scale: Float[torch.Tensor, "B d"],
     n_classes: int,
     C: float = 1.0,
-    max_iter: int = 500,
-    tol: float = 1e-6,
+    max_iter: int = 1000,
+    tol: float = 1e-5,
     precondition: bool = True,
-) -> tuple[Float[torch.Tensor, "B K d"], Float[torch.Tensor, "B K"], int, bool]:
+) -> LogisticFit:
     """Fit ``B`` independent L2 multinomial logistic regressions on one feature matrix.
 
     Problem ``b`` uses labels ``y[b]``, sample weights ``weight[b]`` (0 drops a row, e.g. a
@@ -155,6 +180,13 @@ def fit_logistic_batched(
     penalised). The ``B`` objectives are summed and solved jointly by L-BFGS; as they share no
     parameters the joint optimum is each problem's optimum.
 
+    **Convergence** means the gradient criterion: the largest absolute entry of each problem's
+    gradient (with respect to its standardised-space weights and intercepts) is at most
+    ``tol``. It is checked every :data:`CHECK_EVERY` iterations on the actual parameters (the
+    preconditioned gradient L-BFGS watches is a different quantity); the fit stops when it
+    holds, when ``max_iter`` is reached, or when L-BFGS makes no more progress. Only the first
+    counts as converged.
+
     Args:
         x: Features, ideally already centred and scaled globally (for float32 accuracy).
         y: Class of each row for each problem, in ``[0, n_classes)``.
@@ -164,26 +196,20 @@ def fit_logistic_batched(
         n_classes: Number of classes ``K``.
         C: Inverse regularisation strength, as in scikit-learn.
         max_iter: Maximum L-BFGS iterations.
-        tol: Stop when the largest gradient entry of the (per-row normalised) objective is
-            below this.
+        tol: Gradient tolerance (largest entry) of the per-row normalised objective.
         precondition: Optimise ``W = W' P`` with ``P`` the inverse square root of each
             problem's approximate Hessian (see :func:`_preconditioners`); same optimum, about
             10x fewer L-BFGS iterations on correlated features.
 
     Returns:
-        ``(coef, intercept, n_iter, converged)``: weights and intercepts in the standardised
-        space of each problem, the number of L-BFGS iterations, and whether the gradient
-        tolerance was reached.
+        The :class:`LogisticFit`.
     """
-    n_problems, _ = y.shape
-    d = x.shape[1]
-    dtype = x.dtype
-    n_rows = (weight > 0).sum(dim=1).to(dtype).clamp_min(1.0)  # (B,)
+    n_rows = (weight > 0).sum(dim=1).to(x.dtype).clamp_min(1.0)  # (B,)
     w_norm = weight.double() / n_rows.double()[:, None]  # (B, n)
     penalty = 1.0 / (2.0 * C * n_rows.double())  # (B,)
     inv_scale = 1.0 / scale  # (B, d)
     shift = mean * inv_scale  # (B, d)
-    with _threads_for(x.shape[0] * d * n_problems * n_classes):
+    with _threads_for(x.shape[0] * x.shape[1] * y.shape[0] * n_classes):
         return _lbfgs(
             x, y, w_norm, penalty, inv_scale, shift, mean, scale, weight > 0, n_classes,
             C * n_rows, max_iter, tol, precondition,
@@ -205,52 +231,114 @@ def _lbfgs(
     max_iter: int,
     tol: float,
     precondition: bool,
-) -> tuple[torch.Tensor, torch.Tensor, int, bool]:
-    """The L-BFGS solve behind :func:`fit_logistic_batched` (arguments prepared there)."""
+) -> LogisticFit:
+    """The L-BFGS solve behind :func:`fit_logistic_batched` (arguments prepared there).
+
+    It runs in ``x``'s dtype. If a float32 run stalls before the gradient criterion (its line
+    search can no longer resolve the loss decrease, typically within a factor of a few of
+    ``tol = 1e-5``), the remaining iterations continue in float64 from where it stopped.
+    """
     n_problems, d, dtype = y.shape[0], x.shape[1], x.dtype
-    if precondition:
-        precond = _preconditioners(x, rows, mean, scale, n_classes, c_n)
-    else:
-        precond = None
-    coef = torch.zeros(n_problems, n_classes, d, dtype=dtype, requires_grad=True)
-    intercept = torch.zeros(n_problems, n_classes, dtype=dtype, requires_grad=True)
+    precond = _preconditioners(x, rows, mean, scale, n_classes, c_n) if precondition else None
+    coef = torch.zeros(n_problems, n_classes, d, dtype=dtype)
+    intercept = torch.zeros(n_problems, n_classes, dtype=dtype)
     targets = y.reshape(-1)
     flat_w = w_norm.reshape(-1)
+    n_iter, gmax, stalled = 0, None, False
+    for stage_dtype in (dtype, torch.float64):
+        if stage_dtype != dtype and not (stalled and dtype == torch.float32):
+            break
+        cast = {"dtype": stage_dtype}
+        coef, intercept, n_iter, gmax, stalled = _lbfgs_stage(
+            x.to(**cast), targets, flat_w, penalty, inv_scale.to(**cast), shift.to(**cast),
+            None if precond is None else precond.to(**cast), coef.to(**cast),
+            intercept.to(**cast), n_classes, n_iter, max_iter, tol,
+        )  # fmt: skip
+    real = coef if precond is None else torch.bmm(coef, precond.to(coef.dtype))
+    converged = bool((gmax <= tol).all())
+    return LogisticFit(
+        real.to(dtype), intercept.to(dtype), n_iter, converged, gmax.detach().double()
+    )
+
+
+def _lbfgs_stage(
+    x: torch.Tensor,
+    targets: torch.Tensor,
+    flat_w: torch.Tensor,
+    penalty: torch.Tensor,
+    inv_scale: torch.Tensor,
+    shift: torch.Tensor,
+    precond: torch.Tensor | None,
+    coef0: torch.Tensor,
+    intercept0: torch.Tensor,
+    n_classes: int,
+    n_iter: int,
+    max_iter: int,
+    tol: float,
+) -> tuple[torch.Tensor, torch.Tensor, int, torch.Tensor, bool]:
+    """L-BFGS from ``(coef0, intercept0)`` until the gradient criterion, the budget or a stall.
+
+    Returns:
+        ``(coef, intercept, n_iter, grad_max, stalled)`` with ``coef`` in the preconditioned
+        parametrisation and ``n_iter`` counted on from the given one.
+    """
+    coef = coef0.clone().requires_grad_(True)
+    intercept = intercept0.clone().requires_grad_(True)
+
+    def objective(real: torch.Tensor, icpt: torch.Tensor) -> torch.Tensor:
+        logits = logits_batched(x, real, icpt, inv_scale, shift)  # (B, n, K)
+        ce = F.cross_entropy(logits.reshape(-1, n_classes), targets, reduction="none")
+        # Sums in float64: L-BFGS's line search compares losses, and a float32 sum over
+        # thousands of rows cannot resolve the last digits the optimum needs.
+        return (ce.double() * flat_w).sum() + (penalty * real.double().pow(2).sum(dim=(1, 2))).sum()
+
+    def real_weights() -> torch.Tensor:
+        return coef if precond is None else torch.bmm(coef, precond)
+
+    def check() -> tuple[float, torch.Tensor]:
+        """Objective and per-problem largest gradient entry at the current parameters."""
+        real = real_weights().detach().requires_grad_(True)
+        icpt = intercept.detach().requires_grad_(True)
+        loss = objective(real, icpt)
+        g_w, g_b = torch.autograd.grad(loss, [real, icpt])
+        return float(loss.detach()), torch.maximum(
+            g_w.abs().amax(dim=(1, 2)), g_b.abs().amax(dim=1)
+        ).double()
 
     optimizer = torch.optim.LBFGS(
         [coef, intercept],
         lr=1.0,
-        max_iter=max_iter,
-        max_eval=max_iter * 3,
-        tolerance_grad=tol,
-        tolerance_change=1e-12,
+        max_iter=CHECK_EVERY,
+        max_eval=CHECK_EVERY * 3,
+        # L-BFGS's own test is on the preconditioned gradient, which can be smaller than the
+        # real one; keep it from stopping first (the real criterion is checked below).
+        tolerance_grad=tol * 1e-3,
+        tolerance_change=1e-12 if x.dtype == torch.float32 else 1e-15,
         history_size=20,
         line_search_fn="strong_wolfe",
     )
+    group = optimizer.param_groups[0]
 
     def closure() -> torch.Tensor:
         optimizer.zero_grad()
-        real = coef if precond is None else torch.bmm(coef, precond)
-        logits = logits_batched(x, real, intercept, inv_scale, shift)  # (B, n, K)
-        ce = F.cross_entropy(logits.reshape(-1, n_classes), targets, reduction="none")
-        # Sums in float64: L-BFGS's line search compares losses, and a float32 sum over
-        # thousands of rows cannot resolve the last digits the optimum needs.
-        loss = (ce.double() * flat_w).sum() + (penalty * real.double().pow(2).sum(dim=(1, 2))).sum()
+        loss = objective(real_weights(), intercept)
         loss.backward()
         return loss
 
-    optimizer.step(closure)
-    state = optimizer.state[optimizer._params[0]]
-    n_iter = int(state.get("n_iter", 0))
-    hit_limit = n_iter >= max_iter or int(state.get("func_evals", 0)) >= max_iter * 3
-    with torch.no_grad():
-        grad_max = max(float(coef.grad.abs().max()), float(intercept.grad.abs().max()))
-    # L-BFGS also stops when the loss stops changing (float32 round-off): that counts as
-    # converged; only running into the iteration/evaluation limit does not.
-    converged = grad_max <= tol or not hit_limit
-    with torch.no_grad():
-        real = coef if precond is None else torch.bmm(coef, precond)
-    return real.detach(), intercept.detach(), n_iter, converged
+    start = n_iter
+    loss, gmax = check()
+    stalled = False
+    while n_iter < max_iter and bool((gmax > tol).any()):
+        group["max_iter"] = min(CHECK_EVERY, max_iter - n_iter)
+        group["max_eval"] = group["max_iter"] * 3
+        optimizer.step(closure)
+        n_iter = start + int(optimizer.state[optimizer._params[0]].get("n_iter", 0))
+        before = loss
+        loss, gmax = check()
+        if not loss < before - 1e-15 * abs(before):  # no progress: L-BFGS has stalled
+            stalled = True
+            break
+    return coef.detach(), intercept.detach(), n_iter, gmax, stalled
 
 
 def _preconditioners(
@@ -365,7 +453,7 @@ def fit_logistic_regression(
     C: float = 1.0,
     class_weight: str | None = "balanced",
     standardize: bool = True,
-    max_iter: int = 500,
+    max_iter: int = 1000,
     tol: float = 1e-6,
     dtype: torch.dtype = torch.float32,
 ) -> LinearProbe:
@@ -403,7 +491,7 @@ def fit_logistic_regression(
         fit_mean, fit_scale = np.zeros_like(mean), np.ones_like(scale)
     else:  # raw-space penalty: the model sees centred raw features (xs * scale = x - mean)
         fit_mean, fit_scale = np.zeros_like(mean), 1.0 / scale
-    coef, intercept, n_iter, converged = fit_logistic_batched(
+    coef, intercept, n_iter, converged, _ = fit_logistic_batched(
         xs,
         torch.as_tensor(y)[None],
         torch.as_tensor(weights, dtype=dtype)[None],

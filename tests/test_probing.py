@@ -31,6 +31,7 @@ from lens_emotion.probing import (
     AlignmentResult,
     AppraisalProbeResult,
     EmotionProbeResult,
+    ProbeConvergenceWarning,
     ProbeError,
     SupportsActivations,
     _cv_plan,
@@ -190,12 +191,75 @@ def test_batched_fit_equals_independent_fits():
             C=0.5,
         )
 
-    coef_all, icpt_all, _, ok = run([0, 1, 2])
-    assert ok
+    coef_all, icpt_all, _, ok, grad_max = run([0, 1, 2])
+    assert ok and grad_max.shape == (3,) and float(grad_max.max()) <= 1e-5
     for i in range(3):
-        coef_i, icpt_i, _, _ = run([i])
+        coef_i, icpt_i, _, _, _ = run([i])
         rel = float((coef_all[i] - coef_i[0]).norm() / coef_i[0].norm())
         assert rel < 1e-3
+
+
+# ------------------------------------------------------------------ convergence
+
+
+def _objective_grad_max(x, y, k, C, coef_std, intercept_std):
+    """Largest gradient entry of sklearn's normalised objective, computed independently (numpy).
+
+    Objective: (sum_i w_i CE_i + ||W||^2 / (2C)) / n on standardised features, balanced w.
+    """
+    xs = (x - x.mean(0)) / x.std(0)
+    w = balanced_weights(y, k)
+    logits = xs @ coef_std.T + intercept_std
+    p = np.exp(logits - logits.max(1, keepdims=True))
+    p /= p.sum(1, keepdims=True)
+    r = (p - np.eye(k)[y]) * w[:, None]
+    g_w = (r.T @ xs + coef_std / C) / len(y)
+    g_b = r.sum(0) / len(y)
+    return max(np.abs(g_w).max(), np.abs(g_b).max())
+
+
+def test_converged_means_the_gradient_criterion_was_met():
+    """A fit stopped by its iteration limit is not 'converged', and a converged one really has
+    a gradient below tol (checked with an independent numpy gradient)."""
+    x, y = _toy(n=400, d=30, seed=8)
+    short = fit_logistic_regression(x, y, C=100.0, max_iter=3, tol=1e-6)
+    assert not short.converged and short.n_iter <= 3
+    assert _objective_grad_max(x, y, 4, 100.0, short.coef_std, short.intercept_std) > 1e-6
+    full = fit_logistic_regression(x, y, C=100.0, tol=1e-6)
+    assert full.converged and full.n_iter > 3
+    assert _objective_grad_max(x, y, 4, 100.0, full.coef_std, full.intercept_std) <= 2e-6
+
+
+def test_unconverged_fits_are_in_the_table_and_one_warning_says_what_they_cost(store):
+    with pytest.warns(ProbeConvergenceWarning) as caught:
+        res = probe_emotions(
+            store, store.label_names, sites="resid_post", layers=[2, 3], n_folds=3, C=1e4,
+            max_iter=2, progress=False,
+        )  # fmt: skip
+    assert len(caught) == 1
+    message = str(caught[0].message)
+    assert "2 of 2 probe fits" in message and "at 6 iterations" in message
+    assert "changes its CV accuracy by" in message
+    table = res.table
+    assert not table["converged"].any() and (table["n_iter"] <= 2).all()
+    assert (table["grad_max"] > 1e-5).all()
+    check = res.params["convergence_check"]
+    assert check["n_unconverged"] == 2 and check["refit_max_iter"] == 6
+    worst = table.loc[table["grad_max"].idxmax()]
+    assert check["worst"] == f"resid_post.{worst['layer']}"
+    assert check["accuracy_mean"] == worst["accuracy_mean"]
+    assert check["accuracy_change"] == pytest.approx(
+        check["refit_accuracy_mean"] - check["accuracy_mean"]
+    )
+    assert res.params["unconverged"] == ["resid_post.2", "resid_post.3"]
+
+
+def test_default_fits_converge_without_a_warning(store, recwarn):
+    res = probe_emotions(store, store.label_names, n_folds=3, progress=False)
+    assert res.table["converged"].all()
+    assert (res.table["grad_max"] <= 1e-5).all()
+    assert res.params["convergence_check"] is None
+    assert not [w for w in recwarn if issubclass(w.category, ProbeConvergenceWarning)]
 
 
 # ------------------------------------------------------------------ probe_emotions
@@ -396,7 +460,7 @@ def test_emotion_save_writes_expected_files(result, tmp_path: Path):
     table = pd.read_csv(tmp_path / "probe_emotions.csv")
     assert list(table.columns) == [
         "site", "layer", "accuracy_mean", "accuracy_sd", "macro_f1", "majority_baseline",
-        "shuffled_control", "selectivity", "n",
+        "shuffled_control", "selectivity", "n", "converged", "n_iter", "grad_max",
     ]  # fmt: skip
     directions, meta = load_directions(tmp_path / "probe_emotion_directions.safetensors")
     assert set(directions) == set(result.directions)
