@@ -2,12 +2,7 @@ import pytest
 import torch
 
 from lens_emotion.circuits.edits import ComponentEdit, ablation_edit, edit_hooks
-from lens_emotion.circuits.generation import (
-    NO_REPLY,
-    generate_with_edit,
-    judge_replies,
-    plain_weight_edit,
-)
+from lens_emotion.circuits.generation import generate_with_edit, plain_weight_edit
 
 pytestmark = pytest.mark.integration
 
@@ -51,7 +46,7 @@ def test_weight_edit_equals_hooking_z_and_hook_post_at_every_position(circ):
     assert torch.equal(hf.model.layers[22].self_attn.o_proj.weight, before)  # restored
 
 
-def test_generate_with_edit_and_judge_replies(circ):
+def test_generate_with_edit(circ):
     prompts = list(circ.held.where("happiness").prompts[:2])
     plain = generate_with_edit(circ.model, prompts, ComponentEdit(), max_new_tokens=6)
     assert len(plain) == 2 and all(isinstance(t, str) and t for t in plain)
@@ -62,10 +57,3 @@ def test_generate_with_edit_and_judge_replies(circ):
         max_new_tokens=6,
     )
     assert edited != plain
-
-    class Judge:
-        def predict(self, texts):
-            assert all(t.strip() for t in texts)
-            return ["anger"] * len(texts)
-
-    assert judge_replies(Judge(), ["  ", "hi"]) == [NO_REPLY, "anger"]

@@ -104,16 +104,21 @@ def test_control_comparison_on_heldout_neutral_prompts(circ):
     table = result.table
     assert list(dict.fromkeys(table.method)) == ["neutral", "prompting", "steering", "circuit"]
     assert set(table.emotion) == {"anger", "happiness", "all"}
-    assert ((table.ci_low <= table.accuracy) & (table.accuracy <= table.ci_high)).all()
-    assert (table.fluent_accuracy <= table.accuracy).all()
-    assert set(result.differences.metric) == {"accuracy", "fluent_accuracy"}
+    assert list(table.columns[2:5]) == ["n", "judged_masked", "ci_low"]
+    assert ((table.ci_low <= table.judged_masked) & (table.judged_masked <= table.ci_high)).all()
+    assert (table.fluent_judged_masked <= table.judged_masked).all()
+    assert set(result.differences.metric) == {"judged_masked", "judged_raw", "fluent_judged_masked"}
     assert (table[table.emotion == "all"].n == 2).all()
     gens = result.generations
-    assert len(gens) == 4 * 2 and set(gens.judged) <= {*judge.labels, "(empty)"}
-    assert (gens.fluent_correct == (gens.correct & ~gens.degenerate)).all()
+    assert len(gens) == 4 * 2 and set(gens.judged_masked) <= {*judge.labels, "(empty)"}
+    assert (gens.fluent_correct_masked == (gens.correct_masked & ~gens.degenerate)).all()
+    # The judge read masked replies: no emotion word form is left in them.
+    from lens_emotion.lexicon import names_any_emotion
+
+    assert not any(names_any_emotion(t) for t in gens.masked_reply)
     # Steering/circuit replies differ from the unsteered ones.
     plain = gens[gens.method == "neutral"].reply.tolist()
     assert gens[gens.method == "circuit"].reply.tolist() != plain
-    assert len(result.differences) == 2 * 6
+    assert len(result.differences) == 3 * 6
     with pytest.raises(CircuitError, match="neutral prompts"):
         control_comparison(circ.model, judge, conditioned, conditioned, {}, emotions)
