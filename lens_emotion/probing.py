@@ -9,6 +9,8 @@ writes one) and one label per row:
   same probe trained on labels shuffled within each training fold. ``selectivity`` is
   accuracy minus the shuffled control. After CV one probe per (site, layer) is fitted on all
   rows; its weights, mapped back to the raw activation space, are the emotion *directions*.
+* :func:`evaluate_emotion_probes`: the all-rows probes scored on another dataset's activations
+  (train on one dataset, test on another).
 * :func:`probe_positions`: the same probe at each stored token position (last-k-token analysis).
 * :func:`probe_appraisals`: multi-target ridge regression of the appraisal ratings,
   cross-validated R² per appraisal, and raw-space appraisal directions.
@@ -63,6 +65,7 @@ from lens_emotion.probe_models import (
 )
 
 __all__ = [
+    "EMOTION_EVAL_COLUMNS",
     "EMOTION_PROBE_COLUMNS",
     "APPRAISAL_PROBE_COLUMNS",
     "ALIGNMENT_COLUMNS",
@@ -75,6 +78,7 @@ __all__ = [
     "ProbeError",
     "SupportsActivations",
     "appraisal_alignment",
+    "evaluate_emotion_probes",
     "load_directions",
     "probe_appraisals",
     "probe_emotions",
@@ -1021,6 +1025,95 @@ def _probe_one(
         max_iter=max_iter,
         tol=tol,
     )
+
+
+#: Columns of :func:`evaluate_emotion_probes`' table (and ``probe_emotions_eval.csv``).
+EMOTION_EVAL_COLUMNS: tuple[str, ...] = (
+    "site",
+    "layer",
+    "eval_accuracy",
+    "eval_macro_f1",
+    "eval_majority_baseline",
+    "n_eval",
+)
+
+
+def evaluate_emotion_probes(
+    result: EmotionProbeResult,
+    store: SupportsActivations,
+    labels: Sequence[str],
+    sites: Sequence[str] | str | None = None,
+    layers: Sequence[int] | int | None = None,
+) -> pd.DataFrame:
+    """Score the all-rows probes of ``result`` on another dataset's activations.
+
+    The probes fitted on *every* training row (:attr:`EmotionProbeResult.directions`, raw
+    activation space) predict each evaluation row; nothing is refitted or rescaled on the
+    evaluation rows. ``eval_majority_baseline`` is the accuracy of always predicting the
+    training rows' most frequent class.
+
+    Args:
+        result: A logistic-regression :class:`EmotionProbeResult` with directions.
+        store: Activations of the evaluation rows, at ``result.position``, extracted with the
+            same model, prompt template and sites.
+        labels: One label per evaluation store row; every label must be one of
+            ``result.label_names``.
+        sites: Sites to score (default: every probed site).
+        layers: Layers to score (default: every probed layer).
+
+    Returns:
+        One row per (site, layer), columns :data:`EMOTION_EVAL_COLUMNS`.
+
+    Raises:
+        ProbeError: No directions in ``result``, a label count that does not match the store,
+            labels the probes were not trained on, or sites/layers not in both.
+    """
+    if not result.directions:
+        raise ProbeError(
+            "these probes have no directions to evaluate; fit them with model='logreg' and "
+            "fit_directions=True."
+        )
+    labels = [str(lab) for lab in labels]
+    if len(labels) != len(store.ids):
+        raise ProbeError(
+            f"got {len(labels)} evaluation labels for {len(store.ids)} stored rows; pass one "
+            "label per evaluation store row, in store.ids order."
+        )
+    index = {name: i for i, name in enumerate(result.label_names)}
+    unknown = sorted(set(labels) - set(index))
+    if unknown:
+        raise ProbeError(
+            f"evaluation labels {_preview(unknown)} are not among the probes' classes "
+            f"{list(result.label_names)}; drop those rows from the evaluation data."
+        )
+    y = np.array([index[lab] for lab in labels], dtype=np.int64)
+    probed_sites = sorted({site for site, _ in result.directions})
+    probed_layers = sorted({layer for _, layer in result.directions})
+    site_list = _choose("site", sites, tuple(s for s in probed_sites if s in store.sites))
+    layer_list = _choose("layer", layers, tuple(x for x in probed_layers if x in store.layers))
+    counts = result.params.get("class_counts") or {}
+    top = max(result.label_names, key=lambda name: counts.get(name, 0)) if counts else None
+    majority = float(np.mean(y == index[top])) if top is not None else float("nan")
+    rows = []
+    everything = np.arange(len(labels))
+    for site in site_list:
+        for layer in layer_list:
+            coef = result.directions[(site, int(layer))]
+            bias = result.intercepts[(site, int(layer))]
+            x = _activations(store, site, layer, result.position, everything)
+            pred = (x.astype(np.float64) @ coef.T.astype(np.float64) + bias).argmax(axis=1)
+            acc, f1 = _fold_metrics(y, pred, len(result.label_names))
+            rows.append(
+                {
+                    "site": site,
+                    "layer": int(layer),
+                    "eval_accuracy": acc,
+                    "eval_macro_f1": f1,
+                    "eval_majority_baseline": majority,
+                    "n_eval": len(y),
+                }
+            )
+    return pd.DataFrame(rows, columns=list(EMOTION_EVAL_COLUMNS))
 
 
 # --------------------------------------------------------------------------------------------

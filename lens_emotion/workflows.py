@@ -30,6 +30,10 @@ class ProbingOutputs:
         files: Every file written, relative to the output folder.
         figures: Named Plotly figures.
         n_rows: Rows probed (after the agreeing filter, if any).
+        evaluation: Accuracy of the all-rows probes on the evaluation dataset per (site,
+            layer) (:func:`lens_emotion.probing.evaluate_emotion_probes`); ``None`` without
+            ``eval_dataset``.
+        eval_store: The evaluation dataset's activation store (``None`` without one).
     """
 
     emotion: Any
@@ -41,6 +45,8 @@ class ProbingOutputs:
     files: dict[str, str]
     figures: dict[str, Any]
     n_rows: int
+    evaluation: Any | None = None
+    eval_store: Any | None = None
 
 
 def run_probing(
@@ -62,6 +68,7 @@ def run_probing(
     seed: int = 0,
     progress: bool = True,
     num_threads: int | None = None,
+    eval_dataset: Any | None = None,
 ) -> ProbingOutputs:
     """Extract activations, probe emotions and appraisals per layer, and write everything.
 
@@ -86,14 +93,26 @@ def run_probing(
         seed: Seed for folds, controls and subsets.
         progress: Show progress bars.
         num_threads: Torch threads for the probe fits (1 is fastest on a busy CPU).
+        eval_dataset: A second :class:`~lens_emotion.data.EmotionDataset` to test on: the
+            emotion probes fitted on *all* (selected) training rows are scored on its rows,
+            per (site, layer), with the same prompt (the training dataset's label list) and
+            sites; written to ``probe_emotions_eval.csv``. Its rows whose label is not a
+            training label are dropped (with a warning, counted in the manifest). The
+            manifest records both datasets' hashes (``data`` and ``eval_data``).
 
     Returns:
         The :class:`ProbingOutputs`.
+
+    Raises:
+        ProbeError: ``eval_dataset`` shares no label with the training data, or
+            ``probe_model`` is not ``"logreg"`` (only linear probes have directions to
+            evaluate).
     """
     from lens_emotion.activations import extract_activations
     from lens_emotion.inference import infer_emotions
     from lens_emotion.plots import write_figure
     from lens_emotion.probing import (
+        ProbeError,
         appraisal_alignment,
         probe_appraisals,
         probe_emotions,
@@ -101,6 +120,11 @@ def run_probing(
     )
     from lens_emotion.prompts import build_prompts
 
+    if eval_dataset is not None and probe_model != "logreg":
+        raise ProbeError(
+            f"eval_dataset needs probe_model='logreg' (the MLP probe keeps no directions to "
+            f"score another dataset with), not {probe_model!r}."
+        )
     seed_everything(seed)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -196,6 +220,18 @@ def run_probing(
         shown = emotion.stable_layer(align_site)
         figures["alignment"] = alignment.figure(layer=shown if shown in alignment.layers else None)
 
+    evaluation = eval_store = None
+    eval_info: dict[str, Any] | None = None
+    if eval_dataset is not None:
+        t0 = time.perf_counter()
+        evaluation, eval_store, eval_info = _evaluate_on(
+            model, emotion, eval_dataset, dataset.label_names, prompts.template, sites,
+            store_dir, batch_size, seed, progress,
+        )  # fmt: skip
+        evaluation.to_csv(out / "probe_emotions_eval.csv", index=False)
+        files["probe_emotions_eval.csv"] = "probe_emotions_eval.csv"
+        timings["eval_s"] = round(time.perf_counter() - t0, 2)
+
     positions = None
     if last_k > 1:
         positions = probe_positions(
@@ -234,13 +270,78 @@ def run_probing(
             "probe_model": probe_model,
             "activation_store": str(store.root),
             "timings_s": timings,
+            **({"eval_data": eval_info} if eval_info is not None else {}),
         },
     )
     write_json_atomic(out / "manifest.json", manifest)
     files["manifest.json"] = "manifest.json"
     return ProbingOutputs(
-        emotion, embedding, appraisal, alignment, positions, store, files, figures, n_rows
+        emotion, embedding, appraisal, alignment, positions, store, files, figures, n_rows,
+        evaluation, eval_store,
+    )  # fmt: skip
+
+
+def _evaluate_on(
+    model: Any,
+    emotion: Any,
+    eval_dataset: Any,
+    label_names: Sequence[str],
+    template: Any,
+    sites: Sequence[str],
+    store_dir: str | Path | None,
+    batch_size: int,
+    seed: int,
+    progress: bool,
+) -> tuple[Any, Any, dict[str, Any]]:
+    """Extract the evaluation rows' activations and score the all-rows probes on them."""
+    import warnings
+
+    from lens_emotion.activations import extract_activations
+    from lens_emotion.probing import ProbeError, evaluate_emotion_probes
+    from lens_emotion.prompts import build_prompts
+
+    known = set(emotion.label_names)
+    keep = [i for i, lab in enumerate(eval_dataset.labels) if lab in known]
+    dropped = len(eval_dataset) - len(keep)
+    if not keep:
+        raise ProbeError(
+            f"the evaluation data shares no label with the probes' classes "
+            f"{list(emotion.label_names)}; evaluate on data labelled with those emotions."
+        )
+    if dropped:
+        unknown = sorted(set(eval_dataset.labels) - known)
+        warnings.warn(
+            f"dropped {dropped} of {len(eval_dataset)} evaluation rows whose label "
+            f"({', '.join(unknown[:6])}) the probes were not trained on.",
+            UserWarning,
+            stacklevel=3,
+        )
+        eval_dataset = eval_dataset.subset(keep)
+    prompts = build_prompts(model, eval_dataset.texts, eval_dataset.labels, label_names, template)
+    eval_store = extract_activations(
+        model,
+        prompts,
+        sites=list(sites),
+        positions=1,
+        out_dir=None
+        if store_dir is None
+        else Path(store_dir).with_name(Path(store_dir).name + "_eval"),
+        dataset=eval_dataset,
+        batch_size=batch_size,
+        seed=seed,
+        progress=progress,
     )
+    table = evaluate_emotion_probes(emotion, eval_store, eval_dataset.labels, sites=list(sites))
+    info = {
+        "name": eval_dataset.name,
+        "source": eval_dataset.source,
+        "n": len(eval_dataset),
+        "sha256": eval_dataset.fingerprint(),
+        "text_column": eval_dataset.text_column,
+        "n_dropped_unknown_label": dropped,
+        "activation_store": str(eval_store.root),
+    }
+    return table, eval_store, info
 
 
 def _relative(paths: Sequence[Path], out: Path) -> dict[str, str]:

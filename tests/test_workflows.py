@@ -116,3 +116,54 @@ def test_smollm2_mid_layer_probe_beats_embedding_and_majority(smollm2, crowd_env
     assert mid.accuracy_mean > 2 * mid.majority_baseline
     assert mid.selectivity > 0.10
     assert np.isfinite(mid.accuracy_sd)
+
+
+def test_run_probing_tests_on_a_second_dataset(tiny_llama, sample_dataset, tmp_path):
+    """Train on one dataset, test on another: the all-rows probes score the evaluation rows
+    (checked by hand from the saved directions), unknown labels are dropped, and the manifest
+    holds both data hashes."""
+    labels = list(sample_dataset.labels)
+    first: dict[str, list[int]] = {}
+    for i, lab in enumerate(labels):
+        first.setdefault(lab, []).append(i)
+    train_rows = [i for lab, rows in first.items() if lab != "trust" for i in rows[:5]]
+    eval_rows = [i for rows in first.values() for i in rows[5:]]
+    train, held = sample_dataset.subset(train_rows), sample_dataset.subset(eval_rows)
+    out = tmp_path / "probe"
+    with pytest.warns(UserWarning, match="dropped 5 of 65 evaluation rows"):
+        outputs = run_probing(
+            tiny_llama, train, out, sites=("resid_post", "attn_out"), n_folds=2,
+            store_dir=tmp_path / "store", progress=False, num_threads=1, eval_dataset=held,
+        )  # fmt: skip
+    table = pd.read_csv(out / "probe_emotions_eval.csv")
+    assert list(table.columns) == [
+        "site", "layer", "eval_accuracy", "eval_macro_f1", "eval_majority_baseline", "n_eval",
+    ]  # fmt: skip
+    assert len(table) == 2 * tiny_llama.n_layers and set(table["n_eval"]) == {60}
+    kept = [lab for lab in held.labels if lab != "trust"]
+    names = outputs.emotion.label_names
+    y = np.array([names.index(lab) for lab in kept])
+    assert outputs.eval_store.root == tmp_path / "store_eval"
+    for _, row in table.iterrows():
+        key = (row["site"], int(row["layer"]))
+        x = outputs.eval_store.get(*key).astype(np.float64)
+        pred = (x @ outputs.emotion.directions[key].T + outputs.emotion.intercepts[key]).argmax(1)
+        assert row["eval_accuracy"] == pytest.approx(np.mean(pred == y))
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["data"]["sha256"] == train.fingerprint()
+    assert (
+        manifest["eval_data"]["sha256"]
+        == held.subset([i for i, lab in enumerate(held.labels) if lab != "trust"]).fingerprint()
+    )
+    assert manifest["eval_data"]["n_dropped_unknown_label"] == 5
+    assert manifest["data"]["sha256"] != manifest["eval_data"]["sha256"]
+
+
+def test_run_probing_eval_dataset_needs_linear_probes(tiny_llama, sample_dataset, tmp_path):
+    from lens_emotion.errors import LensEmotionError
+
+    with pytest.raises(LensEmotionError, match="probe_model='logreg'"):
+        run_probing(
+            tiny_llama, sample_dataset, tmp_path / "o", probe_model="mlp",
+            eval_dataset=sample_dataset, progress=False,
+        )  # fmt: skip
