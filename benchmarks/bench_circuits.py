@@ -10,11 +10,18 @@ SmolLM2-135M-Instruct, one left-padded batch), interleaved over repeats:
   run to the end of the model (``full``) as the paper does, and also stopped right after the
   ablated layer (``truncated``, a stronger baseline).
 
-The two must agree to 1e-4 for every head; the maximum difference is recorded. A second
-comparison times the ablation sweep engine: scoring many last-token edits from cached prefixes
-(:class:`~lens_emotion.circuits.scoring.LastTokenScorer`) vs one full forward pass per edit.
+The two must agree to 1e-4 for every head; the maximum difference is recorded. That agreement
+is a **consistency check** (the two are equal by algebra), not evidence of causal importance. A
+second comparison times the ablation sweep engine: scoring many last-token edits from cached
+prefixes (:class:`~lens_emotion.circuits.scoring.LastTokenScorer`) vs one full forward pass per
+edit. A third (``total-effect``) times the total-effect measurement of
+:func:`~lens_emotion.circuits.total_effect.total_effects`: each of the direct top-k heads and
+neurons of one emotion mean-ablated alone at the last token, the final-layer emotion score read
+through every later layer, cached-prefix scorer vs one full pass per ablation, with the largest
+difference of the effects.
 
     python benchmarks/bench_circuits.py --n 4 --repeats 2
+    python benchmarks/bench_circuits.py --parts total-effect --n 4 --k 64 --repeats 2
 """
 
 from __future__ import annotations
@@ -38,9 +45,10 @@ from lens_emotion.circuits import (
     head_output_weights,
     split_scenarios,
 )
-from lens_emotion.circuits.ablation import random_components
+from lens_emotion.circuits.ablation import ComponentMeans, random_components
+from lens_emotion.circuits.components import mlp_output_weights, score_components
 from lens_emotion.circuits.edits import ablation_edit
-from lens_emotion.data import default_sev_path, load_sev
+from lens_emotion.data import SEV_EMOTIONS, default_sev_path, load_sev
 from lens_emotion.io import write_json_atomic
 from lens_emotion.manifest import run_manifest
 from lens_emotion.models import load_model
@@ -80,19 +88,102 @@ def full_pass_scores(model, token_ids, edits, readout):
     return time.perf_counter() - start, torch.stack(out, 1)
 
 
+def total_effect_part(model, sev, args) -> dict:
+    """Cached-prefix scorer vs one full pass per single-component ablation (total effect)."""
+    discovery, heldout = split_scenarios(
+        sev, seed=args.seed, n_discovery=args.n_direction_scenarios, n_evaluation=2
+    )
+    prompts = build_sev_prompts(model, discovery)
+    acts = capture_last_token(model, prompts.token_ids, batch_size=18)
+    directions = compute_directions(acts, prompts.emotion, prompts.group)
+    scores = score_components(
+        acts,
+        prompts.emotion,
+        prompts.group,
+        directions,
+        head_output_weights(model),
+        mlp_output_weights(model),
+    )
+    means = ComponentMeans.from_activations(acts, prompts.emotion, prompts.group, SEV_EMOTIONS)
+    emotion = args.emotion
+    held = build_sev_prompts(model, heldout, [emotion])
+    token_ids = list(held.token_ids[: args.n])
+    edits = [ComponentEdit()]
+    for kind in ("head", "neuron"):
+        for comp in scores[kind].top(emotion, args.k):
+            edits.append(ablation_edit(kind, [comp], "mean", means.of(kind)))
+    readout = directions.vector(emotion, "resid_post", -1)[None]
+    cached_s, full_s, max_diff, max_effect = [], [], 0.0, 0.0
+    for _ in range(args.repeats):
+        start = time.perf_counter()
+        scorer = LastTokenScorer(model, token_ids, batch_size=len(token_ids))
+        cached = scorer.scores(edits, readout)[..., 0].double()
+        cached_s.append(time.perf_counter() - start)
+        t, full = full_pass_scores(model, token_ids, edits, readout)
+        full_s.append(t)
+        full = full[..., 0].double()
+        effect_cached = (cached[:, :1] - cached[:, 1:]).mean(0)
+        effect_full = (full[:, :1] - full[:, 1:]).mean(0)
+        max_diff = max(max_diff, float((effect_cached - effect_full).abs().max()))
+        max_effect = max(max_effect, float(effect_full.abs().max()))
+        print(f"total effect: scorer {cached_s[-1]:.2f}s  full passes {full_s[-1]:.2f}s")
+    return {
+        "what": (
+            "total effect of each of the direct top-k heads and top-k neurons of one emotion, "
+            "mean-ablated alone at the last prompt token (last-token means); final-layer "
+            "emotion score through every later layer"
+        ),
+        "emotion": emotion,
+        "k_per_kind": args.k,
+        "n_ablations": len(edits) - 1,
+        "n_prompts": len(token_ids),
+        "mean_prompt_tokens": sum(len(t) for t in token_ids) / len(token_ids),
+        "repeats": args.repeats,
+        "seconds_cached_prefix_scorer": cached_s,
+        "seconds_one_full_pass_per_ablation": full_s,
+        "speedup": statistics.median(full_s) / statistics.median(cached_s),
+        "max_abs_effect_difference": max_diff,
+        "max_abs_effect": max_effect,
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--n", type=int, default=4, help="prompts (one batch)")
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--n-direction-scenarios", type=int, default=6)
     parser.add_argument("--n-edits", type=int, default=48, help="edits for the scorer comparison")
+    parser.add_argument(
+        "--parts",
+        default="decomposition,total-effect",
+        help="comma-separated: decomposition (with the scorer comparison), total-effect",
+    )
+    parser.add_argument("--k", type=int, default=64, help="top-k heads and neurons (total effect)")
+    parser.add_argument("--emotion", default="sadness", help="emotion of the total-effect part")
     parser.add_argument("--out", default="benchmarks/results/circuits.json")
+    parser.add_argument(
+        "--total-effect-out", default="benchmarks/results/circuits_total_effect.json"
+    )
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
+    parts = {p.strip() for p in args.parts.split(",") if p.strip()}
     torch.set_num_threads(1)
 
     model = load_model("smollm2-135m-instruct", device="cpu")
     sev = load_sev(default_sev_path())
+    if "total-effect" in parts:
+        result = total_effect_part(model, sev, args)
+        result["manifest"] = run_manifest(seed=args.seed, model=model, dataset=sev)
+        write_json_atomic(args.total_effect_out, result)
+        print(
+            f"total effect of {result['n_ablations']} single ablations x {result['n_prompts']} "
+            f"prompts: scorer {statistics.median(result['seconds_cached_prefix_scorer']):.1f}s vs "
+            f"full passes {statistics.median(result['seconds_one_full_pass_per_ablation']):.1f}s "
+            f"({result['speedup']:.1f}x), max |diff| {result['max_abs_effect_difference']:.1e} "
+            f"(effects up to {result['max_abs_effect']:.2f})"
+        )
+    if "decomposition" not in parts:
+        return
     discovery, _ = split_scenarios(sev, seed=args.seed, n_discovery=args.n_direction_scenarios)
     prompts = build_sev_prompts(model, discovery)
     acts = capture_last_token(model, prompts.token_ids, ("resid_mid", "resid_post"), 18)
@@ -143,6 +234,7 @@ def main() -> None:
         "speedup_vs_truncated_ablation": med["ablation_truncated"] / med["decomposition"],
         "max_abs_difference": max_diff,
         "max_abs_contribution": float(dec.abs().max()),
+        "label": "consistency check (decomposition = local zero-ablation by algebra)",
         "scorer": {
             "n_edits": len(edits),
             "seconds_cached": scorer_times,
