@@ -1,16 +1,24 @@
 """The offline emotion judge (``lens_emotion.judge``): accuracy, first-train and cache-load times.
 
+The judge reads text whose emotion word forms are masked (``lens_emotion.lexicon``); it trains
+on masked crowd-enVENT ``generated_text`` and is scored on the masked held-out rows
+(``accuracy_masked``, the judge as used) and on the raw ones (``accuracy_raw``). For comparison
+the pre-issue-19 judge (``mask=False``: trained on raw text, reading raw text) is trained too
+(``unmasked_judge``), and the second judge, SmolLM2's own label readout on the masked held-out
+SEV rows (``readout``: raw, content-free and mean calibration), is scored on the same rows.
+
 In one process, on 1 CPU thread, with an empty temporary cache:
-  * first ``load_judge("crowd-envent")``: embeds all crowd-enVENT texts with all-MiniLM-L6-v2,
-    fits the logistic regression, writes the cache (the embedding throughput is reported);
+  * first ``load_judge("crowd-envent")``: embeds all crowd-enVENT texts (masked and raw) with
+    all-MiniLM-L6-v2, fits the logistic regression, writes the cache (throughput reported);
   * ``load_judge("sev")``: reuses the cached corpus embeddings, fits its own classifier;
   * second ``load_judge`` of each label set: read from the cache (no training);
   * a fresh process: import, load from the cache, first ``predict`` (loads the embedder);
   * embedding throughput of our transformers path vs. ``SentenceTransformer.encode`` on the
     same texts, interleaved over repeats, at batch sizes 16 and 64.
 
-    python benchmarks/bench_judge.py                 # full run (~3 min on 1 thread)
+    python benchmarks/bench_judge.py                 # full run (~8 min on 1 thread)
     python benchmarks/bench_judge.py --n-speed 160   # smaller speed comparison
+    python benchmarks/bench_judge.py --no-readout    # skip the SmolLM2 readout judge
 """
 
 from __future__ import annotations
@@ -34,6 +42,8 @@ from lens_emotion.manifest import run_manifest
 
 HEADLINE = (
     "accuracy",
+    "accuracy_masked",
+    "accuracy_raw",
     "macro_f1",
     "majority_baseline",
     "chance",
@@ -41,6 +51,8 @@ HEADLINE = (
     "n_test",
     "accuracy_without_emotion_word",
     "n_test_without_emotion_word",
+    "share_test_naming_emotion",
+    "accuracy_on_texts_naming_emotion",
 )
 
 
@@ -67,12 +79,39 @@ def timed(fn):
     return out, time.perf_counter() - start
 
 
+def readout_accuracy(path: Path, args: argparse.Namespace) -> tuple[dict, dict]:
+    """SmolLM2's label readout on the SEV judge's held-out rows, masked, per calibration."""
+    from lens_emotion.data import SEV_EMOTIONS
+    from lens_emotion.inference import recalibrate
+    from lens_emotion.judge import CROWD_TO_SEV, ReadoutJudge
+    from lens_emotion.models import load_model
+
+    rows = load_crowd_envent(path, text_column="generated_text")
+    rows = rows.filter([lab in CROWD_TO_SEV for lab in rows.labels])
+    rows = rows.with_labels([CROWD_TO_SEV[x] for x in rows.labels], SEV_EMOTIONS)
+    _, test = rows.split(test_size=0.2, seed=args.seed, stratify=True)
+    model = load_model(args.readout_model, device="cpu")
+    readout = ReadoutJudge(model, labels="sev", calibrate=None)
+    start = time.perf_counter()
+    result = readout.infer(list(test.texts))
+    seconds = time.perf_counter() - start
+    gold = list(test.labels)
+    out: dict = {"n_test": len(test), "template": "emotion-list", "seconds": seconds}
+    for mode in (None, "content-free", "mean"):
+        scored = recalibrate(result, mode, model=model, template=readout.template)
+        acc = sum(p == g for p, g in zip(scored.predictions, gold, strict=True)) / len(gold)
+        out[f"accuracy_{mode or 'raw'}"] = acc
+    return out, model.describe()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--n-speed", type=int, default=320, help="texts for the speed comparison")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/judge.json"))
+    parser.add_argument("--no-readout", action="store_true", help="skip the readout judge")
+    parser.add_argument("--readout-model", default="smollm2-135m-instruct")
     args = parser.parse_args()
     torch.set_num_threads(1)
     path = default_crowd_envent_path()
@@ -101,6 +140,11 @@ def main() -> None:
             }
             print(label_set, {k: round(v, 3) for k, v in results[label_set]["validation"].items()})
             print(f"  first load {first_s:.1f} s, from cache {cached_s:.2f} s", judge.timings)
+            unmasked = load_judge(
+                label_set, data_path=path, seed=args.seed, progress=False, mask=False
+            )
+            results[label_set]["unmasked_judge"] = {k: unmasked.validation.get(k) for k in HEADLINE}
+            print("  unmasked judge", results[label_set]["unmasked_judge"])
         # A fresh process: import, load from the cache, load the embedder, first predict.
         child = subprocess.run(
             [sys.executable, "-c", FRESH_PROCESS, str(path)],
@@ -130,7 +174,11 @@ def main() -> None:
     results["embedding_texts_per_s_raw"] = speed
     results["n_speed"] = len(texts)
     print({k: round(v, 1) for k, v in results["embedding_texts_per_s"].items()})
-    results["manifest"] = run_manifest(seed=args.seed, extra={"embedder": ours.describe()})
+    extra = {"embedder": ours.describe()}
+    if not args.no_readout:
+        results["readout"], extra["readout_model"] = readout_accuracy(path, args)
+        print("readout", results["readout"])
+    results["manifest"] = run_manifest(seed=args.seed, extra=extra)
     write_json_atomic(args.out, results)
     print("wrote", args.out)
 

@@ -1061,10 +1061,10 @@ class ReadoutJudge:
 
     def describe(self) -> dict[str, Any]:
         """JSON-ready description for run manifests."""
-        spec = getattr(self.model, "spec", None)
+        describe = getattr(self.model, "describe", None)
         return {
             "kind": self.kind,
-            "model": getattr(spec, "name", None) or repr(type(self.model).__name__),
+            "model": describe() if callable(describe) else type(self.model).__name__,
             "labels": list(self.labels),
             "template": self.template.describe(),
             "calibrate": self.calibrate,
@@ -1107,6 +1107,7 @@ def score_replies(
     targets: Sequence[str],
     *,
     readout: Any | None = None,
+    readout_labels: Sequence[str] | None = None,
     extra: pd.DataFrame | dict[str, Sequence[Any]] | None = None,
     min_words: int = 5,
     min_distinct: float = 0.5,
@@ -1125,6 +1126,8 @@ def score_replies(
         targets: The emotion each reply should express, one per reply, in ``judge.labels``.
         readout: Optional second judge with ``predict(texts) -> labels`` (e.g.
             :class:`ReadoutJudge`); it is given the masked replies.
+        readout_labels: The second judge's labels, precomputed on the masked replies (one
+            per reply; :data:`NO_REPLY` for empty ones), instead of ``readout``.
         extra: Columns to put first (e.g. ``method``, ``emotion``, ``skeleton_id``), one value
             per reply.
         min_words: Replies with fewer words are degenerate.
@@ -1137,13 +1140,17 @@ def score_replies(
         ``judged_masked``, ``judged_raw``, ``correct_masked``, ``correct_raw``,
         ``names_emotion`` (the reply holds a word form of its target),
         ``names_any_emotion``, ``n_words``, ``distinct_2``, ``degenerate``, ``fluent``
-        (not degenerate), ``fluent_correct_masked``; with ``readout`` also
-        ``readout_label`` and ``correct_readout``.
+        (not degenerate), ``fluent_correct_masked``; with ``readout`` or
+        ``readout_labels`` also ``readout_label`` and ``correct_readout``.
 
     Raises:
-        JudgeInputError: Lengths differ, a target is not a judge label, or bad replies.
+        JudgeInputError: Lengths differ, a target is not a judge label, bad replies, or both
+            ``readout`` and ``readout_labels`` are given.
     """
     from lens_emotion.circuits.modulation import distinct_bigram_ratio, is_degenerate
+
+    if readout is not None and readout_labels is not None:
+        raise JudgeInputError("pass readout or readout_labels, not both")
 
     if isinstance(replies, str) or isinstance(targets, str):
         raise JudgeInputError("replies and targets must be sequences of strings, not a string")
@@ -1192,8 +1199,16 @@ def score_replies(
     frame["degenerate"] = [is_degenerate(r, min_words, min_distinct) for r in replies]
     frame["fluent"] = ~frame["degenerate"]
     frame["fluent_correct_masked"] = frame["correct_masked"] & frame["fluent"]
-    if readout is not None:
-        frame["readout_label"] = _judge_labels(readout, masked)
+    if readout is not None or readout_labels is not None:
+        if readout is not None:
+            second = _judge_labels(readout, masked)
+        else:
+            if isinstance(readout_labels, str) or len(readout_labels) != len(replies):
+                raise JudgeInputError(
+                    f"readout_labels must hold one label per reply ({len(replies)})"
+                )
+            second = [str(x) for x in readout_labels]
+        frame["readout_label"] = second
         frame["correct_readout"] = frame["readout_label"].to_numpy(dtype=object) == target_arr
     for col in ("correct_masked", "correct_raw", "fluent", "fluent_correct_masked"):
         frame[col] = frame[col].astype(bool)
@@ -1231,7 +1246,7 @@ def _kappa(a: Sequence[str], b: Sequence[str]) -> float:
     if len(a) == 0:
         return float("nan")
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)
+        warnings.simplefilter("ignore")  # undefined kappa (one shared label) -> nan
         value = float(cohen_kappa_score(list(a), list(b)))
     return value
 

@@ -18,10 +18,14 @@ from lens_emotion.judge import (
     EmotionJudge,
     JudgeDataError,
     JudgeInputError,
+    ReadoutJudge,
     SentenceEmbedder,
     embedder_folder,
     load_judge,
+    score_replies,
+    summarise_replies,
 )
+from lens_emotion.lexicon import mask_emotion_words, names_any_emotion
 
 pytestmark = pytest.mark.integration
 
@@ -121,10 +125,17 @@ def test_heldout_accuracy_well_above_baselines(label_set, crowd_judge, sev_judge
     assert v["n_test"] == int(np.ceil(0.2 * len(kept)))
     assert v["chance"] == pytest.approx(1 / len(judge.labels))
     baseline = max(v["majority_baseline"], v["chance"])
-    assert v["accuracy"] > 3 * baseline
+    # The judge as used reads masked text; masked and raw held-out accuracy are both reported.
+    assert v["mask"] is True
+    assert v["accuracy"] == v["accuracy_masked"]
+    assert v["accuracy_masked"] > 3 * baseline
+    assert 0 < v["accuracy_raw"] <= 1
     assert v["macro_f1"] > 3 * v["chance"]
     # Held-out rows without an explicit emotion word are harder but still far above chance.
     assert v["accuracy_without_emotion_word"] > 2 * baseline
+    # About a third of crowd-enVENT texts name an emotion; masked, the judge still reads them.
+    assert 0.2 < v["share_test_naming_emotion"] < 0.5
+    assert v["accuracy_on_texts_naming_emotion"] > 2 * baseline
     assert set(v["per_class_recall"]) == set(judge.labels)
     assert all(r > v["chance"] for r in v["per_class_recall"].values())
 
@@ -135,11 +146,78 @@ def test_sev_validation_reproduced_through_predict(sev_judge, crowd_envent_path)
     rows = rows.filter(np.array([lab in CROWD_TO_SEV for lab in rows.labels]))
     rows = rows.with_labels([CROWD_TO_SEV[x] for x in rows.labels], SEV_EMOTIONS)
     _, test = rows.split(test_size=0.2, seed=0, stratify=True)
-    predicted = sev_judge.predict(list(test.texts))
-    accuracy = float(np.mean([p == t for p, t in zip(predicted, test.labels, strict=True)]))
     assert len(test) == sev_judge.validation["n_test"]
-    # Batches hold other texts than in training; float rounding may flip a near-tie or two.
-    assert abs(accuracy - sev_judge.validation["accuracy"]) <= 2 / len(test)
+    for mask, key in ((True, "accuracy_masked"), (False, "accuracy_raw")):
+        predicted = sev_judge.predict(list(test.texts), mask=mask)
+        accuracy = float(np.mean([p == t for p, t in zip(predicted, test.labels, strict=True)]))
+        # Batches hold other texts than in training; float rounding may flip a near-tie or two.
+        assert abs(accuracy - sev_judge.validation[key]) <= 2 / len(test), key
+
+
+NAMING = [
+    "Anger is a powerful emotion that can be both a blessing and a curse.",
+    "Surprise! I'm glad you came.",
+    "Fearless.",
+    "HAPPY FRIEND! See you soon.",
+    "I felt so sad and disgusted when they left.",
+]
+
+
+def test_judge_never_sees_an_emotion_word(sev_judge, crowd_judge):
+    masked = [mask_emotion_words(t) for t in NAMING]
+    assert not any(names_any_emotion(t) for t in masked)
+    for judge in (sev_judge, crowd_judge):
+        # Reading a text and reading its masked version is the same event...
+        np.testing.assert_array_equal(judge.predict_proba(NAMING), judge.predict_proba(masked))
+        np.testing.assert_array_equal(judge.embed(NAMING), judge.embed(masked))
+        assert judge.predict(NAMING) == judge.predict(masked)
+        # ... and masking did something: with mask=False the judge reads the words.
+        raw = judge.predict_proba(NAMING, mask=False)
+        assert np.abs(raw - judge.predict_proba(NAMING)).max() > 0.05
+    # Unmasked, the words decide; masked, "Fearless." is no longer read as fear.
+    assert sev_judge.predict(["Fearless."], mask=False) == ["fear"]
+
+
+def test_raw_trained_judge_is_another_cache_entry(small_csv, tmp_cache):
+    masked = load_judge("sev", data_path=small_csv, seed=0, progress=False)
+    raw = load_judge("sev", data_path=small_csv, seed=0, progress=False, mask=False)
+    assert masked.mask and not raw.mask and not raw.from_cache
+    assert masked.cache_dir != raw.cache_dir
+    assert masked.training["mask"] is True and raw.training["mask"] is False
+    assert not np.array_equal(masked.coef, raw.coef)
+    assert raw.validation["accuracy"] == raw.validation["accuracy_raw"]
+    assert masked.validation["accuracy"] == masked.validation["accuracy_masked"]
+    # Same split, so the raw judge's masked accuracy and the masked judge's raw accuracy are
+    # the same rows read the other way.
+    assert raw.validation["n_test"] == masked.validation["n_test"]
+    other = load_judge("sev", data_path=small_csv, seed=0, progress=False, mask_token="<x>")
+    assert other.cache_dir not in (masked.cache_dir, raw.cache_dir)
+    assert other.predict(["so angry"]) == other.predict(["so <x>"], mask=False)
+    with pytest.raises(JudgeInputError, match="names an emotion"):
+        load_judge("sev", data_path=small_csv, progress=False, mask_token="<sad>")
+
+
+def test_readout_judge_and_scoring_on_smollm2(smollm2, sev_judge, crowd_envent):
+    """Both judges on 24 real crowd-enVENT texts of the SEV emotions, emotion words included."""
+    rows = crowd_envent.filter(np.array([lab in CROWD_TO_SEV for lab in crowd_envent.labels]))
+    rows = rows.with_labels([CROWD_TO_SEV[x] for x in rows.labels], SEV_EMOTIONS)
+    rows = rows.sample(24, seed=1)
+    readout = ReadoutJudge(smollm2, labels="sev")
+    texts = list(rows.texts)
+    labels = readout.predict(texts)
+    assert len(labels) == 24 and set(labels) <= set(SEV_EMOTIONS)
+    assert labels == readout.predict([mask_emotion_words(t) for t in texts], mask=False)
+    frame = score_replies(
+        sev_judge, texts, list(rows.labels), readout=readout, extra={"set": ["real"] * 24}
+    )
+    assert frame["readout_label"].tolist() == labels
+    summary = summarise_replies(frame, by="set").iloc[0]
+    assert summary["n"] == 24
+    assert summary["judged_masked"] == frame["correct_masked"].mean()
+    assert summary["readout"] == frame["correct_readout"].mean()
+    assert -1 <= summary["kappa"] <= 1
+    # The masked judge reads these texts far above chance (1/6).
+    assert summary["judged_masked"] > 2 / 6
 
 
 def test_predict_proba_shapes_and_labels(sev_judge, crowd_judge):

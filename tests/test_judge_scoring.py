@@ -93,6 +93,15 @@ def test_score_replies_second_judge_sees_masked_text():
     assert second.seen == [mask_emotion_words(r) for r in REPLIES if r]
     assert frame["readout_label"].tolist() == ["anger", "anger", "happiness", NO_REPLY, "happiness"]
     assert frame["correct_readout"].tolist() == [True, True, True, False, True]
+    # Precomputed labels give the same frame.
+    again = score_replies(
+        WordJudge(), REPLIES, TARGETS, readout_labels=frame["readout_label"].tolist()
+    )
+    pd.testing.assert_frame_equal(again, frame)
+    with pytest.raises(JudgeInputError, match="not both"):
+        score_replies(WordJudge(), REPLIES, TARGETS, readout=second, readout_labels=["anger"] * 5)
+    with pytest.raises(JudgeInputError, match="one label per reply"):
+        score_replies(WordJudge(), REPLIES, TARGETS, readout_labels=["anger"])
 
 
 def test_summarise_matches_hand_computation():
