@@ -198,26 +198,22 @@ def layer_list(text: str) -> tuple[int, ...]:
     return tuple(values)
 
 
-def positive_int(text: str) -> int:
-    """An integer >= 1."""
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer such as 16, got {text!r}")
-    return value
+def _int_at_least(minimum: int, what: str, example: int) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = minimum - 1
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"expected {what} such as {example}, got {text!r}")
+        return value
+
+    parse.__doc__ = f"An integer >= {minimum}."
+    return parse
 
 
-def nonnegative_int(text: str) -> int:
-    """An integer >= 0."""
-    try:
-        value = int(text)
-    except ValueError:
-        value = -1
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0 such as 0, got {text!r}")
-    return value
+positive_int = _int_at_least(1, "a positive integer", 16)
+nonnegative_int = _int_at_least(0, "an integer >= 0", 0)
 
 
 def positive_float(text: str) -> float:
@@ -299,6 +295,54 @@ def add_data_args(
         + (f" (default: {limit})" if limit else " (default: all)"),
     )
     group.add_argument("--seed", type=int, default=0, help="seed of subsets and runs (default: 0)")
+
+
+def add_pairs_args(parser: argparse.ArgumentParser, n_pairs: int, method_help: str) -> None:
+    """Options of the commands that draw source/target pairs (``patch``, ``attribute``)."""
+    from lens_emotion.prompts import TEMPLATES
+
+    parser.add_argument(
+        "--pairs",
+        type=positive_int,
+        default=n_pairs,
+        help=f"source/target pairs (default {n_pairs})",
+    )
+    parser.add_argument("--template", default="emotion-list", choices=sorted(TEMPLATES))
+    parser.add_argument(
+        "--all-rows",
+        action="store_true",
+        help="draw pairs among all rows (kept only if clean predictions differ), not only "
+        "agreeing rows",
+    )
+    add_calibrate_arg(parser, "the clean predictions (the control task is never calibrated)")
+    parser.add_argument(
+        "--method",
+        default="auto",
+        choices=["auto", "fast", "bridge", "reference"],
+        help=method_help,
+    )
+
+
+def pairs_run_kwargs(args: argparse.Namespace) -> dict[str, Any]:
+    """The workflow arguments :func:`add_pairs_args` options (and the shared ones) map to."""
+    from lens_emotion.inference import resolve_calibration
+
+    calibration = resolve_calibration(args.template, args.calibrate)  # fails early if bad
+    return {
+        "n_pairs": args.pairs,
+        "seed": args.seed,
+        "template": args.template,
+        "agreeing_only": not args.all_rows,
+        # "auto" stays "auto": the control task inside the workflow is never calibrated
+        "calibrate": "auto" if args.calibrate == "auto" else calibration,
+        "sites": list(args.sites),
+        "heads": not args.no_heads,
+        "method": args.method,
+        "formats": list(args.formats),
+        "batch_size": args.batch_size,
+        "progress": not args.quiet,
+        "command": command_string(),
+    }
 
 
 def add_progress_args(parser: argparse.ArgumentParser) -> None:

@@ -6,17 +6,17 @@ import argparse
 from typing import Any
 
 from lens_emotion.cli.common import (
-    add_calibrate_arg,
     add_data_args,
     add_model_args,
+    add_pairs_args,
     add_progress_args,
     check_layers,
     choice_list,
-    command_string,
     formats_arg,
     layer_list,
     load_data_from_args,
     load_model_from_args,
+    pairs_run_kwargs,
     positive_int,
 )
 
@@ -26,23 +26,11 @@ PATCH_SITES = ("attn_out", "mlp_out", "resid_post")
 
 def add_parser(sub: Any) -> argparse.ArgumentParser:
     """Register ``patch``."""
-    from lens_emotion.prompts import TEMPLATES
-
     p = sub.add_parser("patch", help=HELP, description=HELP)
     add_model_args(p)
     add_data_args(p, limit=800)
-    p.add_argument(
-        "--pairs", type=positive_int, default=200, help="source/target pairs (default 200)"
-    )
+    add_pairs_args(p, 200, "patching engine (auto: the fast last-position path where it applies)")
     p.add_argument("--span", type=int, default=3, choices=[1, 3, 5], help="window size")
-    p.add_argument("--template", default="emotion-list", choices=sorted(TEMPLATES))
-    p.add_argument(
-        "--all-rows",
-        action="store_true",
-        help="draw pairs among all rows (kept only if clean predictions differ), not only "
-        "agreeing rows",
-    )
-    add_calibrate_arg(p, "the clean predictions (the control task is never calibrated)")
     p.add_argument(
         "--sites",
         type=choice_list(PATCH_SITES, "attn_out,mlp_out"),
@@ -52,7 +40,6 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     p.add_argument(
         "--layers", type=layer_list, default=None, help="centre layers, e.g. 10,20 (default: all)"
     )
-    p.add_argument("--method", default="auto", choices=["auto", "fast", "bridge", "reference"])
     p.add_argument("--no-heads", action="store_true", help="skip head (hook_z) patching")
     p.add_argument("--no-ablations", action="store_true", help="skip the ablations")
     p.add_argument("--no-control", action="store_true", help="skip the control task")
@@ -65,10 +52,9 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> int:
     """Run ``patch``; prints the pairs kept and the peak transfer per site."""
-    from lens_emotion.inference import resolve_calibration
     from lens_emotion.patching_workflow import run_patching
 
-    calibration = resolve_calibration(args.template, args.calibrate)
+    kwargs = pairs_run_kwargs(args)
     dataset = load_data_from_args(args)
     model = load_model_from_args(args)
     check_layers(args.layers, model.n_layers, "--layers")
@@ -76,22 +62,11 @@ def run(args: argparse.Namespace) -> int:
         model,
         dataset,
         args.out,
-        n_pairs=args.pairs,
         span=args.span,
-        seed=args.seed,
-        template=args.template,
-        agreeing_only=not args.all_rows,
-        calibrate="auto" if args.calibrate == "auto" else calibration,
-        sites=list(args.sites),
         layers=list(args.layers) if args.layers else None,
-        heads=not args.no_heads,
         ablations=not args.no_ablations,
         control=not args.no_control,
-        method=args.method,
-        formats=list(args.formats),
-        batch_size=args.batch_size,
-        progress=not args.quiet,
-        command=command_string(),
+        **kwargs,
     )
     pairs = outputs.sites.pairs
     print(
