@@ -105,3 +105,32 @@ def test_save_load_roundtrip_and_errors(circ, tmp_path):
         complete_groups(["anger", "anger"], ["g", "h"], SEV_EMOTIONS)
     with pytest.raises(CircuitError, match="not found"):
         EmotionDirections.load(tmp_path / "missing.safetensors")
+
+
+def test_described_emotions_are_read_less_well_than_named_ones(circ):
+    """Held-out prompts that describe the emotion (no emotion word): a test that can fail."""
+    from lens_emotion.circuits.capture import capture_last_token
+    from lens_emotion.circuits.sev_prompts import build_sev_prompts
+
+    described = build_sev_prompts(circ.model, circ.heldout, instruction="described")
+    acts = capture_last_token(circ.model, described.token_ids, ("resid_mid", "resid_post"), 18)
+    table = direction_consistency(
+        circ.acts,
+        circ.disc.emotion,
+        circ.disc.group,
+        circ.disc.theme,
+        circ.disc.valence,
+        circ.directions,
+        circ.held_acts,
+        circ.held.emotion,
+        acts,
+        described.emotion,
+        min_groups=1,
+    )
+    late = table[(table.site == "resid_post") & (table.layer >= 20)]
+    chance = float(table.chance.iloc[0])
+    # Part of what the directions read is the instruction's word: named >> described ...
+    assert late.heldout_accuracy.mean() > late.heldout_accuracy_described.mean() + 0.2
+    # ... but not all of it: described prompts are still read above chance somewhere late.
+    assert late.heldout_accuracy_described.max() > chance + 0.1
+    assert table[table.layer == 0].heldout_accuracy_described.max() < 0.5
