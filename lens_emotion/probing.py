@@ -359,6 +359,8 @@ class _Scores:
     n_iter: int = 0
     converged: bool = True
     grad_max: float = float("nan")  # largest gradient entry over this fit's problems
+    fold_coef: list[np.ndarray] | None = None  # raw-space (K, d) weights of each fold's probe
+    fold_scale: list[np.ndarray] | None = None  # each fold's standardisation scale (d,)
 
 
 def _fold_metrics(y_true: np.ndarray, y_pred: np.ndarray, k: int) -> tuple[float, float]:
@@ -378,8 +380,13 @@ def _logreg_scores(
     fit_direction: bool,
     max_iter: int,
     tol: float,
+    fold_coefs: bool = False,
 ) -> _Scores:
-    """All folds (+ controls, + final all-rows fit) of one (site, layer) in one L-BFGS run."""
+    """All folds (+ controls, + final all-rows fit) of one (site, layer) in one L-BFGS run.
+
+    With ``fold_coefs`` the raw-space weights of each fold's probe and that fold's feature
+    scale (``coef * scale`` is the standardised-space weight scikit-learn reports) are kept.
+    """
     n = len(y)
     # A global affine rescale first: per-fold standardisation is invariant to it, and it keeps
     # float32 arithmetic accurate when some residual dimensions are huge.
@@ -420,8 +427,18 @@ def _logreg_scores(
         pred = pred.argmax(dim=2).numpy()  # (B, n)
     acc, f1, ctrl = [], [], []
     oof = np.full(n, -1, dtype=np.int64)
+    kept_coef, kept_scale = [], []
     b = 0
     for _, te in plan.folds:
+        if fold_coefs:
+            raw, _ = to_raw_space(
+                coef[b].double().numpy(),
+                intercept[b].double().numpy(),
+                g_mean + g_scale * means[b],
+                g_scale * scales[b],
+            )
+            kept_coef.append(raw)
+            kept_scale.append(g_scale * scales[b])
         oof[te] = pred[b, te]
         a, m = _fold_metrics(y[te], pred[b, te], k)
         acc.append(a)
@@ -448,6 +465,8 @@ def _logreg_scores(
         n_iter=n_iter,
         converged=converged,
         grad_max=float(grad_max.max()),
+        fold_coef=kept_coef if fold_coefs else None,
+        fold_scale=kept_scale if fold_coefs else None,
     )
 
 

@@ -692,3 +692,51 @@ def test_errors_are_informative(store):
     with pytest.raises(ProbeError, match="no directions"):
         appraisal_alignment(no_dirs, appraisal)
     assert issubclass(ProbeError, LensEmotionError) and issubclass(ProbeError, ValueError)
+
+
+# ------------------------------------------------------------------ real SmolLM2
+
+
+@pytest.mark.integration
+def test_smollm2_probe_matches_sklearn_at_real_size(smollm2, crowd_envent):
+    """Our batched L-BFGS at its defaults against scikit-learn on SmolLM2 resid_post, layer 15
+    (d = 576), 1,000 real crowd-enVENT rows, 13 classes, 5 folds, C = 1.
+
+    Same objective in both, term for term: sklearn minimises ``(sum_i s_i CE_i + ||W||^2 /
+    (2C)) / sum_i s_i`` over standardised features with ``s_i`` the balanced class weights
+    (``n / (K count_y)``, summing to n) and the intercept unpenalised; we minimise
+    ``(sum_i w_i CE_i + ||W||^2 / (2C)) / n`` with the same ``w_i``. Hence the same ``tol``
+    (largest gradient entry of that objective) means the same thing in both.
+    """
+    from lens_emotion.activations import extract_activations
+    from lens_emotion.probing import DEFAULT_MAX_ITER, _label_setup
+    from lens_emotion.prompts import build_prompts
+
+    rows = crowd_envent.sample(1000, seed=0)
+    prompts = build_prompts(smollm2, rows.texts, rows.labels, rows.label_names, "zero-shot")
+    # one site, one layer (the forward pass stops after it), cached by request: a rerun reuses it
+    store = extract_activations(
+        smollm2, prompts, sites=["resid_post"], layers=[15], dataset=rows, progress=False
+    )
+    setup = _label_setup(store, rows.labels, rows.label_names, None, 5)
+    plan = _cv_plan(setup.y, 5, 0)
+    x, y, k = store.get("resid_post", 15)[setup.rows], setup.y, len(setup.label_names)
+    assert x.shape == (1000, 576) and k == 13
+    with torch_threads(1):
+        ours = _logreg_scores(
+            x, y, k, plan, C=1.0, control=False, fit_direction=False,
+            max_iter=DEFAULT_MAX_ITER, tol=1e-5, fold_coefs=True,
+        )  # fmt: skip
+    assert ours.converged and ours.grad_max <= 1e-5
+    for f, (tr, te) in enumerate(plan.folds):
+        ref = make_pipeline(
+            StandardScaler(),
+            LogisticRegression(C=1.0, class_weight="balanced", tol=1e-5, max_iter=5000),
+        ).fit(x[tr], y[tr])
+        np.testing.assert_allclose(ours.fold_scale[f], ref[0].scale_, rtol=1e-5)
+        sk_acc = float(np.mean(ref.predict(x[te]) == y[te]))
+        assert abs(ours.accuracy[f] - sk_acc) <= 0.01, (f, ours.accuracy[f], sk_acc)
+        a = (ours.fold_coef[f] * ours.fold_scale[f]).ravel()  # standardised space
+        b = ref[-1].coef_.ravel()
+        cosine = float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b)))
+        assert cosine >= 0.99, (f, cosine)
