@@ -22,13 +22,20 @@ difference of the effects.
 
     python benchmarks/bench_circuits.py --n 4 --repeats 2
     python benchmarks/bench_circuits.py --parts total-effect --n 4 --k 64 --repeats 2
+
+``--parts run`` runs the whole workflow (:func:`~lens_emotion.circuits.workflow.run_circuits`,
+what ``lens-emotion circuits`` calls) on real SEV with the given ``CircuitSettings`` fields
+(JSON) and writes every output file to ``--run-out`` (``benchmarks/results/circuits_run``).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import shutil
 import statistics
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -165,12 +172,43 @@ def main() -> None:
         "--total-effect-out", default="benchmarks/results/circuits_total_effect.json"
     )
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--run-out", default="benchmarks/results/circuits_run")
+    parser.add_argument("--settings", default="{}", help="CircuitSettings fields as JSON (run)")
+    parser.add_argument("--formats", default="png", help="figure formats of the run")
     args = parser.parse_args()
     parts = {p.strip() for p in args.parts.split(",") if p.strip()}
     torch.set_num_threads(1)
 
     model = load_model("smollm2-135m-instruct", device="cpu")
     sev = load_sev(default_sev_path())
+    if "run" in parts:
+        from lens_emotion.circuits.workflow import CircuitSettings, run_circuits
+
+        fields = json.loads(args.settings)
+        for key in ("steer_windows",):
+            if key in fields:
+                fields[key] = tuple(tuple(w) for w in fields[key])
+        for key, value in fields.items():
+            if isinstance(value, list):
+                fields[key] = tuple(value)
+        out = Path(args.run_out)
+        if out.exists():
+            shutil.rmtree(out)  # replace the previous run's files
+        start = time.perf_counter()
+        outputs = run_circuits(
+            model,
+            sev,
+            out,
+            seed=args.seed,
+            settings=CircuitSettings(**fields),
+            formats=[f for f in args.formats.split(",") if f],
+            command="python benchmarks/bench_circuits.py --parts run --settings "
+            + json.dumps(json.loads(args.settings)),
+        )
+        print(f"run: {time.perf_counter() - start:.0f} s, {len(outputs.files)} files in {out}")
+        print(json.dumps(outputs.timings))
+        if outputs.control is not None:
+            print(outputs.control[outputs.control.emotion == "all"].to_string())
     if "total-effect" in parts:
         result = total_effect_part(model, sev, args)
         result["manifest"] = run_manifest(seed=args.seed, model=model, dataset=sev)
