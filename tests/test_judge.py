@@ -208,7 +208,7 @@ def test_readout_judge_and_scoring_on_smollm2(smollm2, sev_judge, crowd_envent):
     assert len(labels) == 24 and set(labels) <= set(SEV_EMOTIONS)
     assert labels == readout.predict([mask_emotion_words(t) for t in texts], mask=False)
     frame = score_replies(
-        sev_judge, texts, list(rows.labels), readout=readout, extra={"set": ["real"] * 24}
+        sev_judge, texts, list(rows.labels), readout_labels=labels, extra={"set": ["real"] * 24}
     )
     assert frame["readout_label"].tolist() == labels
     summary = summarise_replies(frame, by="set").iloc[0]
