@@ -269,6 +269,9 @@ class CircuitsOutputs:
         figures: Plotly figures by name.
         files: Written files, relative to the output folder.
         timings: Seconds per step.
+        chosen: The tuned strengths and windows (``circuit_gamma`` with its meaning in
+            words, ``steering_beta``, ``steering_window``, the rule's notes); empty without
+            generation.
     """
 
     directions: Any
@@ -283,6 +286,7 @@ class CircuitsOutputs:
     figures: dict[str, Any] = field(default_factory=dict)
     files: list[str] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
+    chosen: dict[str, Any] = field(default_factory=dict)
 
 
 def _load_items(sev: Any) -> Any:
@@ -880,4 +884,5 @@ def run_circuits(
         figures=figures,
         files=files,
         timings=timings,
+        chosen=dict(extra.get("chosen", {})),
     )

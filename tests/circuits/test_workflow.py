@@ -164,6 +164,7 @@ def test_run_writes_masked_judge_tables_and_the_tuning_rule(
     chosen = manifest["chosen"]
     assert chosen["circuit_gamma"] in settings.gamma_grid
     assert "gamma = 1 is the emotion-conditioned state" in chosen["circuit_gamma_meaning"]
+    assert out.chosen == chosen
     table = out.tables["tuning"]
     assert table.chosen.sum() == 2
     # The chosen rows follow the rule recomputed from the table.
