@@ -265,6 +265,8 @@ def judged_ablation(
     pooled = summarise_generations(generations, keys[1:], n_boot, seed)
     pooled.insert(0, "emotion", "all")
     table = pd.concat([per_emotion, pooled], ignore_index=True)
-    table["edit_positions"] = "all"
-    table["ablation_means"] = "all positions" if intervention != "zero" else "none (zero)"
+    edited = table["which"] != "none"
+    table["edit_positions"] = np.where(edited, "all", "none (unedited)")
+    label = "all positions" if intervention != "zero" else "none (zero)"
+    table["ablation_means"] = np.where(edited, label, "none (unedited)")
     return table, generations

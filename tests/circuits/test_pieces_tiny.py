@@ -205,7 +205,9 @@ def test_ablations_refuse_means_from_other_positions(tiny_llama, sev_sample, fak
         max_new_tokens=3,
         n_boot=20,
     )
-    assert set(table.ablation_means) == {"all positions"} and set(table.edit_positions) == {"all"}
+    edited = table[table.which != "none"]
+    assert set(edited.ablation_means) == {"all positions"} and set(edited.edit_positions) == {"all"}
+    assert set(table[table.which == "none"].edit_positions) == {"none (unedited)"}
     assert len(gens) == 3 * 2 and {"judged_masked", "judged_raw", "names_emotion"} <= set(gens)
 
 
