@@ -159,6 +159,16 @@ def test_smollm2_infers_emotions_above_chance_on_real_rows(smollm2, crowd_envent
     chance = 1 / 13
     assert plain.accuracy > 1.5 * chance
     assert calibrated.accuracy > 1.5 * chance
+    # fitted on one half, scored on the other: still above chance, and every calibration's
+    # accuracy is in the metrics of the same pass
+    from lens_emotion.inference import recalibrate
+
+    held = recalibrate(plain, "mean-heldout")
+    assert held.n_scored == 65 and held.accuracy > 1.5 * chance
+    by = held.metrics()["accuracy_by_calibration"]
+    assert by["mean"] == pytest.approx(calibrated.accuracy)
+    assert by["none"] == pytest.approx(plain.accuracy)
+    assert by["mean-heldout"] == pytest.approx(held.accuracy)
     # Calibration spreads predictions over more labels than the raw, biased readout.
     assert len(set(calibrated.predictions)) >= len(set(plain.predictions))
 
@@ -293,7 +303,7 @@ def test_auto_calibration_is_the_best_measured_one():
 
     root = Path(__file__).resolve().parents[1] / "benchmarks" / "results"
     checked = 0
-    for name in ("inference.json", "inference_full.json"):
+    for name in ("inference.json", "inference_calibration.json", "inference_full.json"):
         path = root / name
         if not path.is_file():
             continue
