@@ -26,6 +26,7 @@ COMMANDS: dict[str, str] = {
     "attribute": "attribute",
     "steer": "steer",
     "circuits": "circuits",
+    "geometry": "geometry",
     "figures": "figures",
     "demo": "demo",
 }

@@ -5,8 +5,9 @@ SEV ``happiness``):
 
 * the crowd-enVENT vectors of those 6 emotions are centred over the 6 (as the SEV
   context-agnostic directions are, :mod:`lens_emotion.circuits.directions`) and normalised;
-* ``diag_cos``: mean cosine of matched pairs (crowd-enVENT *e* vs SEV *e*), with a bootstrap
-  CI over crowd-enVENT texts (the SEV directions are held fixed); ``cos.<emotion>`` per pair;
+* ``diag_cos``: mean cosine of matched pairs (crowd-enVENT *e* vs SEV *e*), with a
+  bias-corrected bootstrap CI over crowd-enVENT texts (the SEV directions are held fixed);
+  ``cos.<emotion>`` per pair;
 * **permutation baseline** (mismatched emotions): the mean matched cosine after relabelling
   the SEV directions by each of the 265 derangements (no emotion kept): ``perm_mean`` and
   ``perm_q95``; ``perm_p`` is the exact permutation p-value over all 720 relabellings;
@@ -22,7 +23,6 @@ SEV ``happiness``):
 from __future__ import annotations
 
 import itertools
-import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,12 +37,14 @@ from lens_emotion.geometry.errors import GeometryError
 from lens_emotion.geometry.pca import GEOMETRY_COLUMNS
 from lens_emotion.geometry.vectors import (
     EmotionVectorsResult,
+    bc_interval,
     bootstrap_class_means,
     bootstrap_counts,
 )
 from lens_emotion.io import write_text_atomic
+from lens_emotion.judge import wilson_interval
 
-__all__ = ["SHARED_EMOTIONS", "CrossPaperResult", "cross_paper", "wilson_interval"]
+__all__ = ["SHARED_EMOTIONS", "CrossPaperResult", "cross_paper"]
 
 #: crowd-enVENT emotion -> SEV emotion, for the emotions both datasets have.
 SHARED_EMOTIONS: dict[str, str] = {
@@ -53,17 +55,6 @@ SHARED_EMOTIONS: dict[str, str] = {
     "sadness": "sadness",
     "surprise": "surprise",
 }
-
-
-def wilson_interval(successes: int, n: int, z: float = 1.959963984540054) -> tuple[float, float]:
-    """Wilson score interval of a proportion (95% by default; NaN when ``n == 0``)."""
-    if n == 0:
-        return float("nan"), float("nan")
-    p = successes / n
-    denom = 1 + z * z / n
-    centre = (p + z * z / (2 * n)) / denom
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
-    return max(0.0, centre - half), min(1.0, centre + half)
 
 
 def _unit(v: np.ndarray) -> np.ndarray:
@@ -300,8 +291,8 @@ def cross_paper(
                 x = np.asarray(crowd_acts[site][li][rows][keep], dtype=np.float64)
                 boot = _centred_unit(bootstrap_class_means(x, index, k, counts))
                 bdiag = np.einsum("bed,ed->be", boot, s)
-                diag_ci = np.percentile(bdiag, [2.5, 97.5], axis=0).T
-                mean_ci = tuple(np.percentile(bdiag.mean(axis=1), [2.5, 97.5]))
+                diag_ci = np.array([bc_interval(bdiag[:, j], diag[j]) for j in range(k)])
+                mean_ci = bc_interval(bdiag.mean(axis=1), float(diag.mean()))
             cis.append(diag_ci)
             observed = float(diag.mean())
             perm_means = m[np.arange(k), perms].mean(axis=1)

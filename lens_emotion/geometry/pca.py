@@ -19,9 +19,12 @@ relative to that orientation). Bootstrap replicates are oriented to agree with t
 full-sample axis (positive dot product), not re-oriented by the ratings, so the intervals
 are not pushed away from zero.
 
-**Intervals** (``"mean"`` vectors only): percentile bootstrap over texts, resampled within
-each emotion (:func:`~.vectors.bootstrap_counts`); every replicate recomputes the class
-means, the PCA, the per-emotion human means and the per-text correlation.
+**Intervals** (``"mean"`` vectors only): bias-corrected percentile bootstrap over texts
+(:func:`~.vectors.bc_interval`), resampled within each emotion
+(:func:`~.vectors.bootstrap_counts`); every replicate recomputes the class means, the PCA,
+the per-emotion human means and the per-text correlation. A replicate's PCs are matched to
+the full-sample PC1 and PC2 (among its top 3, by largest absolute cosine, then signed to
+agree), so two PCs of similar variance swapping places does not count as noise.
 """
 
 from __future__ import annotations
@@ -41,6 +44,7 @@ from lens_emotion.geometry.errors import GeometryError
 from lens_emotion.geometry.ratings import HumanRatings
 from lens_emotion.geometry.vectors import (
     EmotionVectorsResult,
+    bc_interval,
     bootstrap_class_means,
     bootstrap_counts,
 )
@@ -98,14 +102,6 @@ def pearson_rows(a: Float[np.ndarray, "b n"], b: Float[np.ndarray, "b n"]) -> np
 def spearman_rows(a: Float[np.ndarray, "b n"], b: Float[np.ndarray, "b n"]) -> np.ndarray:
     """Spearman rho of each row pair (average ranks for ties)."""
     return pearson_rows(rankdata(a, axis=-1), rankdata(b, axis=-1))
-
-
-def _ci(values: np.ndarray) -> tuple[float, float]:
-    values = values[np.isfinite(values)]
-    if len(values) < 2:
-        return float("nan"), float("nan")
-    low, high = np.percentile(values, [2.5, 97.5])
-    return float(low), float(high)
 
 
 @dataclass(frozen=True, eq=False)
@@ -224,7 +220,7 @@ class PCAResult:
 def _batched_pcs(
     means: Float[np.ndarray, "boot emotion d"], reference: Float[np.ndarray, "2 d"]
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Top-2 PCs of every replicate, oriented like ``reference``.
+    """The two PCs of every replicate that match ``reference`` (see the module docstring).
 
     Returns:
         ``(scores [B, E, 2], ratio [B, 2], directions [B, 2, d])``.
@@ -233,15 +229,25 @@ def _batched_pcs(
     gram = np.einsum("bed,bfd->bef", v, v)
     lam, u = np.linalg.eigh(gram)  # ascending
     lam = np.clip(lam[:, ::-1], 0.0, None)
-    u = u[:, :, ::-1][:, :, :2]  # [B, E, 2]
-    s = np.sqrt(lam[:, :2])
-    ratio = lam[:, :2] / np.where(lam.sum(1, keepdims=True) > 0, lam.sum(1, keepdims=True), 1)
-    directions = np.einsum("bed,bek->bkd", v, u) / np.where(s > 0, s, 1)[:, :, None]
-    sign = np.sign(np.einsum("bkd,kd->bk", directions, reference))
+    top = min(3, lam.shape[1])
+    u = u[:, :, ::-1][:, :, :top]  # [B, E, top]
+    s = np.sqrt(lam[:, :top])
+    total = lam.sum(1, keepdims=True)
+    ratio_all = lam[:, :top] / np.where(total > 0, total, 1)
+    dirs = np.einsum("bed,bek->bkd", v, u) / np.where(s > 0, s, 1)[:, :, None]
+    dots = np.einsum("bkd,jd->bkj", dirs, reference)  # [B, top, 2]
+    B = means.shape[0]  # noqa: N806
+    pick = np.zeros((B, 2), dtype=np.int64)
+    pick[:, 0] = np.abs(dots[:, :, 0]).argmax(axis=1)
+    masked = np.abs(dots[:, :, 1])
+    masked[np.arange(B), pick[:, 0]] = -1.0
+    pick[:, 1] = masked.argmax(axis=1)
+    b = np.arange(B)[:, None]
+    sign = np.sign(dots[b, pick, np.arange(2)[None]])
     sign[sign == 0] = 1
-    directions = directions * sign[:, :, None]
-    scores = u * s[:, None, :] * sign[:, None, :]
-    return scores, ratio, directions
+    directions = dirs[b, pick] * sign[:, :, None]
+    scores = np.take_along_axis(u, pick[:, None, :], axis=2) * (s[b, pick] * sign)[:, None, :]
+    return scores, ratio_all[b, pick], directions
 
 
 def valence_geometry(
@@ -357,14 +363,14 @@ def valence_geometry(
             if counts is not None:
                 means = bootstrap_class_means(x, index, k, counts)
                 b_scores, b_ratio, b_dirs = _batched_pcs(means, comps)
-                cis["pc1_var"] = _ci(b_ratio[:, 0])
-                cis["pc2_var"] = _ci(b_ratio[:, 1])
+                reps = {"pc1_var": b_ratio[:, 0], "pc2_var": b_ratio[:, 1]}
                 for j, pc in enumerate(("pc1", "pc2")):
-                    cis[f"{pc}_valence_r"] = _ci(pearson_rows(b_scores[:, :, j], boot_val))
-                    cis[f"{pc}_arousal_r"] = _ci(pearson_rows(b_scores[:, :, j], boot_aro))
+                    reps[f"{pc}_valence_r"] = pearson_rows(b_scores[:, :, j], boot_val)
+                    reps[f"{pc}_arousal_r"] = pearson_rows(b_scores[:, :, j], boot_aro)
                 proj_b = b_dirs[:, 0] @ x.T  # [B, n]
                 proj_b = np.take_along_axis(proj_b, draws, axis=1)
-                cis["text_pc1_pleasantness_rho"] = _ci(spearman_rows(proj_b, pleas_boot))
+                reps["text_pc1_pleasantness_rho"] = spearman_rows(proj_b, pleas_boot)
+                cis = {name: bc_interval(r, point[name]) for name, r in reps.items()}
             for name, value in point.items():
                 add(site, layer, name, value, cis.get(name, (np.nan, np.nan)))
             add(site, layer, "n_texts", len(ratings))

@@ -19,6 +19,7 @@ pytestmark = pytest.mark.integration
 #: which runs `--quick` through the same function the command calls).
 COVERED = {"models", "data", "infer", "probe", "inspect", "patch", "attribute", "steer"}
 COVERED |= {"circuits", "figures", "demo"}
+COVERED |= {"geometry"}  # its defaults test: tests/geometry/test_cli.py
 
 
 def test_every_command_has_a_defaults_test():
