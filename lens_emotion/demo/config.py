@@ -20,6 +20,10 @@ def _default_circuits() -> dict[str, Any]:
     }
 
 
+def _default_geometry() -> dict[str, Any]:
+    return {"n_boot": 500, "n_perm": 499, "n_random": 500}
+
+
 @dataclass
 class DemoConfig:
     """Sizes and choices of a demo run.
@@ -46,6 +50,7 @@ class DemoConfig:
         steer_gen_n: Texts whose continuations are generated.
         steer_max_new_tokens: Tokens per continuation.
         circuit_settings: :class:`~lens_emotion.circuits.workflow.CircuitSettings` fields.
+        geometry_settings: :class:`~lens_emotion.geometry.GeometrySettings` fields.
     """
 
     n_rows: int = 260
@@ -73,6 +78,7 @@ class DemoConfig:
     steer_gen_n: int = 12
     steer_max_new_tokens: int = 20
     circuit_settings: dict[str, Any] = field(default_factory=_default_circuits)
+    geometry_settings: dict[str, Any] = field(default_factory=_default_geometry)
 
     @classmethod
     def quick(cls) -> DemoConfig:
@@ -103,4 +109,10 @@ class DemoConfig:
                 "check_prompts": 2,
                 "generate": False,
             },
+            geometry_settings={
+                "vectors": ("mean",),
+                "n_boot": 200,
+                "n_perm": 199,
+                "n_random": 200,
+            },  # fmt: skip
         )

@@ -9,7 +9,8 @@ Analyses: emotion inference under the paper's prompt and the emotion-list prompt
 and with both calibration modes; the non-emotional control task; per-layer emotion and
 appraisal probes with their alignment (Tak et al. step 1); activation patching, ablations and
 attribution patching (step 2); the attention analysis with CircuitsVis views; appraisal
-steering with theory checks (step 3); and emotion circuits on SEV scenarios (Wang et al.).
+steering with theory checks (step 3); emotion circuits on SEV scenarios (Wang et al.); and the
+emotion geometry (PC1 ~ valence, RSA, crowd-enVENT vs SEV directions).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from typing import Any
 from lens_emotion.demo.attention_step import attention_step
 from lens_emotion.demo.circuits_step import circuits_step
 from lens_emotion.demo.config import DemoConfig
+from lens_emotion.demo.geometry_step import geometry_step
 from lens_emotion.demo.inference_step import control_step, inference_step
 from lens_emotion.demo.patching_step import attribution_step, patching_step
 from lens_emotion.demo.probing_step import probing_step
@@ -67,6 +69,7 @@ STEPS: tuple[str, ...] = (
     "attention",
     "steering",
     "circuits",
+    "geometry",
 )
 
 
@@ -181,6 +184,7 @@ def run_demo(
     step("attention", attention_step, model, dataset, *common, seed)
     step("steering", steering_step, model, dataset, *common, seed, judge_file)
     step("circuits", _circuits, model, sev, config, out, report, progress, seed, judge_file)
+    step("geometry", geometry_step, model, dataset, *common, seed)
     timer.timings["total"] = round(time.perf_counter() - started, 2)
     manifest = run_manifest(
         seed=seed,
@@ -248,6 +252,13 @@ def _print_summary(
         print(f"  theory {check['outcome']}: {check['prediction']}: {check['verdict']}", file=err)
     for row in summary.get("circuits", {}).get("control", []):
         print(f"  circuits {row['method']:<10} expression accuracy {row['accuracy']:.3f}", file=err)
+    geometry = summary.get("geometry", {})
+    if "peak_valence_r" in geometry:
+        print(
+            f"  geometry PC1 ~ valence r {geometry['peak_valence_r']:.3f} at layer "
+            f"{geometry['peak_valence_layer']}; RSA rho {geometry['peak_rsa_rho']:.3f}",
+            file=err,
+        )
     for name, reason in skipped.items():
         print(f"  SKIPPED {name}: {reason}", file=err)
     steps = ", ".join(f"{k} {v:.0f} s" for k, v in timings.items() if k != "total")
