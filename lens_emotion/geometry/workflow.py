@@ -67,11 +67,11 @@ class GeometrySettings:
     Attributes:
         n_rows: Stratified crowd-enVENT rows (a number at or above the data size keeps all).
         template: Prompt template whose last token is read.
-        sites: Sites analysed.
+        sites: Sites analysed
         layers: Layers analysed (empty or all: every layer).
-        rows: Rows the vectors come from: all, or agreeing (prediction = human label).
-        calibrate: Calibration of the agreeing filter (auto, none, mean, content-free).
-        vectors: Vector kinds: mean (class mean - grand mean) and/or probe (probe weights).
+        rows: Rows the vectors come from (agreeing: the model's prediction = human label)
+        calibrate: Calibration of the agreeing filter
+        vectors: Vector kinds: mean (class mean - grand mean), probe (probe weights)
         probe_c: Inverse L2 strength of the probe vectors.
         keyword_control: Repeat the valence analysis on rows naming no emotion word.
         n_sev_scenarios: SEV discovery scenarios for the context-agnostic directions.
