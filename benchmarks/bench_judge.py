@@ -117,6 +117,7 @@ def main() -> None:
     path = default_crowd_envent_path()
     results: dict = {"threads": torch.get_num_threads()}
 
+    user_cache = os.environ.get("LENS_EMOTION_CACHE")
     with tempfile.TemporaryDirectory() as tmp:
         os.environ["LENS_EMOTION_CACHE"] = tmp
         for label_set in ("crowd-envent", "sev"):
@@ -155,6 +156,11 @@ def main() -> None:
         )
         results["fresh_process"] = json.loads(child.stdout.strip().splitlines()[-1])
         print("fresh process", results["fresh_process"])
+    # The readout model and later loads use the user's cache again, not the deleted temp one.
+    if user_cache is None:
+        os.environ.pop("LENS_EMOTION_CACHE", None)
+    else:
+        os.environ["LENS_EMOTION_CACHE"] = user_cache
 
     from sentence_transformers import SentenceTransformer
 

@@ -13,7 +13,8 @@ scores every reply with :func:`lens_emotion.judge.score_replies`:
   the other two calibrations (mean, none) are computed from the same forward passes and
   reported as ``readout_<mode>`` / ``kappa_<mode>``.
 
-Writes, next to the input unless ``--out-dir`` says otherwise:
+Writes into ``--out-dir`` (default ``benchmarks/results/judge_rescore``; not the circuits run
+folder, which a new circuits run replaces):
 
 * ``rescored_masked.csv``: per method, :func:`lens_emotion.judge.summarise_replies` plus
   ``judged_old``;
@@ -24,13 +25,16 @@ Writes, next to the input unless ``--out-dir`` says otherwise:
 * ``rescored_replies.csv``: every reply with its scores;
 * ``rescored_manifest.json``: judges, versions, inputs, timings.
 
-    python benchmarks/rescore_generations.py                  # ~3 min on 1 thread
-    python benchmarks/rescore_generations.py --calibrate mean
+    python benchmarks/rescore_generations.py   # ~10 min on 1 quiet thread (21 min under load)
+    # the committed replies of the circuits run at commit 38a0415:
+    git show 38a0415:benchmarks/results/circuits_run/generations.csv > /tmp/generations.csv
+    python benchmarks/rescore_generations.py --generations /tmp/generations.csv
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import time
 from pathlib import Path
 
@@ -100,7 +104,7 @@ def paired_contrasts(scored: pd.DataFrame, n_boot: int, seed: int) -> pd.DataFra
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--generations", type=Path, default=DEFAULT_IN)
-    parser.add_argument("--out-dir", type=Path, default=None)
+    parser.add_argument("--out-dir", type=Path, default=Path("benchmarks/results/judge_rescore"))
     parser.add_argument("--model", default="smollm2-135m-instruct", help="readout judge model")
     parser.add_argument("--template", default="emotion-list")
     parser.add_argument(
@@ -110,7 +114,7 @@ def main() -> None:
     parser.add_argument("--n-boot", type=int, default=2000)
     args = parser.parse_args()
     torch.set_num_threads(1)
-    out_dir = args.out_dir or args.generations.parent
+    out_dir = args.out_dir
     t0 = time.perf_counter()
     frame = pd.read_csv(args.generations, keep_default_na=False)
     timings: dict[str, float] = {}
@@ -190,6 +194,7 @@ def main() -> None:
         model=model,
         extra={
             "generations": str(args.generations),
+            "generations_sha256": hashlib.sha256(args.generations.read_bytes()).hexdigest(),
             "n_replies": len(scored),
             "judge": judge.describe(),
             "old_judge": old.describe(),
