@@ -1170,8 +1170,8 @@ def score_replies(
     unknown = sorted(set(targets) - set(judge.labels))
     if unknown:
         raise JudgeInputError(
-            f"targets {unknown} are not labels of the {judge.label_set!r} judge "
-            f"({', '.join(judge.labels)}); map them first or load the matching judge"
+            f"targets {unknown} are not labels of the judge ({', '.join(judge.labels)}); "
+            "map them first or load the matching judge (label_set='sev' or 'crowd-envent')"
         )
     token = getattr(judge, "mask_token", DEFAULT_MASK)
     masked = [mask_emotion_words(r, token) for r in replies]
