@@ -39,9 +39,11 @@ def test_ablation_and_control_figures():
             "ci_high": [0.4, 0.6],
         }
     )
-    assert len(figures.control_figure(control).data) == 2
-    control["fluent_accuracy"], control["fluent_ci_low"], control["fluent_ci_high"] = 0.2, 0.1, 0.3
-    assert len(figures.control_figure(control).data) == 4
+    assert len(figures.control_figure(control).data) == 2  # an older table (unmasked judge)
+    control["judged_masked"] = [0.1, 0.2]
+    fig = figures.control_figure(control)
+    assert list(fig.data[1].y) == [0.2]  # the primary metric is drawn, not 'accuracy'
+    assert "masked" in fig.layout.annotations[0].text
     with pytest.raises(CircuitError):
         figures.ablation_figure(_ablation_table().iloc[:0])
 
