@@ -16,15 +16,17 @@ writes one) and one label per row:
   cross-validated R² per appraisal, and raw-space appraisal directions.
 * :func:`appraisal_alignment`: cosine similarity of emotion and appraisal directions per layer.
 
-**Speed.** scikit-learn's L-BFGS takes ~15 s for one 13-class probe on 1,600 x 576 features
-on a 2-core CPU, far too slow for 3 sites x 30 layers x 5 folds x 2. Probes are fitted in torch
-instead (:func:`lens_emotion.probe_models.fit_logistic_batched`): the same objective as
-``LogisticRegression(C=C, class_weight="balanced")`` on standardised features, with all folds,
-controls and the final fit of one (site, layer) solved in one batched, preconditioned L-BFGS
-run: about 2 s per (site, layer) at n=2,000 and 3.5 s at n=6,600 (d=576, 13 classes, one
-thread). The weights match scikit-learn's to ~1e-4 relative or better (tests compare both).
-On a CPU that other processes keep busy, pass ``num_threads=1``: torch's thread pool can
-then be 10x slower than a single thread.
+**Solver.** Every linear probe is scikit-learn's ``LogisticRegression(C=C,
+class_weight="balanced", solver="lbfgs")`` on features standardised with its training rows'
+mean and scale. It minimises ``(sum_i s_i CE_i + ||W||^2 / (2C)) / sum_i s_i`` (balanced class
+weights ``s_i``, intercept unpenalised). A fit is reported ``converged`` only when the largest
+gradient entry of that objective at the returned weights is at most ``tol`` (checked here, since
+lbfgs may also stop on a small relative change of the objective); non-converged fits are
+flagged in the table and one :class:`ProbeConvergenceWarning` says what refitting the worst of
+them with 3x the iterations changes. The hand-written batched torch solver
+(:func:`lens_emotion.probe_models.fit_logistic_batched`) that this module used before was
+slower than scikit-learn at SmolLM2's size (one layer x 5 folds, d = 576, n = 1,000, one
+thread: ``benchmarks/results/probes.json``), so it is no longer used here.
 
 **Hygiene.** Each fold's scaler is fitted on that fold's training rows only; folds, label
 permutations and MLP initialisations are fixed by ``seed``, and the same folds are used for
@@ -55,10 +57,8 @@ from lens_emotion.errors import LensEmotionError
 from lens_emotion.io import write_bytes_atomic, write_json_atomic, write_text_atomic
 from lens_emotion.probe_models import (
     balanced_weights,
-    fit_logistic_batched,
     fit_mlp,
     fit_standardizer,
-    logits_batched,
     ridge_fit,
     to_raw_space,
     torch_threads,
@@ -87,8 +87,9 @@ __all__ = [
 ]
 
 
-#: Default L-BFGS iteration limit of the emotion probes (see ``BENCHMARKS.md``, probing: the
-#: fits on SmolLM2's 30 layers x 3 sites at n = 2,000 meet ``tol = 1e-5`` well within it).
+#: Default lbfgs iteration limit of the emotion probes. On SmolLM2 (d = 576, 13 classes,
+#: n = 1,000-2,000) the fits need about 200 iterations to reach ``tol = 1e-5``
+#: (``benchmarks/results/probes.json``, ``probing_table.json``).
 DEFAULT_MAX_ITER = 1000
 
 
@@ -369,6 +370,66 @@ def _fold_metrics(y_true: np.ndarray, y_pred: np.ndarray, k: int) -> tuple[float
     return acc, f1
 
 
+def _objective_grad_max(
+    xs: np.ndarray,
+    y: np.ndarray,
+    weights: np.ndarray,
+    coef: np.ndarray,
+    intercept: np.ndarray,
+    C: float,
+) -> float:
+    """Largest gradient entry of scikit-learn's normalised L2 logistic objective at a solution.
+
+    Objective (``sklearn.linear_model.LogisticRegression``, lbfgs):
+    ``(sum_i s_i loss_i + ||W||^2 / (2C)) / sum_i s_i`` with ``s_i`` the class-balanced
+    weights; multinomial cross-entropy for ``K > 2`` classes (``coef`` is ``(K, d)``),
+    the binomial loss for two (``coef`` is ``(1, d)``). The intercept is not penalised.
+    """
+    total = float(weights.sum())
+    logits = xs @ coef.T + intercept
+    if coef.shape[0] == 1:  # binary: one logit for class 1
+        resid = 1.0 / (1.0 + np.exp(-logits[:, 0])) - (y == 1)
+        resid = (resid * weights)[:, None]
+    else:
+        p = np.exp(logits - logits.max(axis=1, keepdims=True))
+        p /= p.sum(axis=1, keepdims=True)
+        p[np.arange(len(y)), y] -= 1.0
+        resid = p * weights[:, None]
+    g_w = (resid.T @ xs + coef / C) / total
+    g_b = resid.sum(axis=0) / total
+    return float(max(np.abs(g_w).max(), np.abs(g_b).max()))
+
+
+def _fit_one(
+    xs: np.ndarray, y: np.ndarray, k: int, C: float, max_iter: int, tol: float
+) -> tuple[np.ndarray, np.ndarray, int, float]:
+    """One class-balanced L2 logistic regression (scikit-learn, lbfgs) on standardised rows.
+
+    Returns:
+        ``(coef (K, d), intercept (K,), n_iter, grad_max)``; a binary fit's single logit
+        ``w`` becomes the two rows ``(-w/2, w/2)``, which rank the classes identically.
+    """
+    from sklearn.exceptions import ConvergenceWarning
+    from sklearn.linear_model import LogisticRegression
+
+    clf = LogisticRegression(C=C, class_weight="balanced", max_iter=max_iter, tol=tol)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)  # judged below, on the gradient
+        clf.fit(xs, y)
+    weights = balanced_weights(y, k)
+    grad = _objective_grad_max(xs, y, weights, clf.coef_, clf.intercept_, C)
+    coef = np.zeros((k, xs.shape[1]))
+    intercept = np.zeros(k)
+    classes = clf.classes_.astype(int)
+    if clf.coef_.shape[0] == 1:
+        coef[classes[0]], coef[classes[1]] = -clf.coef_[0] / 2, clf.coef_[0] / 2
+        intercept[classes[0]], intercept[classes[1]] = -clf.intercept_[0] / 2, clf.intercept_[0] / 2
+    else:
+        coef[classes], intercept[classes] = clf.coef_, clf.intercept_
+        intercept[np.setdiff1d(np.arange(k), classes)] = -np.inf  # never predicted
+    return coef, intercept, int(np.max(clf.n_iter_)), grad
+
+
 def _logreg_scores(
     x: np.ndarray,
     y: np.ndarray,
@@ -382,79 +443,51 @@ def _logreg_scores(
     tol: float,
     fold_coefs: bool = False,
 ) -> _Scores:
-    """All folds (+ controls, + final all-rows fit) of one (site, layer) in one L-BFGS run.
+    """All folds (+ controls, + final all-rows fit) of one (site, layer) with scikit-learn.
 
-    With ``fold_coefs`` the raw-space weights of each fold's probe and that fold's feature
-    scale (``coef * scale`` is the standardised-space weight scikit-learn reports) are kept.
+    Each fit standardises with its training rows' mean and scale (``StandardScaler``) and runs
+    ``LogisticRegression(C=C, class_weight="balanced", tol=tol, max_iter=max_iter)`` (lbfgs).
+    A fit counts as converged when the largest gradient entry of its objective is at most
+    ``tol`` at the returned weights (computed here: lbfgs may also stop on a relative
+    function change, or at ``max_iter``). With ``fold_coefs`` the raw-space weights of each
+    fold's probe and that fold's feature scale (``coef * scale`` is the standardised-space
+    weight) are kept.
     """
+    x = np.asarray(x, dtype=np.float64)
     n = len(y)
-    # A global affine rescale first: per-fold standardisation is invariant to it, and it keeps
-    # float32 arithmetic accurate when some residual dimensions are huge.
-    g_mean, g_scale = fit_standardizer(x)
-    xg = ((x - g_mean) / g_scale).astype(np.float32)
-    labels, masks = [], []
-    for f, (tr, _) in enumerate(plan.folds):
-        train = np.zeros(n, dtype=bool)
-        train[tr] = True
-        labels.append(y)
-        masks.append(train)
-        if control:
-            labels.append(plan.permuted[f])
-            masks.append(train)
-    if fit_direction:
-        labels.append(y)
-        masks.append(np.ones(n, dtype=bool))
-    stats = [fit_standardizer(xg, m) for m in masks]
-    means = np.stack([s[0] for s in stats])
-    scales = np.stack([s[1] for s in stats])
-    weights = np.stack([balanced_weights(lab, k, m) for lab, m in zip(labels, masks, strict=True)])
-    xt = torch.from_numpy(xg)
-    mean_t = torch.as_tensor(means, dtype=torch.float32)
-    scale_t = torch.as_tensor(scales, dtype=torch.float32)
-    coef, intercept, n_iter, converged, grad_max = fit_logistic_batched(
-        xt,
-        torch.as_tensor(np.stack(labels)),
-        torch.as_tensor(weights, dtype=torch.float32),
-        mean_t,
-        scale_t,
-        n_classes=k,
-        C=C,
-        max_iter=max_iter,
-        tol=tol,
-    )
-    with torch.no_grad():
-        pred = logits_batched(xt, coef, intercept, 1.0 / scale_t, mean_t / scale_t)
-        pred = pred.argmax(dim=2).numpy()  # (B, n)
-    acc, f1, ctrl = [], [], []
+    acc, f1, ctrl, kept_coef, kept_scale = [], [], [], [], []
     oof = np.full(n, -1, dtype=np.int64)
-    kept_coef, kept_scale = [], []
-    b = 0
-    for _, te in plan.folds:
-        if fold_coefs:
-            raw, _ = to_raw_space(
-                coef[b].double().numpy(),
-                intercept[b].double().numpy(),
-                g_mean + g_scale * means[b],
-                g_scale * scales[b],
-            )
-            kept_coef.append(raw)
-            kept_scale.append(g_scale * scales[b])
-        oof[te] = pred[b, te]
-        a, m = _fold_metrics(y[te], pred[b, te], k)
+    n_iter, grads = 0, []
+
+    def fit(rows: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, ...]:
+        nonlocal n_iter
+        mean, scale = fit_standardizer(x, rows)
+        coef, intercept, iters, grad = _fit_one(
+            (x[rows] - mean) / scale, labels[rows], k, C, max_iter, tol
+        )
+        n_iter = max(n_iter, iters)
+        grads.append(grad)
+        return coef, intercept, mean, scale
+
+    for f, (tr, te) in enumerate(plan.folds):
+        coef, intercept, mean, scale = fit(tr, y)
+        pred = (((x[te] - mean) / scale) @ coef.T + intercept).argmax(axis=1)
+        oof[te] = pred
+        a, m = _fold_metrics(y[te], pred, k)
         acc.append(a)
         f1.append(m)
-        b += 1
+        if fold_coefs:
+            kept_coef.append(to_raw_space(coef, intercept, mean, scale)[0])
+            kept_scale.append(scale)
         if control:
-            ctrl.append(float(np.mean(y[te] == pred[b, te])))
-            b += 1
+            c_coef, c_icpt, mean, scale = fit(tr, plan.permuted[f])
+            c_pred = (((x[te] - mean) / scale) @ c_coef.T + c_icpt).argmax(axis=1)
+            ctrl.append(float(np.mean(y[te] == c_pred)))
     coef_raw = intercept_raw = None
     if fit_direction:
-        coef_raw, intercept_raw = to_raw_space(
-            coef[b].double().numpy(),
-            intercept[b].double().numpy(),
-            g_mean + g_scale * means[b],
-            g_scale * scales[b],
-        )
+        coef, intercept, mean, scale = fit(np.arange(n), y)
+        coef_raw, intercept_raw = to_raw_space(coef, intercept, mean, scale)
+    grad_max = float(max(grads))
     return _Scores(
         accuracy=np.array(acc),
         macro_f1=np.array(f1),
@@ -463,8 +496,8 @@ def _logreg_scores(
         coef=coef_raw,
         intercept=intercept_raw,
         n_iter=n_iter,
-        converged=converged,
-        grad_max=float(grad_max.max()),
+        converged=grad_max <= tol,
+        grad_max=grad_max,
         fold_coef=kept_coef if fold_coefs else None,
         fold_scale=kept_scale if fold_coefs else None,
     )
@@ -895,7 +928,9 @@ def probe_emotions(
     (scikit-learn's objective with ``C``) is trained and scored on the test fold. Controls:
     the majority class of the training fold, and the same probe trained on the training
     labels permuted (seeded) and scored against the true test labels. Then one probe on all
-    selected rows gives the raw-space directions.
+    selected rows gives the raw-space directions. Every fit is scikit-learn's lbfgs
+    ``LogisticRegression`` (see the module docstring for the objective and what
+    ``converged`` means).
 
     Args:
         store: Activation store (:class:`SupportsActivations`).
