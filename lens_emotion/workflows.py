@@ -69,6 +69,7 @@ def run_probing(
     progress: bool = True,
     num_threads: int | None = None,
     eval_dataset: Any | None = None,
+    layers: Sequence[int] | None = None,
 ) -> ProbingOutputs:
     """Extract activations, probe emotions and appraisals per layer, and write everything.
 
@@ -99,6 +100,8 @@ def run_probing(
             sites; written to ``probe_emotions_eval.csv``. Its rows whose label is not a
             training label are dropped (with a warning, counted in the manifest). The
             manifest records both datasets' hashes (``data`` and ``eval_data``).
+        layers: Probe only these layers (default: all). Activations are still extracted for
+            every layer, so a later run over all layers reuses the same cached store.
 
     Returns:
         The :class:`ProbingOutputs`.
@@ -158,6 +161,7 @@ def run_probing(
         dataset.labels,
         label_names=dataset.label_names,
         sites=list(sites),
+        layers=None if layers is None else list(layers),
         n_folds=n_folds,
         seed=seed,
         C=C,
@@ -203,6 +207,7 @@ def run_probing(
             dataset.appraisals,
             dataset.appraisal_names,
             sites=list(sites),
+            layers=None if layers is None else list(layers),
             alpha=alpha,
             n_folds=n_folds,
             seed=seed,
@@ -239,6 +244,7 @@ def run_probing(
             dataset.labels,
             label_names=dataset.label_names,
             site="resid_post",
+            layers=None if layers is None else list(layers),
             n_folds=n_folds,
             seed=seed,
             mask=mask,
@@ -261,6 +267,7 @@ def run_probing(
         extra={
             "analysis": "probing",
             "sites": list(sites),
+            "layers": None if layers is None else [int(x) for x in layers],
             "last_k": last_k,
             "agreeing_only": agreeing_only,
             "n_rows_probed": n_rows,

@@ -167,3 +167,13 @@ def test_run_probing_eval_dataset_needs_linear_probes(tiny_llama, sample_dataset
             tiny_llama, sample_dataset, tmp_path / "o", probe_model="mlp",
             eval_dataset=sample_dataset, progress=False,
         )  # fmt: skip
+
+
+def test_run_probing_layers_probes_only_those(tiny_llama, sample_dataset, tmp_path):
+    outputs = run_probing(
+        tiny_llama, sample_dataset, tmp_path / "o", sites=("resid_post",), n_folds=2,
+        store_dir=tmp_path / "store", progress=False, num_threads=1, layers=[1],
+    )  # fmt: skip
+    assert list(outputs.emotion.table["layer"]) == [1]
+    assert set(outputs.appraisal.table["layer"]) == {1}
+    assert outputs.store.layers == tuple(range(tiny_llama.n_layers))  # extraction: all layers
