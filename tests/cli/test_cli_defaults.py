@@ -15,10 +15,10 @@ from lens_emotion.cli import COMMANDS, main
 
 pytestmark = pytest.mark.integration
 
-#: Commands tested here with their defaults (the demo's is tests/demo/test_report_page.py,
-#: which runs `--quick` through the same function the command calls).
+#: Commands with a defaults test: here, except ``demo`` (tests/demo/test_report_page.py runs
+#: ``lens-emotion demo --quick`` and opens the page) and ``geometry`` (tests/geometry/test_cli.py).
 COVERED = {"models", "data", "infer", "probe", "inspect", "patch", "attribute", "steer"}
-COVERED |= {"circuits", "figures", "demo"}
+COVERED |= {"circuits", "figures", "demo", "geometry"}
 COVERED |= {"geometry"}  # its defaults test: tests/geometry/test_cli.py
 
 

@@ -7,15 +7,17 @@ import shutil
 
 import pytest
 
-from lens_emotion.demo import run_demo
 from lens_emotion.demo.runner import STEPS
 
 
 @pytest.fixture(scope="module")
 def quick_demo(smollm2, tmp_path_factory):
+    """The demo as a user runs it: ``lens-emotion demo --quick`` (its defaults otherwise)."""
+    from lens_emotion.cli import main
+
     out = tmp_path_factory.mktemp("demo")
-    index = run_demo(out=out, model_spec="smollm2-135m-instruct", quick=True, progress=False)
-    return index
+    assert main(["demo", "--quick", "--quiet", "--out", str(out)]) == 0
+    return out / "index.html"
 
 
 @pytest.mark.integration
