@@ -65,6 +65,7 @@ def main() -> None:
     parser.add_argument("--promote", default="", help="e.g. anger,joy,pride,fear,guilt,sadness")
     parser.add_argument("--promote-betas", default="1,8")
     parser.add_argument("--promote-controls", type=int, default=3)
+    parser.add_argument("--methods", default="unique,raw")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
@@ -91,7 +92,7 @@ def main() -> None:
         n=args.n,
         n_probe=args.n_probe,
         scale="rms",
-        methods=("unique", "raw"),
+        methods=tuple(m for m in args.methods.split(",") if m),
         n_controls=args.controls,
         theory=True,
         theory_cell=cell,
