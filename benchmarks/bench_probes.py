@@ -278,7 +278,7 @@ def main() -> None:
     parser.add_argument("--template", default="emotion-list")
     parser.add_argument(
         "--layers",
-        default="0,3,6,9,12,15,18,21,22,24,27,29",
+        default="0,6,12,18,21,22,24,27,29",
         help="table: layers to probe ('' = all 30); the BENCHMARKS.md columns by default",
     )
     parser.add_argument("--tight", action="store_true", help="also compare at tol=1e-7")

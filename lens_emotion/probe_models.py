@@ -1,4 +1,10 @@
-"""Torch probe classifiers and regressors used by :mod:`lens_emotion.probing`.
+"""Torch probe classifiers and regressors.
+
+:mod:`lens_emotion.probing` uses :func:`fit_mlp`, :func:`ridge_fit`, :func:`fit_standardizer`,
+:func:`balanced_weights` and :func:`to_raw_space`. Its linear emotion probes are scikit-learn's
+``LogisticRegression``: the batched torch solver below was only 1.1x faster than scikit-learn on
+one SmolLM2 layer x 5 folds (``benchmarks/results/probes.json``), which does not justify a
+hand-written solver; it stays here, tested against scikit-learn, for that benchmark.
 
 * :func:`fit_logistic_batched`: many independent L2 multinomial logistic regressions solved at
   once (e.g. 5 CV folds x {probe, shuffled-label control} + the final all-rows fit), sharing
