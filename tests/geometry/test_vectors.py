@@ -95,3 +95,32 @@ def test_bias_corrected_interval_follows_the_estimate():
     low, high = bc_interval(centred - 1.0, 0.0)
     assert low < 0.0 < high
     assert np.isnan(bc_interval(np.array([1.0]), 0.0)[0])
+
+
+def test_every_result_follows_the_result_protocol(tmp_path):
+    """``.table`` attribute, ``to_frame()``, ``save(out)`` paths, ``figure()``, ``summary()``."""
+    from pathlib import Path
+
+    import plotly.graph_objects as go
+
+    from lens_emotion.geometry import representational_similarity, valence_geometry
+
+    from .test_crosspaper import _setup
+
+    acts, labels, ratings, *_ = planted()
+    vec = emotion_vectors(acts, labels, EMOTIONS, [0, 1, 2])
+    pca = valence_geometry(vec, ratings, acts, n_boot=10)
+    rsa = representational_similarity(vec, ratings.appraisal_profiles(), n_perm=9)
+    from lens_emotion.geometry import cross_paper
+
+    cvec, directions, *_ = _setup()
+    cross = cross_paper(cvec, directions, n_random=10)
+    for result in (vec, pca, rsa, cross):
+        assert isinstance(result.table, pd.DataFrame) and not callable(result.table)
+        assert result.to_frame().equals(result.table)
+        paths = result.save(tmp_path / type(result).__name__)
+        assert paths and all(isinstance(p, Path) and p.is_file() for p in paths)
+        assert isinstance(result.figure(), go.Figure)
+        assert isinstance(result.summary(), dict)
+        with pytest.raises(AttributeError):
+            result.kind = "changed"  # frozen

@@ -141,3 +141,30 @@ def test_agreeing_rows_run_the_inference_filter(tiny_llama, sample_dataset, tmp_
     # a random tiny model agrees with few texts: some emotions have none, which is reported
     with pytest.raises(GeometryError, match="no rows of"):
         run_geometry(tiny_llama, sample_dataset, tmp_path, settings)
+
+
+def test_agreeing_rows_are_the_ones_inference_gets_right(
+    tiny_llama, sample_dataset, tmp_path, monkeypatch
+):
+    import lens_emotion.inference as inference
+
+    correct = np.arange(len(sample_dataset)) % 3 != 0  # every emotion keeps rows
+    calls = {}
+
+    class Result:
+        pass
+
+    def fake_infer(model, data, template, **kwargs):
+        calls.update(kwargs, template=template)
+        result = Result()
+        result.correct = correct
+        return result
+
+    monkeypatch.setattr(inference, "infer_emotions", fake_infer)
+    settings = GeometrySettings(rows="agreeing", vectors=("mean",), keyword_control=False, **SMALL)
+    outputs = run_geometry(tiny_llama, sample_dataset, tmp_path, settings)
+    assert calls["calibrate"] == "mean" and calls["template"] == "emotion-list"  # auto
+    assert outputs.vectors["mean"].n_rows == correct.sum()
+    n_texts = outputs.pca["mean"].table.query("measure == 'n_texts'").value
+    assert (n_texts == correct.sum()).all()
+    assert any(note.startswith(f"agreeing rows: {correct.sum()} of 130") for note in outputs.notes)
