@@ -350,6 +350,11 @@ def run_geometry(
         raise GeometryError(
             f"layer {max(layers)} is past the model's last layer; use 0-{model.n_layers - 1}."
         )
+    if settings.figure_layer != "peak" and int(settings.figure_layer) not in layers:
+        raise GeometryError(
+            f"figure_layer {settings.figure_layer} is not among the analysed layers; pick one "
+            "of them or 'peak'."
+        )
     n_layers = model.n_layers
 
     with timer.step("activations"):
@@ -487,8 +492,6 @@ def run_geometry(
             layer = pca[head].peak("pc1_valence_r", site)["layer"]
         else:
             layer = int(settings.figure_layer)
-        if layer not in layers:
-            raise GeometryError(f"figure_layer {layer} is not among the analysed layers.")
         figures = outputs.figures
         figures["pc_scatter"] = figs.pc_scatter_figure(pca[head], site, layer)
         figures["valence_arousal"] = figs.correlation_figure(pca[head], site)

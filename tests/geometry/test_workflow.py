@@ -168,3 +168,12 @@ def test_agreeing_rows_are_the_ones_inference_gets_right(
     n_texts = outputs.pca["mean"].table.query("measure == 'n_texts'").value
     assert (n_texts == correct.sum()).all()
     assert any(note.startswith(f"agreeing rows: {correct.sum()} of 130") for note in outputs.notes)
+
+
+def test_figure_layer_outside_the_analysed_layers_fails_before_any_work(
+    tiny_llama, sample_dataset, tmp_path
+):
+    settings = GeometrySettings(layers=(0,), figure_layer="1", **SMALL)
+    with pytest.raises(GeometryError, match="figure_layer 1"):
+        run_geometry(tiny_llama, sample_dataset, tmp_path, settings)
+    assert not (tmp_path / "geometry.csv").exists()
