@@ -9,9 +9,11 @@ from lens_emotion.cli.common import (
     add_data_args,
     add_model_args,
     add_progress_args,
+    check_layers,
     choice_list,
     float_list,
     formats_arg,
+    layer_list,
     load_data_from_args,
     load_model_from_args,
     positive_float,
@@ -45,6 +47,12 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
         default=("attn_out", "mlp_out", "resid_post"),
         help=f"comma-separated sites, any of {','.join(STORE_SITES)} "
         "(default: attn_out,mlp_out,resid_post)",
+    )
+    p.add_argument(
+        "--layers",
+        type=layer_list,
+        default=None,
+        help="probe only these layers, e.g. 0,12,20-29 (default: all; the store keeps all)",
     )
     p.add_argument(
         "--agreeing-only",
@@ -95,6 +103,9 @@ def run(args: argparse.Namespace) -> int:
         extra["eval_dataset"] = load_dataset(args.dataset, path=args.eval_data_path, **kwargs)
     model = load_model_from_args(args)
     sites = list(args.sites)
+    check_layers(args.layers, model.n_layers, "--layers")
+    if args.layers:
+        extra["layers"] = list(args.layers)
     try:
         outputs = run_probing(
             model,

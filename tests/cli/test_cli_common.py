@@ -82,9 +82,10 @@ def test_settings_dataclass_becomes_options_with_its_defaults():
     )
     got = settings_from_args(args, _Settings)
     assert got == _Settings(7, (-1.0, 3.0), ((3, 4, 5), (7,)), None, "all", False)
-    assert "How many items. (default: 4)" in parser.format_help().replace("\n", " ").replace(
-        "  ", " "
-    ) or "How many items" in parser.format_help()
+    assert (
+        "How many items. (default: 4)" in parser.format_help().replace("\n", " ").replace("  ", " ")
+        or "How many items" in parser.format_help()
+    )
     for bad in (["--n-items", "0"], ["--mode", "first"], ["--windows", "5-3"]):
         with pytest.raises(SystemExit):
             parser.parse_args(bad)

@@ -28,6 +28,7 @@ BAD = [
     (["probe", "--formats", "html,gif"], "--formats"),
     (["probe", "--limit", "0"], "--limit"),
     (["probe", "--folds", "1"], "--folds"),
+    (["probe", "--layers", "x"], "--layers"),
     (["patch", "--layers", "1,a"], "--layers"),
     (["patch", "--sites", "resid_mid"], "--sites"),
     (["patch", "--pairs", "0"], "--pairs"),
