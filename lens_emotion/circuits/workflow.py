@@ -386,7 +386,7 @@ def run_circuits(
         CircuitError: A judge with other labels, or overlapping discovery/evaluation files.
     """
     from lens_emotion.circuits import figures as figs
-    from lens_emotion.plots import write_figure
+    from lens_emotion.plots import write_figure_or_html
 
     settings = settings or CircuitSettings()
     seed_everything(seed)
@@ -819,8 +819,10 @@ def run_circuits(
     if control is not None:
         figures["control"] = figs.control_figure(control)
     for name, fig in figures.items():
-        for path in write_figure(fig, out / "figures" / name, formats=formats):
-            files.append(str(path.relative_to(out)))
+        paths, note = write_figure_or_html(fig, out / "figures" / name, formats=formats)
+        files.extend(str(path.relative_to(out)) for path in paths)
+        if note:
+            extra["figures_note"] = note
     lap("figures_s")
 
     manifest = run_manifest(
