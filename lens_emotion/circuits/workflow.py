@@ -34,6 +34,7 @@ a disagreement note (:func:`~.modulation.summarise_generations`).
 
 from __future__ import annotations
 
+import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -400,6 +401,9 @@ def run_circuits(
         nonlocal clock
         now = time.perf_counter()
         timings[name] = round(now - clock, 2)
+        if progress:  # one line per finished step, as the demo prints them
+            step = name.removesuffix("_s").replace("_", " ")
+            print(f"[circuits] {step}: {now - clock:.1f} s", file=sys.stderr, flush=True)
         clock = now
 
     def save_csv(frame: pd.DataFrame, name: str) -> None:

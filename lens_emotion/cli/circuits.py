@@ -29,6 +29,7 @@ HELP = (
 
 def add_parser(sub: Any) -> argparse.ArgumentParser:
     """Register ``circuits``."""
+    from lens_emotion.circuits.modulation import SELECTION_METRICS
     from lens_emotion.circuits.workflow import CircuitSettings
 
     p = sub.add_parser("circuits", help=HELP, description=HELP)
@@ -56,7 +57,9 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
             "positions": ("last", "all"),
             "interventions": ("zero", "mean", "scale"),
             "gen_ablation_intervention": ("zero", "mean", "scale"),
+            "selection_metric": SELECTION_METRICS,
         },
+        zero_ok=("total_effect_heads", "total_effect_neurons"),
     )
     p.add_argument(
         "--no-generation", dest="generate", action="store_false", help="same as --no-generate"
@@ -111,22 +114,33 @@ def run(args: argparse.Namespace) -> int:
         f"{check['max_abs_difference']:.2e} over {check['n_heads']} heads x "
         f"{check['n_prompts']} prompts"
     )
-    best = outputs.consistency.loc[outputs.consistency.heldout_accuracy.idxmax()]
+    consistency = outputs.consistency
+    best = consistency.loc[consistency.heldout_accuracy.idxmax()]
     print(
         f"directions: held-out projection accuracy {best.heldout_accuracy:.3f} at "
         f"{best.site} layer {int(best.layer)} (chance {best.chance:.3f})"
     )
+    if (
+        "heldout_accuracy_described" in consistency
+        and consistency.heldout_accuracy_described.notna().any()
+    ):
+        described = consistency.loc[consistency.heldout_accuracy_described.idxmax()]
+        print(
+            f"            prompts that describe the emotion without naming it: "
+            f"{described.heldout_accuracy_described:.3f} at layer {int(described.layer)}"
+        )
     if outputs.control is not None:
+        meaning = outputs.chosen.get("circuit_gamma_meaning")
+        if meaning:
+            print(f"tuned on discovery scenarios: {meaning}")
         pooled = outputs.control[outputs.control.emotion == "all"]
-        metric = "judged_masked" if "judged_masked" in pooled else "accuracy"
+        print("judged_masked is primary (emotion words masked); raw, word share, 2nd judge:")
         for row in pooled.to_dict("records"):
-            low, high = (
-                row.get(f"{metric}_ci_low", row.get("ci_low")),
-                row.get(f"{metric}_ci_high", row.get("ci_high")),
-            )
             print(
-                f"{row['method']:<10} {metric} {row[metric]:.3f} [{low:.3f}, {high:.3f}]  "
-                f"(n={row['n']})"
+                f"  {row['method']:<10} judged_masked {row['judged_masked']:.3f} "
+                f"[{row['ci_low']:.3f}, {row['ci_high']:.3f}]  raw {row['judged_raw']:.3f}  "
+                f"names emotion {row['names_emotion']:.2f}  readout {row['readout']:.3f}  "
+                f"kappa {row['kappa']:.2f} ({row['judges_note']})  n={row['n']}"
             )
     print(f"wrote {len(outputs.files)} files to {args.out}")
     return 0

@@ -408,10 +408,11 @@ def store_hint(store: str | Path | None) -> str:
 
 
 def _attribute_docs(cls: type) -> dict[str, str]:
-    """``{field: first line of its description}`` from a Google-style ``Attributes:`` block."""
+    """``{field: description}`` from a Google-style ``Attributes:`` block."""
     doc = inspect.getdoc(cls) or ""
     docs: dict[str, str] = {}
     inside = False
+    current = None
     for line in doc.splitlines():
         if line.strip() == "Attributes:":
             inside = True
@@ -419,10 +420,13 @@ def _attribute_docs(cls: type) -> dict[str, str]:
         if inside:
             match = re.match(r"^    (\w+): (.*)$", line)
             if match:
-                docs[match.group(1)] = match.group(2).strip()
+                current = match.group(1)
+                docs[current] = match.group(2).strip()
+            elif line.startswith("        ") and current:
+                docs[current] += " " + line.strip()
             elif line and not line.startswith(" "):
                 inside = False
-    return docs
+    return {name: text.replace("``", "").rstrip(".") for name, text in docs.items()}
 
 
 def _windows(text: str) -> tuple[tuple[int, ...], ...]:
@@ -485,6 +489,7 @@ def add_settings_args(
     title: str = "settings",
     skip: Sequence[str] = (),
     choices: dict[str, Sequence[str]] | None = None,
+    zero_ok: Sequence[str] = (),
 ) -> None:
     """Add one option per field of a frozen settings dataclass, defaults read from it.
 
@@ -492,7 +497,8 @@ def add_settings_args(
     comma-separated lists (``10-19,20-29`` for layer windows, ``all`` for ``*_layers``), and a
     ``bool`` field defaulting to ``True`` becomes ``--no-<field>``. Help comes from the class's
     ``Attributes:`` docstring, so each default and description is written once. ``choices``
-    restricts a ``str`` field, or the items of a ``tuple[str, ...]`` field, to given values.
+    restricts a ``str`` field, or the items of a ``tuple[str, ...]`` field, to given values;
+    ``int`` fields named in ``zero_ok`` also take 0.
     """
     choices = dict(choices or {})
     group = parser.add_argument_group(title)
@@ -519,6 +525,8 @@ def add_settings_args(
         if spec is None:
             continue
         parse, example = spec
+        if f.name in zero_ok:
+            parse = nonnegative_int
         if f.name in choices:
             allowed = tuple(choices[f.name])
             parse = (

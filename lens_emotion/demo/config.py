@@ -16,6 +16,9 @@ def _default_circuits() -> dict[str, Any]:
         "n_random": 2,
         "check_prompts": 4,
         "n_tune_scenarios": 4,
+        # equal-size strength grids for modulation and steering (small ones included)
+        "gamma_grid": (1.0, 4.0, 16.0),
+        "beta_grid": (1.0, 4.0, 16.0),
         "max_new_tokens": 20,
     }
 
