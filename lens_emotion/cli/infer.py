@@ -14,8 +14,10 @@ from lens_emotion.cli.common import (
     command_string,
     load_data_from_args,
     load_model_from_args,
+    positive_float,
     positive_int,
 )
+from lens_emotion.errors import LensEmotionError
 
 HELP = "predict emotions; writes predictions.csv, metrics.json"
 
@@ -34,6 +36,13 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
         help="prompt template (default: emotion-list)",
     )
     add_calibrate_arg(p, "the label scores")
+    p.add_argument(
+        "--heldout-fraction",
+        type=positive_float,
+        default=0.5,
+        help="with --calibrate mean-heldout: share of rows the offset is fitted on (the rest "
+        "are scored; split by --seed) (default 0.5)",
+    )
     p.add_argument("--batch-size", type=positive_int, default=16)
     add_progress_args(p)
     p.add_argument("--out", required=True, help="output folder")
@@ -50,6 +59,10 @@ def run(args: argparse.Namespace) -> int:
     seed_everything(args.seed)
     template = get_template(args.template)
     calibration = resolve_calibration(template.name, args.calibrate)
+    if not 0.0 < args.heldout_fraction < 1.0:
+        raise LensEmotionError(
+            f"--heldout-fraction must lie between 0 and 1 (e.g. 0.5), got {args.heldout_fraction}."
+        )
     dataset = load_data_from_args(args)
     model = load_model_from_args(args)
     result = infer_emotions(
@@ -60,6 +73,7 @@ def run(args: argparse.Namespace) -> int:
         calibrate=calibration,
         progress=not args.quiet,
         seed=args.seed,
+        heldout_fraction=args.heldout_fraction,
     )
     manifest = run_manifest(
         seed=args.seed,

@@ -24,7 +24,6 @@ from lens_emotion.cli.common import (
     layer_list,
     load_data_from_args,
     load_model_from_args,
-    nonnegative_int,
     positive_int,
     store_hint,
     string_list,
@@ -97,7 +96,34 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     p.add_argument("--n-probe", type=positive_int, default=400, help="probe rows (default 400)")
     p.add_argument("--max-new-tokens", type=positive_int, default=24, help="tokens per generation")
     p.add_argument(
-        "--controls", type=nonnegative_int, default=10, help="random directions per cell (>= 10)"
+        "--controls",
+        type=positive_int,
+        default=10,
+        help="random directions per theory cell (default 10; at least 2)",
+    )
+    p.add_argument(
+        "--theory-cell",
+        type=float_list("15,8"),
+        default=None,
+        help="test each prediction at this one (layer, beta) cell, fixed before the run, e.g. "
+        "--theory-cell 15,8 (default: every cell, Holm-corrected)",
+    )
+    p.add_argument(
+        "--gen-controls",
+        type=positive_int,
+        default=None,
+        help="random directions per generation cell (default: --controls)",
+    )
+    p.add_argument(
+        "--promote-controls",
+        type=positive_int,
+        default=None,
+        help="random directions of the promotion check (default: --controls)",
+    )
+    p.add_argument(
+        "--no-second-judge",
+        action="store_true",
+        help="skip the second judge (the unsteered model's readout of the masked reply)",
     )
     p.add_argument(
         "--no-generate", action="store_true", help="readout only (no generation, no judge)"
@@ -146,8 +172,20 @@ def run(args: argparse.Namespace) -> int:
     combo = AppraisalCombo.parse(
         ",".join(args.appraisal), ",".join(args.signs) if args.signs else None
     )
-    if args.controls < 1 and not args.no_theory:
-        raise LensEmotionError("--controls must be at least 1 for the theory checks.")
+    if args.controls < 2 and not args.no_theory:
+        raise LensEmotionError("--controls must be at least 2 for the theory checks, e.g. 10.")
+    theory_cell = None
+    if args.theory_cell is not None:
+        if len(args.theory_cell) != 2 or args.theory_cell[0] != int(args.theory_cell[0]):
+            raise LensEmotionError(
+                f"--theory-cell takes LAYER,BETA such as 15,8, got {args.theory_cell}."
+            )
+        theory_cell = (int(args.theory_cell[0]), float(args.theory_cell[1]))
+        if theory_cell[0] not in args.layer or theory_cell[1] not in args.betas:
+            raise LensEmotionError(
+                f"--theory-cell {theory_cell[0]},{theory_cell[1]:g} is not among the --layer and "
+                "--betas of the run; fix the cell to one you steer."
+            )
     dataset = load_data_from_args(args)
     if dataset.appraisals is None:
         raise LensEmotionError(
@@ -174,6 +212,10 @@ def run(args: argparse.Namespace) -> int:
             methods=list(args.method),
             fixed=fixed,
             n_controls=args.controls,
+            theory_cell=theory_cell,
+            gen_controls=args.gen_controls,
+            promote_controls=args.promote_controls,
+            second_judge=not args.no_second_judge,
             theory=not args.no_theory,
             theory_generation=args.theory_generation,
             generate=not args.no_generate,
@@ -196,6 +238,10 @@ def run(args: argparse.Namespace) -> int:
         print(f"judge held-out accuracy {acc:.3f} on real crowd-enVENT rows")
     if not outputs.summary.empty:
         for row in outputs.summary.itertuples():
-            print(f"[{row.outcome}/{row.method}] {row.description}: {row.verdict}")
+            print(
+                f"[{row.outcome}/{row.method}] {row.description}: {row.verdict} "
+                f"({row.rule}; {row.cells_passed}/{row.cells} cells pass uncorrected, "
+                f"smallest Holm-adjusted p {row.min_p_holm:.3g})"
+            )
     print(f"wrote {len(outputs.files)} files to {args.out}")
     return 0
