@@ -83,7 +83,12 @@ def _compare_frames(a: pd.DataFrame, b: pd.DataFrame, tol: float) -> str | None:
 
 def compare(before: Path, after: Path, tol: float) -> dict[str, object]:
     """Compare every CSV under ``before`` with its twin under ``after``."""
-    report: dict[str, object] = {"identical": [], "within_tolerance": [], "differ": {}, "missing": []}
+    report: dict[str, object] = {
+        "identical": [],
+        "within_tolerance": [],
+        "differ": {},
+        "missing": [],
+    }
     for path in sorted(before.rglob("*.csv")):
         rel = path.relative_to(before)
         twin = after / rel

@@ -26,6 +26,7 @@ def test_infer_writes_predictions_and_metrics(tiny_llama_dir, tmp_path, capsys):
             "--template",
             "emotion-list",
             "--calibrate",
+            "content-free",
             "--limit",
             "26",
             "--seed",
