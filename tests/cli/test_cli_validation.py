@@ -76,3 +76,22 @@ def test_help_of_every_command_renders(capsys):
     for command in COMMANDS:
         assert main([command, "--help"]) == 0
     assert "--quiet" in capsys.readouterr().out
+
+
+def test_an_error_after_extraction_says_the_rerun_reuses_the_store(monkeypatch, tmp_path, capsys):
+    import lens_emotion.models
+    import lens_emotion.workflows
+
+    class _Model:
+        n_layers = 4
+
+    def fail_after_extraction(*args, **kwargs):
+        raise ValueError("something went wrong after the activations were stored")
+
+    monkeypatch.setattr(lens_emotion.models, "load_model", lambda *a, **k: _Model())
+    monkeypatch.setattr(lens_emotion.workflows, "run_probing", fail_after_extraction)
+    store = tmp_path / "store"
+    argv = ["probe", "--dataset", "sample", "--store", str(store), "--alpha", "1000"]
+    assert main([*argv, "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert f"activations are cached in {store}; rerun with a fixed option to continue" in err
