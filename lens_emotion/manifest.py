@@ -86,6 +86,17 @@ def run_manifest(
     return manifest
 
 
+def report_step(prefix: str, name: str, seconds: float, verbose: bool = True) -> float:
+    """Say that a workflow step finished (``[probe] extraction: 12.3 s`` on stderr).
+
+    Returns:
+        The seconds, rounded to 0.01, for the manifest's timings.
+    """
+    if verbose:
+        print(f"[{prefix}] {name}: {seconds:.1f} s", file=sys.stderr, flush=True)
+    return round(seconds, 2)
+
+
 class StepTimer:
     """Time a workflow's steps, keep the seconds for the manifest, and say when each ends.
 
@@ -109,10 +120,9 @@ class StepTimer:
         """Time the ``with`` block as step ``name``."""
         started = time.perf_counter()
         yield
-        elapsed = time.perf_counter() - started
-        self.timings[name] = round(elapsed, 2)
-        if self.verbose:
-            print(f"[{self.prefix}] {name}: {elapsed:.1f} s", file=sys.stderr, flush=True)
+        self.timings[name] = report_step(
+            self.prefix, name, time.perf_counter() - started, self.verbose
+        )
 
     def total(self) -> float:
         """Seconds since the timer was made (also stored as ``timings["total"]``)."""

@@ -36,7 +36,7 @@ import numpy as np
 import pandas as pd
 
 from lens_emotion.io import write_json_atomic, write_text_atomic
-from lens_emotion.manifest import run_manifest, seed_everything
+from lens_emotion.manifest import report_step, run_manifest, seed_everything
 from lens_emotion.steering import (
     AppraisalCombo,
     PromotionResult,
@@ -354,7 +354,7 @@ def run_steering(
         seed=seed,
         progress=progress,
     )
-    timings["extraction_s"] = round(time.perf_counter() - t0, 2)
+    timings["extraction_s"] = report_step("steer", "extraction", time.perf_counter() - t0, progress)
     t0 = time.perf_counter()
     folds = min(n_folds, max(2, len(probe_rows) // 5))
     appraisal = probe_appraisals(
@@ -369,7 +369,9 @@ def run_steering(
         progress=progress,
         num_threads=1,
     )
-    timings["appraisal_probes_s"] = round(time.perf_counter() - t0, 2)
+    timings["appraisal_probes_s"] = report_step(
+        "steer", "appraisal probes", time.perf_counter() - t0, progress
+    )
 
     user = list(dict.fromkeys(c.name for c in combos))
     all_combos = {c.name: c for c in combos}
@@ -401,7 +403,9 @@ def run_steering(
         ids=steer_rows.ids,
         progress=progress,
     )
-    timings["readout_sweep_s"] = round(time.perf_counter() - t0, 2)
+    timings["readout_sweep_s"] = report_step(
+        "steer", "readout sweep", time.perf_counter() - t0, progress
+    )
     readout_table = readout.table(n_boot, seed)
 
     generation = None
@@ -457,7 +461,9 @@ def run_steering(
             progress=progress,
             readout=readout_judge,
         )
-        timings["generation_sweep_s"] = round(time.perf_counter() - t0, 2)
+        timings["generation_sweep_s"] = report_step(
+            "steer", "generation sweep", time.perf_counter() - t0, progress
+        )
     steering_table = generation.table(n_boot, seed) if generation is not None else readout_table
 
     checks_parts: list[pd.DataFrame] = []
@@ -506,7 +512,9 @@ def run_steering(
             n_boot,
             progress,
         )
-        timings["promotion_s"] = round(time.perf_counter() - t0, 2)
+        timings["promotion_s"] = report_step(
+            "steer", "promotion", time.perf_counter() - t0, progress
+        )
 
     files: dict[str, str] = {}
 
@@ -547,7 +555,7 @@ def run_steering(
         for path in write_figure(fig, out / "figures" / fig_name, formats=formats):
             files[f"figures/{path.name}"] = str(path.relative_to(out))
 
-    timings["total_s"] = round(time.perf_counter() - started, 2)
+    timings["total_s"] = report_step("steer", "total", time.perf_counter() - started, progress)
     manifest = run_manifest(
         seed=seed,
         model=model,

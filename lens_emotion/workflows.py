@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from lens_emotion.io import write_json_atomic
-from lens_emotion.manifest import run_manifest, seed_everything
+from lens_emotion.manifest import report_step, run_manifest, seed_everything
 
 
 @dataclass(frozen=True)
@@ -139,7 +139,9 @@ def run_probing(
             model, dataset, template, batch_size=batch_size, calibrate=calibrate, progress=progress
         )
         mask = result.correct
-        timings["agreeing_filter_s"] = round(time.perf_counter() - started, 2)
+        timings["agreeing_filter_s"] = report_step(
+            "probe", "agreeing filter", time.perf_counter() - started, progress
+        )
     prompts = build_prompts(model, dataset.texts, dataset.labels, dataset.label_names, template)
     t0 = time.perf_counter()
     store = extract_activations(
@@ -153,7 +155,7 @@ def run_probing(
         seed=seed,
         progress=progress,
     )
-    timings["extraction_s"] = round(time.perf_counter() - t0, 2)
+    timings["extraction_s"] = report_step("probe", "extraction", time.perf_counter() - t0, progress)
 
     t0 = time.perf_counter()
     emotion = probe_emotions(
@@ -170,7 +172,9 @@ def run_probing(
         progress=progress,
         num_threads=num_threads,
     )
-    timings["emotion_probes_s"] = round(time.perf_counter() - t0, 2)
+    timings["emotion_probes_s"] = report_step(
+        "probe", "emotion probes", time.perf_counter() - t0, progress
+    )
     # Embedding baseline: resid_pre of block 0 (the forward pass stops after layer 0).
     embed_store = extract_activations(
         model,
@@ -217,7 +221,9 @@ def run_probing(
         )
         align_site = "resid_post" if "resid_post" in sites else sites[0]
         alignment = appraisal_alignment(emotion, appraisal, site=align_site)
-        timings["appraisal_probes_s"] = round(time.perf_counter() - t0, 2)
+        timings["appraisal_probes_s"] = report_step(
+            "probe", "appraisal probes", time.perf_counter() - t0, progress
+        )
         files.update(_relative(appraisal.save(out), out))
         files.update(_relative(alignment.save(out), out))
         figures["probe_appraisals"] = appraisal.figure()
@@ -235,7 +241,7 @@ def run_probing(
         )  # fmt: skip
         evaluation.to_csv(out / "probe_emotions_eval.csv", index=False)
         files["probe_emotions_eval.csv"] = "probe_emotions_eval.csv"
-        timings["eval_s"] = round(time.perf_counter() - t0, 2)
+        timings["eval_s"] = report_step("probe", "eval", time.perf_counter() - t0, progress)
 
     positions = None
     if last_k > 1:
@@ -257,7 +263,7 @@ def run_probing(
     for name, fig in figures.items():
         for path in write_figure(fig, out / "figures" / name, formats=formats):
             files[f"figures/{path.name}"] = str(path.relative_to(out))
-    timings["total_s"] = round(time.perf_counter() - started, 2)
+    timings["total_s"] = report_step("probe", "total", time.perf_counter() - started, progress)
     n_rows = int(mask.sum()) if mask is not None else len(dataset)
     manifest = run_manifest(
         seed=seed,

@@ -79,8 +79,9 @@ def test_steer_defaults_with_negative_betas_as_the_help_shows(
     argv = ["steer", "--appraisal", "pleasantness", "--layer", "15", "--betas", "-8,0,8"]
     argv += ["--n", "3", "--n-probe", "80", "--max-new-tokens", "4", "--out", str(tmp_path)]
     assert main(argv) == 0
-    out = capsys.readouterr().out
-    assert "wrote" in out
+    captured = capsys.readouterr()
+    assert "wrote" in captured.out and "Holm" in captured.out
+    assert "[steer] readout sweep:" in captured.err  # one line per finished step
     assert (tmp_path / "manifest.json").is_file()
 
 
