@@ -129,7 +129,9 @@ def test_console_script_infers_on_real_rows(crowd_envent_path, tmp_path):
 @pytest.mark.integration
 def test_models_pull_of_cached_alias_prints_its_folder(smollm2, capsys):
     assert main(["models", "pull", "smollm2-135m-instruct"]) == 0
-    assert capsys.readouterr().out.strip() == str(smollm2.path)
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines[-1] == str(smollm2.path)
+    assert lines[0].startswith("smollm2-135m-instruct: licence Apache-2.0")
 
 
 def test_inspect_cli_builds_offline_page(tiny_llama_dir, tmp_path, capsys):
