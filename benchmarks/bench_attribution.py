@@ -29,7 +29,7 @@ from lens_emotion.io import write_json_atomic
 from lens_emotion.manifest import run_manifest, seed_everything
 from lens_emotion.models import load_model
 from lens_emotion.patching import draw_pairs, patch_heads, patch_sites
-from lens_emotion.plots import StaticExportError, write_figure
+from lens_emotion.viz import StaticExportError, write_figure
 
 RESULTS = Path(__file__).resolve().parent / "results"
 

@@ -556,7 +556,7 @@ class AttentionPatterns:
         """
         import plotly.graph_objects as go
 
-        from lens_emotion.plots import apply_style
+        from lens_emotion.viz import apply_style
 
         layer = self.layers[-1] if layer is None else layer
         arr = self.layer(index, layer)
@@ -773,7 +773,7 @@ class Saliency:
         """Bar chart of one prompt's context-token saliencies; emotion-bearing bars coloured."""
         import plotly.graph_objects as go
 
-        from lens_emotion.plots import apply_style
+        from lens_emotion.viz import apply_style
 
         mask = self.emotion_mask(index)
         labels = [
@@ -799,7 +799,7 @@ class Saliency:
 
     def view(self, index: int = 0) -> Any:
         """The context tokens coloured by saliency, as an offline CircuitsVis view."""
-        from lens_emotion.circuitsvis_offline import colored_tokens_view
+        from lens_emotion.viz.circuitsvis import colored_tokens_view
 
         return colored_tokens_view(
             self.tokens[index],
@@ -1255,7 +1255,7 @@ class AttentionMassResult:
         """
         import plotly.graph_objects as go
 
-        from lens_emotion.plots import apply_style
+        from lens_emotion.viz import apply_style
 
         self.values(normalise)  # validates the option
         mean, low, high = self._layer_stats[normalise]
@@ -1316,7 +1316,7 @@ class AttentionMassResult:
         """
         import plotly.graph_objects as go
 
-        from lens_emotion.plots import apply_style
+        from lens_emotion.viz import apply_style
 
         if group not in MASS_GROUPS:
             raise AttentionError(f"Unknown group {group!r}; use one of {', '.join(MASS_GROUPS)}.")

@@ -82,7 +82,7 @@ from lens_emotion.batching import length_batches
 from lens_emotion.errors import LensEmotionError
 from lens_emotion.interventions import check_resid_mid, residual_hooks
 from lens_emotion.io import write_json_atomic, write_text_atomic
-from lens_emotion.plots import write_figure_or_html
+from lens_emotion.viz import write_figure_or_html
 
 __all__ = [
     "ATP_SITES",
@@ -355,7 +355,7 @@ class AttributionResult:
         """Mean AtP estimate against layer, one line per site (band: ±1 standard error)."""
         import plotly.graph_objects as go
 
-        from lens_emotion.plots import apply_style
+        from lens_emotion.viz import apply_style
 
         fig = go.Figure()
         x = list(self.layers)
@@ -866,7 +866,7 @@ class PatchingComparison:
         import plotly.graph_objects as go
         from plotly.subplots import make_subplots
 
-        from lens_emotion.plots import apply_style
+        from lens_emotion.viz import apply_style
 
         if level not in {"mean", "pair"}:
             raise AttributionError(f"level must be 'mean' or 'pair', not {level!r}.")

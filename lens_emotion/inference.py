@@ -370,7 +370,7 @@ class InferenceResult:
 
     def figure(self, normalize: bool = True) -> Any:
         """Plotly confusion-matrix heatmap (rows = human label, columns = prediction)."""
-        from lens_emotion.plots import confusion_figure
+        from lens_emotion.viz import confusion_figure
 
         title = (
             f"{self.template} prompt, {self.calibration or 'uncalibrated'}: "

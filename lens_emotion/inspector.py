@@ -59,7 +59,7 @@ from lens_emotion.attention import (
 )
 from lens_emotion.errors import LensEmotionError
 from lens_emotion.io import write_text_atomic
-from lens_emotion.plots import emotion_color
+from lens_emotion.viz import emotion_color
 from lens_emotion.prompts import PromptTemplate, get_template
 
 __all__ = ["MAX_SAMPLES", "InspectorError", "build_inspector"]

@@ -128,3 +128,76 @@ class StepTimer:
         """Seconds since the timer was made (also stored as ``timings["total"]``)."""
         self.timings["total"] = round(time.perf_counter() - self._started, 2)
         return self.timings["total"]
+
+
+def settings_dict(settings: Any) -> dict[str, Any]:
+    """A settings dataclass as JSON-ready fields (tuples as lists, paths as strings)."""
+    import dataclasses
+    from pathlib import PurePath
+
+    def plain(value: Any) -> Any:
+        if isinstance(value, tuple | list):
+            return [plain(v) for v in value]
+        if isinstance(value, dict):
+            return {str(k): plain(v) for k, v in value.items()}
+        if isinstance(value, PurePath):
+            return str(value)
+        return value
+
+    if settings is None:
+        return {}
+    if dataclasses.is_dataclass(settings) and not isinstance(settings, type):
+        return {f.name: plain(getattr(settings, f.name)) for f in dataclasses.fields(settings)}
+    return {str(k): plain(v) for k, v in dict(settings).items()}
+
+
+def write_manifest(
+    out: Any,
+    *,
+    seed: int,
+    model: Any | None = None,
+    dataset: Any | None = None,
+    template: Any | None = None,
+    settings: Any | None = None,
+    timer: StepTimer | None = None,
+    command: str | None = None,
+    extra: Mapping[str, Any] | None = None,
+    name: str = "manifest.json",
+) -> Any:
+    """Write a workflow's manifest beside its results: the one manifest-and-timing helper.
+
+    Builds :func:`run_manifest` and adds the workflow's settings (``"settings"``) and the step
+    timings of ``timer`` (``"timings_s"``, with its total), then writes ``out/name``
+    atomically.
+
+    Args:
+        out: The output folder.
+        seed: The run's seed.
+        model: The model (its id and weight hash are recorded).
+        dataset: The dataset (its hash is recorded).
+        template: The prompt template.
+        settings: The workflow's frozen settings dataclass (or a mapping).
+        timer: The workflow's :class:`StepTimer`.
+        command: The command line (defaults to ``sys.argv``).
+        extra: Further fields, merged last.
+        name: File name inside ``out``.
+
+    Returns:
+        The path written.
+    """
+    from pathlib import Path
+
+    from lens_emotion.io import write_json_atomic
+
+    fields: dict[str, Any] = {}
+    if settings is not None:
+        fields["settings"] = settings_dict(settings)
+    if timer is not None:
+        timer.total()
+        fields["timings_s"] = dict(timer.timings)
+    if extra:
+        fields.update(extra)
+    manifest = run_manifest(
+        seed=seed, model=model, dataset=dataset, template=template, command=command, extra=fields
+    )
+    return write_json_atomic(Path(out) / name, manifest)

@@ -317,7 +317,7 @@ def load_figures_config(path: str | Path) -> FiguresConfig:
 
 
 def _write(fig: Any, stem: Path, formats: Sequence[str], notes: list[str]) -> list[Path]:
-    from lens_emotion.plots import write_figure_or_html
+    from lens_emotion.viz import write_figure_or_html
 
     written, note = write_figure_or_html(fig, stem, formats)
     if note is not None and note not in notes:

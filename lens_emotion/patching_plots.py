@@ -10,7 +10,7 @@ import plotly.graph_objects as go
 from jaxtyping import Float
 from plotly.subplots import make_subplots
 
-from lens_emotion.plots import apply_style
+from lens_emotion.viz import apply_style
 
 SITE_COLORS: dict[str, str] = {
     "attn_out": "#1f77b4",

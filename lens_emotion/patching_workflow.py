@@ -70,7 +70,7 @@ def _write_figures(
     figures: dict[str, Any], folder: Path, formats: Sequence[str]
 ) -> tuple[list[Path], str | None]:
     """Write figures; static formats are skipped (with a note) when no exporter is set up."""
-    from lens_emotion.plots import write_figure_or_html
+    from lens_emotion.viz import write_figure_or_html
 
     written: list[Path] = []
     note = None

@@ -798,7 +798,7 @@ class EmotionProbeResult:
         Error bars are the sd over folds; the shuffled-label control of each site is a short
         dark tick on its bar, and the majority-class baseline a dashed line.
         """
-        from lens_emotion.plots import apply_style
+        from lens_emotion.viz import apply_style
 
         table = self.table
         layers = sorted(table["layer"].unique())
@@ -879,7 +879,7 @@ class EmotionProbeResult:
 
     def heatmap(self, metric: str = "accuracy_mean", title: str | None = None) -> go.Figure:
         """Sites x layers heatmap of one table column (default: accuracy)."""
-        from lens_emotion.plots import PlotInputError, apply_style
+        from lens_emotion.viz import PlotInputError, apply_style
 
         if metric not in self.table.columns or metric in ("site", "layer"):
             raise PlotInputError(
@@ -1226,7 +1226,7 @@ class PositionProbeResult:
         """Accuracy vs layer, one line per token position (error bars: sd over folds)."""
         from plotly.colors import sample_colorscale
 
-        from lens_emotion.plots import apply_style
+        from lens_emotion.viz import apply_style
 
         table = self.table
         positions = sorted(table["position"].unique())
@@ -1473,7 +1473,7 @@ class AppraisalProbeResult:
         """
         from plotly.colors import qualitative
 
-        from lens_emotion.plots import PlotInputError, apply_style
+        from lens_emotion.viz import PlotInputError, apply_style
 
         table = self.table[self.table["site"] == site]
         if table.empty:
@@ -1737,7 +1737,7 @@ class AlignmentResult:
             zmax: Colour-scale limit; default the largest ``|cosine|``.
             title: Figure title prefix.
         """
-        from lens_emotion.plots import apply_style
+        from lens_emotion.viz import apply_style
 
         shown = self.layers[-1] if layer is None else int(layer)
         if shown not in self.layers:

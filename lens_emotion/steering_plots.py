@@ -13,7 +13,7 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from lens_emotion.plots import apply_style, emotion_color
+from lens_emotion.viz import apply_style, emotion_color
 from lens_emotion.steering import SteeringError, SweepOutcome
 
 __all__ = ["sankey_figure", "stacked_bars_figure"]

@@ -287,7 +287,7 @@ def run_steering(
         SteeringError: No appraisals in the dataset, bad sizes, unknown appraisals.
     """
     from lens_emotion.activations import extract_activations
-    from lens_emotion.plots import write_figure
+    from lens_emotion.viz import write_figure
     from lens_emotion.probing import probe_appraisals, probe_emotions
     from lens_emotion.prompts import build_prompts, get_template
     from lens_emotion.steering_plots import sankey_figure, stacked_bars_figure

@@ -113,7 +113,7 @@ def run_probing(
     """
     from lens_emotion.activations import extract_activations
     from lens_emotion.inference import infer_emotions
-    from lens_emotion.plots import write_figure
+    from lens_emotion.viz import write_figure
     from lens_emotion.probing import (
         ProbeError,
         appraisal_alignment,

@@ -24,7 +24,7 @@ from lens_emotion.attention import (
     shared_prefix_length,
     token_groups,
 )
-from lens_emotion.circuitsvis_offline import (
+from lens_emotion.viz.circuitsvis import (
     CircuitsVisError,
     OfflineView,
     attention_heads_view,

@@ -13,7 +13,7 @@ import shutil
 import numpy as np
 import pytest
 
-from lens_emotion.circuitsvis_offline import attention_heads_view, colored_tokens_view, write_views
+from lens_emotion.viz.circuitsvis import attention_heads_view, colored_tokens_view, write_views
 from lens_emotion.inspector import MAX_SAMPLES, InspectorError, build_inspector
 
 

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from lens_emotion.plots import emotion_color
+from lens_emotion.viz import emotion_color
 from lens_emotion.steering import SteeringError, SweepOutcome, build_conditions
 from lens_emotion.steering_plots import sankey_figure, stacked_bars_figure
 

@@ -26,8 +26,7 @@ contexts. Contributions are linear in the activations, so the score is
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import partial
 
@@ -42,6 +41,7 @@ from lens_emotion.batching import length_batches
 from lens_emotion.circuits.capture import LastTokenActivations
 from lens_emotion.circuits.directions import EmotionDirections, complete_groups
 from lens_emotion.circuits.errors import CircuitError
+from lens_emotion.early_stop import stop_forward, stoppable
 
 __all__ = [
     "COMPONENT_KINDS",
@@ -261,23 +261,13 @@ def topk_overlap(scores: ComponentScores, k: int) -> pd.DataFrame:
     return pd.DataFrame(data, index=list(scores.emotions), columns=list(scores.emotions))
 
 
-class _StopForward(Exception):
-    """Raised in a hook once the values needed are read."""
-
-
-@contextlib.contextmanager
-def _stop_ok() -> Iterator[None]:
-    with contextlib.suppress(_StopForward):
-        yield
-
-
 def _grab(
     act: Tensor, hook: object, store: dict[str, Tensor], key: str, stop: bool = False
 ) -> None:
     """Keep the last-token activation; optionally end the forward pass."""
     store[key] = act[:, -1].detach().double().cpu()
     if stop:
-        raise _StopForward
+        stop_forward()
 
 
 def _zero_head(act: Tensor, hook: object, head: int) -> Tensor:
@@ -368,7 +358,7 @@ def head_ablation_effects(
                             partial(_grab, store=seen, key="final"),
                         )
                     )
-                with _stop_ok():
+                with stoppable():
                     bridge.run_with_hooks(
                         input_ids, attention_mask=mask, fwd_hooks=hooks, return_type=None
                     )

@@ -10,7 +10,7 @@ from plotly.subplots import make_subplots
 from lens_emotion.circuits.circuit import EmotionCircuit
 from lens_emotion.circuits.components import ComponentScores
 from lens_emotion.circuits.errors import CircuitError
-from lens_emotion.plots import apply_style, emotion_color
+from lens_emotion.viz import apply_style, emotion_color
 
 __all__ = [
     "ablation_figure",

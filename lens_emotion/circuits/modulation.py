@@ -53,6 +53,7 @@ from lens_emotion.circuits.directions import EmotionDirections
 from lens_emotion.circuits.errors import CircuitError
 from lens_emotion.circuits.generation import vector_hooks
 from lens_emotion.circuits.sev_prompts import SevPrompts
+from lens_emotion.stats import cluster_bootstrap
 
 __all__ = [
     "CONTROL_METHODS",
@@ -174,40 +175,6 @@ def is_degenerate(text: str, min_words: int = 5, min_distinct: float = 0.5) -> b
         min_distinct: Replies whose distinct-bigram ratio is lower are degenerate.
     """
     return len(text.split()) < min_words or distinct_bigram_ratio(text) < min_distinct
-
-
-def cluster_bootstrap(
-    values: Sequence[float] | np.ndarray,
-    clusters: Sequence[str],
-    n_boot: int = 2000,
-    seed: int = 0,
-    ci: float = 0.95,
-) -> tuple[float, float, float]:
-    """Mean with a percentile-bootstrap interval that resamples whole clusters.
-
-    Args:
-        values: One value per item (e.g. 1.0 for a correct reply).
-        clusters: The cluster of each item (e.g. its scenario).
-        n_boot: Resamples.
-        seed: Seed.
-        ci: Coverage.
-
-    Returns:
-        ``(mean, low, high)``.
-    """
-    x = np.asarray(values, dtype=np.float64)
-    if x.size == 0:
-        raise CircuitError("cannot bootstrap an empty set of values.")
-    keys = pd.Series(list(clusters)).astype(str)
-    codes, uniques = pd.factorize(keys)
-    sums = np.bincount(codes, weights=x, minlength=len(uniques))
-    counts = np.bincount(codes, minlength=len(uniques)).astype(np.float64)
-    rng = np.random.default_rng(seed)
-    draw = rng.integers(0, len(uniques), size=(n_boot, len(uniques)))
-    boot = sums[draw].sum(1) / counts[draw].sum(1)
-    alpha = (1 - ci) / 2
-    low, high = np.quantile(boot, [alpha, 1 - alpha])
-    return float(x.mean()), float(low), float(high)
 
 
 def _generate(

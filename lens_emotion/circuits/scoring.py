@@ -12,7 +12,6 @@ rounding (tested).
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -25,12 +24,9 @@ from tqdm.auto import tqdm
 from lens_emotion.batching import length_batches
 from lens_emotion.circuits.edits import ComponentEdit, EditShape, edit_hooks, stack_edits
 from lens_emotion.circuits.errors import CircuitError
+from lens_emotion.early_stop import stop_forward, stoppable
 
 __all__ = ["LastTokenScorer"]
-
-
-class _StopForward(Exception):
-    """Raised once the readout layer has been read."""
 
 
 @dataclass
@@ -143,14 +139,14 @@ class LastTokenScorer:
 
                 def read(act: Tensor, hook: Any, seen: dict[str, Tensor] = seen) -> None:
                     seen["x"] = act[:, -1].detach().float().cpu()
-                    raise _StopForward
+                    stop_forward()
 
                 hooks.append((readout_hook, read))
                 ones = torch.ones((size, 1), dtype=batch.mask.dtype, device=batch.mask.device)
                 mask = torch.cat([batch.mask, ones], dim=1).repeat_interleave(c, 0)
                 ids = batch.last_token.repeat_interleave(c, 0)[:, None].to(batch.mask.device)
                 pos = batch.position.repeat_interleave(c, 0)[:, None].to(batch.mask.device)
-                with contextlib.suppress(_StopForward):
+                with stoppable():
                     bridge.run_with_hooks(
                         ids,
                         attention_mask=mask,

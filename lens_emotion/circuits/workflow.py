@@ -387,7 +387,7 @@ def run_circuits(
         CircuitError: A judge with other labels, or overlapping discovery/evaluation files.
     """
     from lens_emotion.circuits import figures as figs
-    from lens_emotion.plots import write_figure_or_html
+    from lens_emotion.viz import write_figure_or_html
 
     settings = settings or CircuitSettings()
     seed_everything(seed)

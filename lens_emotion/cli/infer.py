@@ -53,7 +53,7 @@ def run(args: argparse.Namespace) -> int:
     """Run ``infer``; prints accuracy under the chosen calibration and the others."""
     from lens_emotion.inference import infer_emotions, resolve_calibration
     from lens_emotion.manifest import run_manifest, seed_everything
-    from lens_emotion.plots import write_figure
+    from lens_emotion.viz import write_figure
     from lens_emotion.prompts import get_template
 
     seed_everything(args.seed)

@@ -13,7 +13,7 @@ def attention_step(
 ) -> dict[str, Any]:
     """Final-token attention mass by token group, saliency and CircuitsVis views."""
     from lens_emotion.attention import attention_mass
-    from lens_emotion.circuitsvis_offline import attention_heads_view
+    from lens_emotion.viz.circuitsvis import attention_heads_view
 
     rows = dataset.sample(config.attention_rows, seed=seed)
     result = attention_mass(

@@ -23,7 +23,7 @@ def inference_step(
     later steps, which would otherwise score every row again.
     """
     from lens_emotion.inference import infer_emotions, recalibrate
-    from lens_emotion.plots import label_distribution_figure
+    from lens_emotion.viz import label_distribution_figure
 
     rows, results = [], {}
     for template, calibration in config.runs:

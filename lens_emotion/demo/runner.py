@@ -146,7 +146,7 @@ def run_demo(
             reported as skipped, with the reason, in the page and the summary.
     """
     from lens_emotion.models import DEFAULT_MODEL, load_model
-    from lens_emotion.report import Report
+    from lens_emotion.viz.report import Report
 
     started = time.perf_counter()
     seed_everything(seed)

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import plotly.graph_objects as go
 
-from lens_emotion.plots import apply_style
+from lens_emotion.viz import apply_style
 
 if TYPE_CHECKING:
     from lens_emotion.geometry.crosspaper import CrossPaperResult

@@ -324,7 +324,7 @@ def run_geometry(
     """
     from lens_emotion.activations import ActivationStore, extract_activations
     from lens_emotion.geometry import figures as figs
-    from lens_emotion.plots import write_figure
+    from lens_emotion.viz import write_figure
     from lens_emotion.prompts import build_prompts
 
     settings = settings or GeometrySettings()

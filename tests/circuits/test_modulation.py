@@ -1,4 +1,3 @@
-import numpy as np
 import pytest
 import torch
 
@@ -7,7 +6,6 @@ from lens_emotion.circuits.circuit import EmotionCircuit
 from lens_emotion.circuits.edits import ComponentEdit
 from lens_emotion.circuits.errors import CircuitError
 from lens_emotion.circuits.modulation import (
-    cluster_bootstrap,
     control_comparison,
     distinct_bigram_ratio,
     emotion_means,
@@ -19,21 +17,11 @@ from lens_emotion.circuits.modulation import (
 from lens_emotion.circuits.scoring import LastTokenScorer
 
 
-def test_distinct_bigrams_and_cluster_bootstrap():
+def test_distinct_bigrams():
     assert distinct_bigram_ratio("anger anger anger anger") == pytest.approx(1 / 3)
     assert distinct_bigram_ratio("I feel fine today") == 1.0
     assert is_degenerate("anger\n") and is_degenerate("sad sad sad sad sad sad sad sad")
     assert not is_degenerate("Anger is a powerful emotion that can be a blessing.")
-    values = np.array([1, 1, 0, 0, 1, 0, 1, 1], dtype=float)
-    clusters = ["a", "a", "b", "b", "c", "c", "d", "d"]
-    mean, low, high = cluster_bootstrap(values, clusters, n_boot=500, seed=1)
-    assert mean == pytest.approx(0.625)
-    assert 0 <= low <= mean <= high <= 1
-    assert cluster_bootstrap(values, clusters, n_boot=500, seed=1) == (mean, low, high)
-    same = cluster_bootstrap(np.ones(6), list("aabbcc"), n_boot=100)
-    assert same == (1.0, 1.0, 1.0)
-    with pytest.raises(CircuitError, match="empty"):
-        cluster_bootstrap([], [])
 
 
 def _small_circuit(circ, emotion):

@@ -10,7 +10,7 @@ def test_geometry_step_reuses_the_probing_store(tiny_llama, sample_dataset, tmp_
     from lens_emotion.activations import extract_activations
     from lens_emotion.demo.geometry_step import geometry_step
     from lens_emotion.prompts import build_prompts
-    from lens_emotion.report import Report
+    from lens_emotion.viz.report import Report
 
     config = DemoConfig.quick()
     prompts = build_prompts(

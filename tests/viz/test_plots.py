@@ -13,10 +13,10 @@ import plotly.graph_objects as go
 import pytest
 from plotly.offline import get_plotlyjs
 
-from lens_emotion import plots
+from lens_emotion.viz import export as plots
 from lens_emotion.data import CROWD_ENVENT_EMOTIONS
 from lens_emotion.errors import LensEmotionError
-from lens_emotion.plots import (
+from lens_emotion.viz import (
     EMOTION_COLORS,
     EMOTION_ORDER,
     PlotInputError,

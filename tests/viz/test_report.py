@@ -11,8 +11,8 @@ import pytest
 from plotly.offline import get_plotlyjs
 
 from lens_emotion.errors import LensEmotionError
-from lens_emotion.plots import confusion_figure, label_distribution_figure
-from lens_emotion.report import Report, ReportError, format_value
+from lens_emotion.viz import confusion_figure, label_distribution_figure
+from lens_emotion.viz.report import Report, ReportError, format_value
 
 TAG = re.compile(r"<(script|link|img|iframe|source|a)\b[^>]*>", re.IGNORECASE)
 URL_ATTR = re.compile(r"""\b(?:src|href)\s*=\s*["']?\s*([^"'\s>]+)""", re.IGNORECASE)
