@@ -154,7 +154,7 @@ def run(args: argparse.Namespace) -> int:
     from lens_emotion.data import CROWD_ENVENT_EMOTIONS
     from lens_emotion.prompts import get_template
     from lens_emotion.steering import AppraisalCombo
-    from lens_emotion.steering_workflow import check_appraisal_names, run_steering
+    from lens_emotion.steering.workflow import check_appraisal_names, run_steering
 
     get_template(args.template)
     if args.signs is not None and len(args.signs) != len(args.appraisal):

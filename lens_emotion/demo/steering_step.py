@@ -21,7 +21,7 @@ def steering_step(
 ) -> dict[str, Any]:
     """Readout and judged-generation sweeps of appraisal unique-effect vectors."""
     from lens_emotion.steering import AppraisalCombo
-    from lens_emotion.steering_workflow import run_steering
+    from lens_emotion.steering.workflow import run_steering
 
     folder = out / "steering"
     combos = [AppraisalCombo.parse(spec) for spec in config.steer_combos]

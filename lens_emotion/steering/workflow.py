@@ -290,8 +290,8 @@ def run_steering(
     from lens_emotion.viz import write_figure
     from lens_emotion.probing import probe_appraisals, probe_emotions
     from lens_emotion.prompts import build_prompts, get_template
-    from lens_emotion.steering_plots import sankey_figure, stacked_bars_figure
-    from lens_emotion.theory import (
+    from lens_emotion.steering.figures import sankey_figure, stacked_bars_figure
+    from lens_emotion.steering.theory import (
         THEORY_PREDICTIONS,
         annotate_checks,
         check_predictions,
