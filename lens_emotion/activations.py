@@ -53,6 +53,12 @@ from safetensors.torch import save_file
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from lens_emotion.architecture import (
+    SUPPORTED_ARCHITECTURES,
+    ArchitectureError,
+    architecture,
+    unsupported_reason,
+)
 from lens_emotion.batching import length_batches
 from lens_emotion.errors import LensEmotionError
 from lens_emotion.io import write_json_atomic
@@ -67,10 +73,8 @@ DEFAULT_SITES: tuple[str, ...] = ("attn_out", "mlp_out", "resid_post")
 DEFAULT_MAX_TOKENS = 4096
 """MHSA output, FFN output and hidden state: the three sites of Tak et al."""
 
-PLAIN_ARCHITECTURES = frozenset(
-    {"LlamaForCausalLM", "MistralForCausalLM", "Qwen2ForCausalLM", "Qwen3ForCausalLM"}
-)
-"""Architectures whose plain-transformers activations equal the bridge's hook points."""
+PLAIN_ARCHITECTURES = SUPPORTED_ARCHITECTURES
+"""Architectures the plain engine covers (every family of :mod:`lens_emotion.architecture`)."""
 
 _FORMAT_VERSION = 1
 
@@ -188,8 +192,7 @@ class ActivationStore:
 
 
 def _plain_blocks(model: Any) -> Any:
-    hf = model.plain_model
-    return hf.model.layers
+    return architecture(model).layers
 
 
 _MMAP_THRESHOLD = 4 << 20
@@ -232,53 +235,52 @@ def _first(output: Any) -> Tensor:
 def _plain_hooks(
     model: Any, wanted: dict[tuple[str, int], list], positions: int, last_layer: int
 ) -> Iterator[None]:
-    """Attach PyTorch hooks to the plain model that append sliced activations to ``wanted``."""
-    blocks = _plain_blocks(model)
+    """Attach PyTorch hooks to the plain model that append sliced activations to ``wanted``.
+
+    The modules come from the family adapter (:mod:`lens_emotion.architecture`); values are
+    converted to the bridge's convention (:meth:`~lens_emotion.architecture.Architecture.to_bridge`).
+    """
+    arch = architecture(model)
     handles = []
-    resid_pre: dict[int, Tensor] = {}
-    attn: dict[int, Tensor] = {}
-    n_heads = model.n_heads
 
     def keep(site: str, layer: int, act: Tensor) -> None:
         if (site, layer) in wanted:
-            wanted[(site, layer)].append(_own(act[:, -positions:]))
+            value = act[:, -positions:]
+            if site == "z":
+                value = value.reshape(*value.shape[:2], arch.n_heads, -1)
+            wanted[(site, layer)].append(_own(arch.to_bridge(site, layer, value)))
+
+    def input_of(args: tuple, kwargs: dict) -> Tensor:
+        return kwargs["hidden_states"] if "hidden_states" in kwargs else args[0]
 
     for layer in range(last_layer + 1):
-        block = blocks[layer]
-        need_pre = ("resid_mid", layer) in wanted or ("resid_pre", layer) in wanted
+        for site in ("resid_pre", "resid_mid", "z"):
+            if (site, layer) not in wanted:
+                continue
+            try:
+                module, _ = arch.site_module(site, layer)
+            except ArchitectureError as exc:
+                raise ActivationStoreError(str(exc)) from exc
 
-        def pre_block(module, args, kwargs, layer=layer):
-            hidden = kwargs["hidden_states"] if "hidden_states" in kwargs else args[0]
-            keep("resid_pre", layer, hidden)
-            resid_pre[layer] = hidden[:, -positions:]
+            def pre(mod, args, kwargs, site=site, layer=layer):
+                keep(site, layer, input_of(args, kwargs))
 
-        def post_attn(module, args, output, layer=layer):
-            out = _first(output)
-            keep("attn_out", layer, out)
-            attn[layer] = out[:, -positions:]
+            handles.append(module.register_forward_pre_hook(pre, with_kwargs=True))
+        for site in ("attn_out", "mlp_out"):
+            if (site, layer) in wanted:
+                module, _ = arch.site_module(site, layer)
 
-        def post_mlp(module, args, output, layer=layer):
-            keep("mlp_out", layer, _first(output))
+                def post(mod, args, output, site=site, layer=layer):
+                    keep(site, layer, _first(output))
+
+                handles.append(module.register_forward_hook(post))
 
         def post_block(module, args, output, layer=layer):
             keep("resid_post", layer, _first(output))
-            if ("resid_mid", layer) in wanted:
-                mid = resid_pre.pop(layer) + attn.pop(layer)
-                wanted[("resid_mid", layer)].append(_own(mid))
             if layer == last_layer:
                 raise _StopForward
 
-        def pre_o(module, args, layer=layer):
-            z = args[0]
-            keep("z", layer, z.reshape(*z.shape[:2], n_heads, -1))
-
-        if need_pre:
-            handles.append(block.register_forward_pre_hook(pre_block, with_kwargs=True))
-        handles.append(block.self_attn.register_forward_hook(post_attn))
-        handles.append(block.mlp.register_forward_hook(post_mlp))
-        handles.append(block.register_forward_hook(post_block))
-        if ("z", layer) in wanted:
-            handles.append(block.self_attn.o_proj.register_forward_pre_hook(pre_o))
+        handles.append(arch.layer(layer).register_forward_hook(post_block))
     try:
         yield
     finally:
@@ -289,7 +291,7 @@ def _plain_hooks(
 def _run_plain(model: Any, input_ids: Tensor, mask: Tensor) -> None:
     positions_ids = (mask.long().cumsum(-1) - 1).clamp(min=0)
     with contextlib.suppress(_StopForward):
-        model.plain_model.model(
+        architecture(model).base(
             input_ids=input_ids, attention_mask=mask, position_ids=positions_ids, use_cache=False
         )
 
@@ -350,7 +352,7 @@ def plain_engine_matches(model: Any, atol: float = 1e-3) -> bool:
     if verdict is None:
         ids, mask = model.pad(model.encode(["I felt calm when the rain stopped.", "Hi there"]))
         layers = sorted({0, model.n_layers // 2, model.n_layers - 1})
-        sites = STORE_SITES
+        sites = [s for s in STORE_SITES if s != "resid_mid" or not architecture(model).parallel]
         plain = _capture(model, "plain", ids, mask, sites, layers, 2)
         bridge = _capture(model, "bridge", ids, mask, sites, layers, 2)
         verdict = all(torch.allclose(plain[k], bridge[k], atol=atol, rtol=1e-3) for k in plain)
@@ -366,17 +368,12 @@ def resolve_engine(model: Any, engine: str) -> str:
     """
     if engine not in {"auto", "plain", "bridge"}:
         raise ActivationStoreError(f"engine must be 'auto', 'plain' or 'bridge', not {engine!r}.")
-    try:
-        with open(model.path / "config.json") as handle:
-            architectures = set(json.load(handle).get("architectures") or [])
-    except (OSError, ValueError):
-        architectures = set()
-    supported = bool(architectures & PLAIN_ARCHITECTURES)
-    if engine == "plain" and not supported:
+    reason = unsupported_reason(model)
+    if engine == "plain" and reason is not None:
         raise ActivationStoreError(
-            f"The plain engine supports {sorted(PLAIN_ARCHITECTURES)}, not {sorted(architectures)}"
-            "; use engine='bridge'."
+            f"The plain engine cannot run this model: {reason}; use engine='bridge'."
         )
+    supported = reason is None
     if engine == "auto":
         return "plain" if supported and plain_engine_matches(model) else "bridge"
     return engine
