@@ -238,7 +238,7 @@ def _plain_hooks(
     """Attach PyTorch hooks to the plain model that append sliced activations to ``wanted``.
 
     The modules come from the family adapter (:mod:`lens_emotion.architecture`); values are
-    converted to the bridge's convention (:meth:`~lens_emotion.architecture.Architecture.to_bridge`).
+    converted to the bridge's convention (``Architecture.to_bridge``).
     """
     arch = architecture(model)
     handles = []

@@ -29,9 +29,10 @@ family (``tests/test_architecture.py``).
 weights that write to the residual stream, so its residual-stream values are the plain
 model's minus their mean over ``d_model`` (a LayerNorm reader cannot tell the difference);
 it also folds the LayerNorm and value biases into the output bias, so its ``z`` is the plain
-``z`` minus a constant per head (:meth:`Architecture.z_bias`). :meth:`Architecture.to_bridge` / :meth:`Architecture.from_bridge`
-convert between the two (both are identities where the plain model shares the bridge's
-processed weights, since centring twice changes nothing and a folded value bias is zero).
+``z`` minus a constant per head (:meth:`Architecture.z_bias`).
+:meth:`Architecture.to_bridge` / :meth:`Architecture.from_bridge` convert between the two
+(both are identities where the plain model shares the bridge's processed weights, since
+centring twice changes nothing and a folded value bias is zero).
 """
 
 from __future__ import annotations
