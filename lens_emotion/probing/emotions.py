@@ -56,7 +56,7 @@ from tqdm.auto import tqdm
 
 from lens_emotion.errors import LensEmotionError
 from lens_emotion.io import write_bytes_atomic, write_json_atomic, write_text_atomic
-from lens_emotion.probe_models import (
+from lens_emotion.probing.solvers import (
     balanced_weights,
     fit_mlp,
     fit_standardizer,
