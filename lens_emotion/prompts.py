@@ -23,13 +23,63 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Sequence
+import warnings
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from lens_emotion.errors import LabelTokenError, TemplateError
 
 _ANSWER_CONTEXT = "Context: I felt fine.\nAnswer:"
+
+PLAIN_ROLES: dict[str, str] = {"system": "Instructions", "user": "User", "assistant": "Reply"}
+"""Role names of the plain-text prompt format used where a tokenizer has no chat template."""
+
+
+class PlainPromptWarning(UserWarning):
+    """A chat-style prompt was rendered in the plain-text format (no chat template)."""
+
+
+def has_chat_template(tokenizer: Any) -> bool:
+    """Whether a tokenizer carries a chat template (instruct models do; base models often not)."""
+    return bool(getattr(tokenizer, "chat_template", None))
+
+
+def render_chat(tokenizer: Any, messages: Sequence[Mapping[str, str]]) -> str:
+    """Render chat messages as a prompt that ends where the reply starts.
+
+    With a chat template this is ``apply_chat_template(..., add_generation_prompt=True)``.
+    Without one (base models such as Gemma 3 270M) the **plain-text format** is used: the BOS
+    token (if the tokenizer has one), then one ``"{Role}: {content}"`` paragraph per message
+    with the roles of :data:`PLAIN_ROLES`, then ``"Reply:"``; a :class:`PlainPromptWarning`
+    says so once per tokenizer. Either way the special tokens are already in the string:
+    tokenize it without adding more.
+
+    Args:
+        tokenizer: A Hugging Face tokenizer.
+        messages: ``{"role": "system" | "user" | "assistant", "content": ...}`` dicts.
+
+    Returns:
+        The prompt string.
+    """
+    if has_chat_template(tokenizer):
+        return tokenizer.apply_chat_template(
+            [dict(m) for m in messages], tokenize=False, add_generation_prompt=True
+        )
+    name = getattr(tokenizer, "name_or_path", "") or type(tokenizer).__name__
+    warnings.warn(
+        f"tokenizer {name} has no chat template (a base model): using the plain-text prompt "
+        "format ('Instructions: ...', 'User: ...', 'Reply:') instead.",
+        PlainPromptWarning,
+        stacklevel=2,
+    )
+    paragraphs = [
+        f"{PLAIN_ROLES.get(m['role'], m['role'].capitalize())}: {m['content'].strip()}"
+        for m in messages
+    ]
+    bos = getattr(tokenizer, "bos_token", None)
+    bos = bos if isinstance(bos, str) else ""
+    return bos + "\n\n".join([*paragraphs, f"{PLAIN_ROLES['assistant']}:"])
 
 
 @dataclass(frozen=True)

@@ -28,6 +28,7 @@ import pandas as pd
 
 from lens_emotion.circuits.errors import CircuitError
 from lens_emotion.data import SEV_EMOTIONS, EmotionDataset
+from lens_emotion.prompts import render_chat
 
 __all__ = [
     "DESCRIBED_EMOTIONS",
@@ -96,26 +97,20 @@ def render_sev_prompt(
     """Render one SEV item as a chat prompt that ends with the assistant header.
 
     Args:
-        tokenizer: A tokenizer with a chat template.
+        tokenizer: The model's tokenizer.
         text: The scenario + event text.
         emotion: The emotion to ask for, or ``None`` for a neutral prompt.
         instruction: ``"named"`` (:data:`EMOTION_SYSTEM`) or ``"described"``
             (:data:`DESCRIBED_SYSTEM`).
 
     Returns:
-        The prompt string (special tokens already in it; tokenize without adding more).
-
-    Raises:
-        CircuitError: If the tokenizer has no chat template.
+        The prompt string (special tokens already in it; tokenize without adding more). A
+        tokenizer without a chat template (a base model) gets the plain-text format of
+        :func:`lens_emotion.prompts.render_chat`, with a one-line warning.
     """
-    if not getattr(tokenizer, "chat_template", None):
-        raise CircuitError(
-            "SEV prompts need an instruct model with a chat template; this tokenizer has none. "
-            "Use an instruct model such as smollm2-135m-instruct."
-        )
     system = system_turn(emotion, instruction)
     messages = [{"role": "system", "content": system}, {"role": "user", "content": text.strip()}]
-    return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    return render_chat(tokenizer, messages)  # plain-text format where there is no chat template
 
 
 @dataclass(frozen=True)

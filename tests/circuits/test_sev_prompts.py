@@ -66,8 +66,15 @@ def test_bad_inputs_raise(smollm2, sev_items):
     with pytest.raises(CircuitError, match="without emotion crossing"):
         build_sev_prompts(smollm2, crossed.subset([0]))
 
-    class NoTemplate:
+    class NoTemplate:  # a base model's tokenizer: the plain-text format, with a warning
         chat_template = None
+        bos_token = "<bos>"
 
-    with pytest.raises(CircuitError, match="chat template"):
-        render_sev_prompt(NoTemplate(), "text", "anger")
+    from lens_emotion.prompts import PlainPromptWarning
+
+    with pytest.warns(PlainPromptWarning, match="no chat template"):
+        plain = render_sev_prompt(NoTemplate(), "text", "anger")
+    assert (
+        plain == "<bos>Instructions: Always reply in anger. Keep the reply to at most two "
+        "sentences.\n\nUser: text\n\nReply:"
+    )
