@@ -20,6 +20,7 @@ def reexport(old: str, new: str, namespace: dict[str, Any]) -> None:
     for name in names:
         namespace[name] = getattr(module, name)
     namespace["__all__"] = list(names)
+    namespace["__moved_to__"] = new
     warnings.warn(
         f"{old} moved to {new}; import from there (the old path goes in the next release).",
         DeprecationWarning,

@@ -56,3 +56,8 @@ def _jsonable(value: Any) -> Any:
 def write_json_atomic(path: str | Path, obj: Any) -> Path:
     """Write JSON (indented; NumPy scalars/arrays and paths converted) atomically."""
     return write_text_atomic(path, json.dumps(obj, indent=2, default=_jsonable))
+
+
+def write_csv_atomic(path: str | Path, frame: Any, index: bool = False) -> Path:
+    """Write a DataFrame as CSV atomically (a half-written table is never left behind)."""
+    return write_text_atomic(path, frame.to_csv(index=index))

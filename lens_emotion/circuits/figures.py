@@ -10,7 +10,7 @@ from plotly.subplots import make_subplots
 from lens_emotion.circuits.circuit import EmotionCircuit
 from lens_emotion.circuits.components import ComponentScores
 from lens_emotion.circuits.errors import CircuitError
-from lens_emotion.viz import apply_style, emotion_color
+from lens_emotion.viz.style import apply_style, ci_band, emotion_color, rgba
 
 __all__ = [
     "ablation_figure",
@@ -19,12 +19,8 @@ __all__ = [
     "control_figure",
     "head_heatmap",
     "influence_figure",
+    "tuning_figure",
 ]
-
-
-def _rgba(hex_color: str, alpha: float) -> str:
-    r, g, b = (int(hex_color[i : i + 2], 16) for i in (1, 3, 5))
-    return f"rgba({r},{g},{b},{alpha})"
 
 
 def ablation_figure(table: pd.DataFrame) -> go.Figure:
@@ -240,6 +236,41 @@ def control_figure(table: pd.DataFrame) -> go.Figure:
     return fig
 
 
+def tuning_figure(table: pd.DataFrame, title: str | None = None) -> go.Figure:
+    """Judged accuracy (emotion words masked) against strength, with its scenario-bootstrap CI.
+
+    One line per strength grid (the ``strength`` column); the degenerate share is drawn as a
+    dashed line, since the tuning rule admits only settings below its ceiling.
+    """
+    x = table["strength"].to_numpy(dtype=float)
+    color = "#009E73"
+    fig = go.Figure()
+    fig.add_trace(ci_band(x, table["ci_low"], table["ci_high"], color, "judged_masked"))
+    fig.add_trace(
+        go.Scatter(
+            x=x,
+            y=table["judged_masked"],
+            mode="lines+markers",
+            name="judged as target (masked)",
+            legendgroup="judged_masked",
+            line={"color": color},
+        )
+    )
+    if "degenerate_rate" in table:
+        fig.add_trace(
+            go.Scatter(
+                x=x,
+                y=table["degenerate_rate"],
+                mode="lines+markers",
+                name="degenerate replies",
+                line={"color": "#666666", "dash": "dash"},
+            )
+        )
+    fig.update_xaxes(title_text="strength")
+    fig.update_yaxes(range=[0, 1], title_text="share of replies")
+    return apply_style(fig, title or "Strength tuning on discovery scenarios (95% CI)")
+
+
 def circuit_figure(circuit: EmotionCircuit, n_layers: int | None = None) -> go.Figure:
     """The circuit as a layered graph flowing into the final emotion readout.
 
@@ -291,7 +322,7 @@ def circuit_figure(circuit: EmotionCircuit, n_layers: int | None = None) -> go.F
                 x=[x, readout_x],
                 y=[y, 0],
                 mode="lines",
-                line={"color": _rgba(color, 0.35), "width": width},
+                line={"color": rgba(color, 0.35), "width": width},
                 hoverinfo="skip",
                 showlegend=False,
             )

@@ -39,7 +39,8 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -53,7 +54,11 @@ from lens_emotion.circuits.directions import EmotionDirections
 from lens_emotion.circuits.errors import CircuitError
 from lens_emotion.circuits.generation import vector_hooks
 from lens_emotion.circuits.sev_prompts import SevPrompts
+from lens_emotion.io import write_csv_atomic
 from lens_emotion.stats import cluster_bootstrap
+
+if TYPE_CHECKING:
+    import plotly.graph_objects as go
 
 __all__ = [
     "CONTROL_METHODS",
@@ -345,6 +350,34 @@ class TuningResult:
     table: pd.DataFrame
     generations: pd.DataFrame
 
+    def to_frame(self) -> pd.DataFrame:
+        """The per-strength table (a copy)."""
+        return self.table.copy()
+
+    def save(self, out: str | Path, prefix: str = "tuning") -> list[Path]:
+        """Write ``<prefix>.csv`` (per strength) and ``<prefix>_generations.csv`` into ``out``."""
+        out = Path(out)
+        return [
+            write_csv_atomic(out / f"{prefix}.csv", self.table),
+            write_csv_atomic(out / f"{prefix}_generations.csv", self.generations),
+        ]
+
+    def figure(self) -> go.Figure:
+        """Judged accuracy against strength (:func:`.figures.tuning_figure`)."""
+        from lens_emotion.circuits.figures import tuning_figure
+
+        return tuning_figure(self.table)
+
+    def summary(self) -> dict[str, Any]:
+        """The best strength by ``judged_masked`` and its score, and the number of replies."""
+        best = self.table.loc[self.table["judged_masked"].idxmax()]
+        return {
+            "n_strengths": int(len(self.table)),
+            "n_replies": int(len(self.generations)),
+            "best_strength": float(best["strength"]),
+            "best_judged_masked": float(best["judged_masked"]),
+        }
+
 
 def tune_strength(
     model: Any,
@@ -430,6 +463,37 @@ class ControlResult:
     table: pd.DataFrame
     generations: pd.DataFrame
     differences: pd.DataFrame
+
+    def to_frame(self) -> pd.DataFrame:
+        """The per-(method, emotion) table (a copy)."""
+        return self.table.copy()
+
+    def save(self, out: str | Path, prefix: str = "control") -> list[Path]:
+        """Write ``<prefix>.csv``, ``<prefix>_generations.csv`` and ``<prefix>_differences.csv``."""
+        out = Path(out)
+        return [
+            write_csv_atomic(out / f"{prefix}.csv", self.table),
+            write_csv_atomic(out / f"{prefix}_generations.csv", self.generations),
+            write_csv_atomic(out / f"{prefix}_differences.csv", self.differences),
+        ]
+
+    def figure(self) -> go.Figure:
+        """Per-method bars (:func:`~lens_emotion.circuits.figures.control_figure`)."""
+        from lens_emotion.circuits.figures import control_figure
+
+        return control_figure(self.table)
+
+    def summary(self) -> dict[str, Any]:
+        """Pooled ``judged_masked`` (with its CI) per method."""
+        pooled = self.table[self.table["emotion"] == "all"]
+        return {
+            str(row.method): {
+                "judged_masked": float(row.judged_masked),
+                "ci_low": float(row.ci_low),
+                "ci_high": float(row.ci_high),
+            }
+            for row in pooled.itertuples()
+        }
 
 
 def control_comparison(

@@ -34,12 +34,13 @@ a disagreement note (:func:`~.modulation.summarise_generations`).
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -87,6 +88,9 @@ from lens_emotion.circuits.sev_prompts import (
 from lens_emotion.circuits.total_effect import total_effect_summary, total_effects
 from lens_emotion.io import write_json_atomic, write_text_atomic
 from lens_emotion.manifest import run_manifest, seed_everything
+
+if TYPE_CHECKING:
+    from lens_emotion.models import EmotionModel
 
 __all__ = [
     "CircuitSettings",
@@ -174,6 +178,8 @@ class CircuitSettings:
         max_new_tokens: Tokens per reply.
         n_boot: Bootstrap resamples of every interval.
         batch_size: Prompts per batch.
+        seed: Seed of the split, subsets, random controls and bootstrap.
+        formats: Figure formats (``html``, and ``png``/``svg``/``pdf`` with kaleido).
 
     Every method gets a strength grid of the same size (``len(gamma_grid) ==
     len(beta_grid)``, both starting at small strengths), all evaluated on the same discovery
@@ -220,6 +226,8 @@ class CircuitSettings:
     max_new_tokens: int = 30
     n_boot: int = 2000
     batch_size: int = 16
+    seed: int = 0
+    formats: tuple[str, ...] = ("html",)
 
     def __post_init__(self) -> None:
         from lens_emotion.circuits.modulation import SELECTION_METRICS
@@ -346,17 +354,18 @@ def gamma_meaning(gamma: float) -> str:
 
 
 def run_circuits(
-    model: Any,
+    model: EmotionModel,
     sev: Any,
     out: str | Path,
-    seed: int = 0,
     settings: CircuitSettings | None = None,
-    judge: Any | None = None,
-    formats: Sequence[str] = ("html",),
-    progress: bool = False,
+    *,
+    progress: bool = True,
     command: str | None = None,
+    judge: Any | None = None,
     eval_sev: Any | None = None,
     readout: Any | None = None,
+    seed: int | None = None,
+    formats: Sequence[str] | None = None,
 ) -> CircuitsOutputs:
     """Run the whole emotion-circuit analysis and write its files to ``out``.
 
@@ -366,19 +375,19 @@ def run_circuits(
         sev: SEV items (:func:`lens_emotion.data.load_sev`, not crossed) or the path of an
             SEV-format file.
         out: Output folder.
-        seed: Seed of the split, subsets, random controls and bootstrap.
-        settings: Sizes and strengths (defaults: :class:`CircuitSettings`).
+        settings: Sizes, strengths, seed and formats (defaults: :class:`CircuitSettings`).
+        progress: Show progress bars and one line per finished step.
+        command: Command line for the manifest.
         judge: The offline judge with SEV labels (``None``: :func:`lens_emotion.judge.load_judge`
             is called when generation is on).
-        formats: Figure formats.
-        progress: Show progress bars.
-        command: Command line for the manifest.
         eval_sev: A second SEV-format dataset (or its path) to evaluate on: discovery then
             uses every scenario of ``sev`` (``n_scenarios`` of them) and evaluation
             ``n_eval_scenarios`` of ``eval_sev``'s (``eval_fraction`` is ignored). ``None``:
             split ``sev``.
         readout: The second judge (``None`` with ``settings.readout_judge``: a
             :class:`~lens_emotion.judge.ReadoutJudge` on ``model``, unsteered).
+        seed: Overrides ``settings.seed`` (kept for older calls).
+        formats: Overrides ``settings.formats`` (kept for older calls).
 
     Returns:
         The :class:`CircuitsOutputs`.
@@ -390,6 +399,13 @@ def run_circuits(
     from lens_emotion.viz import write_figure_or_html
 
     settings = settings or CircuitSettings()
+    if seed is not None or formats is not None:
+        settings = dataclasses.replace(
+            settings,
+            seed=settings.seed if seed is None else int(seed),
+            formats=settings.formats if formats is None else tuple(formats),
+        )
+    seed, formats = settings.seed, settings.formats
     seed_everything(seed)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)

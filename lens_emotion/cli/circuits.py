@@ -48,7 +48,9 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
         help="a second SEV-format file: discover on --sev-path, evaluate on this one "
         "(default: held-out scenarios of --sev-path)",
     )
-    p.add_argument("--seed", type=int, default=0, help="seed of split, controls, bootstrap")
+    p.add_argument(
+        "--seed", type=int, default=CircuitSettings.seed, help="seed of split, controls, bootstrap"
+    )
     p.add_argument("--out", required=True, help="output folder")
     add_settings_args(
         p,
@@ -59,12 +61,13 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
             "gen_ablation_intervention": ("zero", "mean", "scale"),
             "selection_metric": SELECTION_METRICS,
         },
+        skip=("seed", "formats"),
         zero_ok=("total_effect_heads", "total_effect_neurons"),
     )
     p.add_argument(
         "--no-generation", dest="generate", action="store_false", help="same as --no-generate"
     )
-    formats_arg(p)
+    formats_arg(p, default=",".join(CircuitSettings.formats))
     add_progress_args(p)
     p.add_argument("--progress", action="store_true", help=argparse.SUPPRESS)  # now the default
     return p
@@ -79,7 +82,7 @@ def run(args: argparse.Namespace) -> int:
         raise LensEmotionError(
             f"--eval-fraction must be between 0 and 1 (e.g. 0.25), got {args.eval_fraction}."
         )
-    settings = settings_from_args(args, CircuitSettings)
+    settings = settings_from_args(args, CircuitSettings, formats=tuple(args.formats))
     sev = load_sev(args.sev_path)
     extra: dict[str, Any] = {}
     if args.eval_sev_path is not None:
@@ -101,9 +104,7 @@ def run(args: argparse.Namespace) -> int:
         model,
         sev,
         args.out,
-        seed=args.seed,
-        settings=settings,
-        formats=list(args.formats),
+        settings,
         progress=not args.quiet,
         command=command_string(),
         **extra,
