@@ -238,9 +238,26 @@ def formats_arg(parser: argparse.ArgumentParser, default: str = "html") -> None:
     )
 
 
+_DEVICE_RE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
+
+
+def device_arg(text: str) -> str:
+    """``--device``: auto, cpu, cuda, cuda:N or mps (availability is checked before loading)."""
+    value = text.strip().lower()
+    if not _DEVICE_RE.match(value):
+        raise argparse.ArgumentTypeError(
+            f"expected auto, cpu, cuda, cuda:N or mps (e.g. cuda:1), not {text!r}"
+        )
+    return value
+
+
 def add_model_args(parser: argparse.ArgumentParser) -> None:
-    """Add ``--model``, ``--device``, ``--dtype`` and ``--trust-remote-code``."""
-    from lens_emotion.models import DEFAULT_MODEL
+    """Add the model options: where and in which precision to load it, and its batch bound.
+
+    ``--model``, ``--device``, ``--dtype``, ``--device-map``, ``--n-devices``, ``--max-tokens``
+    and ``--trust-remote-code``; every value is checked before data or model is read.
+    """
+    from lens_emotion.models import DEFAULT_MODEL, DEVICE_MAPS, DTYPES
 
     group = parser.add_argument_group("model")
     group.add_argument(
@@ -249,12 +266,39 @@ def add_model_args(parser: argparse.ArgumentParser) -> None:
         help="zoo alias, local HF folder, .gguf file or hub id "
         f"(default: {DEFAULT_MODEL}, offline)",
     )
-    group.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: auto)")
+    group.add_argument(
+        "--device",
+        default="auto",
+        type=device_arg,
+        help="auto (CUDA when visible, else CPU), cpu, cuda, cuda:N or mps (default: auto)",
+    )
     group.add_argument(
         "--dtype",
+        default="auto",
+        choices=["auto", *DTYPES],
+        metavar="{auto,float32,bfloat16,float16}",
+        help="weights dtype: auto = bfloat16 on a GPU that supports it, float32 on CPU; "
+        "analyses compute in float32 either way (default: auto)",
+    )
+    group.add_argument(
+        "--device-map",
         default=None,
-        choices=["float32", "bfloat16", "float16"],
-        help="weights dtype (default: float32)",
+        choices=list(DEVICE_MAPS),
+        help="spread a model too large for one GPU over all visible GPUs (accelerate); "
+        "leave --device at auto",
+    )
+    group.add_argument(
+        "--n-devices",
+        default=None,
+        type=positive_int,
+        help="split the model over this many GPUs (instead of --device-map)",
+    )
+    group.add_argument(
+        "--max-tokens",
+        default=4096,
+        type=positive_int,
+        help="padded tokens per batch (batch x longest prompt): bounds activation memory; "
+        "checked against free memory before loading (default: 4096)",
     )
     group.add_argument(
         "--trust-remote-code",
@@ -383,11 +427,18 @@ def load_data_from_args(args: argparse.Namespace) -> Any:
 
 
 def load_model_from_args(args: argparse.Namespace) -> Any:
-    """Load the model a command asks for (``--model``, ``--device``, ``--dtype``)."""
+    """Load the model a command asks for (the :func:`add_model_args` options)."""
     from lens_emotion.models import load_model
 
     return load_model(
-        args.model, device=args.device, dtype=args.dtype, trust_remote_code=args.trust_remote_code
+        args.model,
+        device=args.device,
+        dtype=args.dtype,
+        trust_remote_code=args.trust_remote_code,
+        device_map=args.device_map,
+        n_devices=args.n_devices,
+        batch_size=getattr(args, "batch_size", None) or 16,
+        max_tokens=args.max_tokens,
     )
 
 

@@ -29,10 +29,13 @@ def run(args: argparse.Namespace) -> int:
         for alias, entry in ZOO.items():
             state = "cached" if (zoo_path(alias) / "config.json").exists() else "not pulled"
             print(f"{alias:<24} {state:<11} {entry.description}")
+            chunks = len(entry.requirements) - 1
+            wheels = f" (+{chunks} chunk packages)" if chunks else ""
             print(
-                f"{'':<24} {'':<11} from PyPI {entry.package}=={entry.version}; "
-                f"upstream {entry.upstream}; licence: {entry.license}"
+                f"{'':<24} {'':<11} from PyPI {entry.package}=={entry.version}{wheels}; "
+                f"upstream {entry.upstream}"
             )
+            print(f"{'':<24} {'':<11} licence: {entry.license}")
         return 0
     entry = ZOO[args.alias]
     print(f"{args.alias}: licence {entry.license} (upstream {entry.upstream})")
