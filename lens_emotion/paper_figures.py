@@ -131,13 +131,11 @@ def _patching(model: Any, data: _Data, options: dict[str, Any], out: Path, seed:
 
 
 def _attribution(model: Any, data: _Data, options: dict[str, Any], out: Path, seed: int) -> dict:
-    from lens_emotion.attribution import run_attribution
+    from lens_emotion.attribution import AttributionSettings, run_attribution
 
-    result = run_attribution(model, data.crowd_envent(), out, seed=seed, **options)
-    figures = {"estimates": result.atp.figure()}
-    if result.comparison is not None:
-        figures["vs_patching"] = result.comparison.figure()
-    return figures
+    settings = AttributionSettings(**{**options, "seed": seed})
+    result = run_attribution(model, data.crowd_envent(), out, settings)
+    return dict(result.figures)
 
 
 def _attention(model: Any, data: _Data, options: dict[str, Any], out: Path, seed: int) -> dict:
@@ -176,13 +174,13 @@ def _circuits(model: Any, data: _Data, options: dict[str, Any], out: Path, seed:
 
 
 def _inference(model: Any, data: _Data, options: dict[str, Any], out: Path, seed: int) -> dict:
-    from lens_emotion.inference import infer_emotions
+    from lens_emotion.inference import InferenceSettings, run_inference
 
     options = dict(options)
-    template = options.pop("template", "emotion-list")
-    result = infer_emotions(model, data.crowd_envent(), template, **options)
-    result.save(out)
-    return {"confusion": result.figure()}
+    progress = bool(options.pop("progress", True))
+    settings = InferenceSettings(seed=seed, **options)
+    outputs = run_inference(model, data.crowd_envent(), out, settings, progress=progress)
+    return dict(outputs.figures)
 
 
 _ANALYSES: dict[str, tuple[Callable[..., dict], str]] = {

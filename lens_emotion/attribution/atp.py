@@ -46,19 +46,23 @@ give the same last-position node scores on equal-length real pairs. This module 
 emotion pairs need: prompts of different lengths (left padding and masks), batching, only the
 last position, and the ``attn_out``/``resid_*`` sites.
 
-**Checking the estimate.** :func:`compare_with_patching` correlates AtP with real single-layer
-patching effects (span 1) per site and per head, lists the components where the two disagree
-most, and draws the scatter. :func:`interpolation_patch` patches one component a fraction
-``alpha`` of the way from target to source; as ``alpha → 0`` its slope equals the AtP estimate
-(finite-difference check in the tests), and ``alpha = 1`` is the real patch.
+**Checking the estimate.** :func:`~lens_emotion.attribution.compare.compare_with_patching`
+correlates AtP with real single-layer patching effects (span 1) per site and per head, lists the
+components where the two disagree most, and draws the scatter. :func:`interpolation_patch`
+patches one component a fraction ``alpha`` of the way from target to source; as ``alpha → 0``
+its slope equals the AtP estimate (finite-difference check in the tests), and ``alpha = 1`` is
+the real patch.
 
 Example::
 
     pairs = draw_pairs(model, dataset, n_pairs=100, seed=0)
     atp = attribute(model, pairs)
-    atp.table()                                    # site, layer, head, atp_effect, ...
+    atp.table                                      # site, layer, head, atp_effect, ...
     cmp = compare_with_patching(atp, patch_sites(model, pairs, span=1), patch_heads(model, pairs))
     cmp.correlations, cmp.disagreements(10), cmp.figure()
+
+This is the package's lowest module: :class:`AttributionError`, :data:`ATP_SITES` and
+:data:`HEAD_SITE` live here.
 """
 
 from __future__ import annotations
@@ -68,35 +72,35 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 import torch
 from jaxtyping import Float
-from scipy import stats
 from torch import Tensor
 from tqdm.auto import tqdm
 
 from lens_emotion.batching import length_batches
 from lens_emotion.errors import LensEmotionError
 from lens_emotion.interventions import check_resid_mid, residual_hooks
-from lens_emotion.io import write_json_atomic, write_text_atomic
-from lens_emotion.viz import write_figure_or_html
+from lens_emotion.io import write_text_atomic
+
+if TYPE_CHECKING:
+    import plotly.graph_objects as go
+
+    from lens_emotion.models import EmotionModel
+    from lens_emotion.patching import PatchPairs
 
 __all__ = [
     "ATP_SITES",
     "HEAD_SITE",
     "AttributionError",
     "AttributionResult",
-    "AttributionOutputs",
-    "PatchingComparison",
     "attribute",
     "attribution_patch",
-    "compare_with_patching",
     "interpolation_patch",
     "patching_cost",
-    "run_attribution",
 ]
 
 ATP_SITES: tuple[str, ...] = ("resid_pre", "attn_out", "mlp_out", "resid_mid", "resid_post")
@@ -104,16 +108,6 @@ ATP_SITES: tuple[str, ...] = ("resid_pre", "attn_out", "mlp_out", "resid_mid", "
 
 HEAD_SITE = "z"
 """Site name used for per-head rows (``blocks.{l}.attn.hook_z``, one vector per query head)."""
-
-SITE_COLORS: dict[str, str] = {
-    "resid_pre": "#999999",
-    "attn_out": "#4477AA",
-    "mlp_out": "#EE6677",
-    "resid_mid": "#CCBB44",
-    "resid_post": "#228833",
-    HEAD_SITE: "#AA3377",
-}
-"""Colours of the sites in AtP figures (MHSA blue, FFN red, hidden state green, heads purple)."""
 
 
 class AttributionError(LensEmotionError, ValueError):
@@ -334,8 +328,9 @@ class AttributionResult:
             )
         return pd.concat(frames, ignore_index=True)
 
+    @property
     def table(self) -> pd.DataFrame:
-        """Mean over pairs per component.
+        """Mean over pairs per component (a new frame on every access).
 
         Columns: site, layer, head (``<NA>`` for per-layer sites), atp_effect (mean estimated
         change of the logit difference), atp_std, atp_abs_mean, n_pairs.
@@ -351,43 +346,18 @@ class AttributionResult:
         table["n_pairs"] = self.n_pairs
         return table
 
-    def figure(self, title: str | None = None) -> Any:
-        """Mean AtP estimate against layer, one line per site (band: ±1 standard error)."""
-        import plotly.graph_objects as go
+    def to_frame(self) -> pd.DataFrame:
+        """The :attr:`table` as a new DataFrame."""
+        return self.table
 
-        from lens_emotion.viz import apply_style
+    def figure(self, title: str | None = None) -> go.Figure:
+        """Mean AtP estimate against layer, one line per site (band: ±1 standard error).
 
-        fig = go.Figure()
-        x = list(self.layers)
-        sem_scale = 1.0 / math.sqrt(max(1, self.n_pairs))
-        for k, site in enumerate(self.sites):
-            values = self.site_effects[:, k]
-            mean, sem = values.mean(axis=0), values.std(axis=0, ddof=0) * sem_scale
-            color = SITE_COLORS.get(site, "#333333")
-            fig.add_trace(
-                go.Scatter(
-                    x=x + x[::-1],
-                    y=np.concatenate([mean + sem, (mean - sem)[::-1]]),
-                    fill="toself",
-                    fillcolor=color,
-                    opacity=0.15,
-                    line={"width": 0},
-                    hoverinfo="skip",
-                    showlegend=False,
-                )
-            )
-            fig.add_trace(
-                go.Scatter(x=x, y=mean, mode="lines+markers", name=site, line={"color": color})
-            )
-        apply_style(
-            fig,
-            title
-            or f"Attribution patching: estimated change of the logit difference ({self.n_pairs} "
-            "pairs, last token)",
-        )
-        fig.update_xaxes(title_text="layer")
-        fig.update_yaxes(title_text="AtP estimate: Δ logit diff (source − target label)")
-        return fig
+        See :func:`lens_emotion.attribution.figures.estimates_figure`.
+        """
+        from lens_emotion.attribution.figures import estimates_figure
+
+        return estimates_figure(self, title=title)
 
     def cost(self) -> dict[str, Any]:
         """Cost of this run in forward-pass equivalents (a backward pass counts as 2 forwards)."""
@@ -395,12 +365,40 @@ class AttributionResult:
             self.n_pairs, len(self.layers), len(self.sites), self.n_heads, atp=self
         )
 
-    def save(self, out_dir: str | Path) -> list[Path]:
-        """Write ``attribution.csv`` (the :meth:`table`) and ``attribution_per_pair.csv``."""
-        out = Path(out_dir)
+    def summary(self) -> dict[str, Any]:
+        """Headline numbers: pairs, components, cost and the strongest layer of each site.
+
+        ``strongest`` maps each site (and ``"z"`` for heads) to the component with the largest
+        mean ``|atp_effect|`` over pairs (its layer, head and mean estimate).
+        """
+        table = self.table
+        strongest: dict[str, dict[str, Any]] = {}
+        for site, rows in table.groupby("site", sort=False):
+            row = rows.loc[rows["atp_effect"].abs().idxmax()]
+            strongest[str(site)] = {
+                "layer": int(row["layer"]),
+                "head": None if pd.isna(row["head"]) else int(row["head"]),
+                "atp_effect": float(row["atp_effect"]),
+            }
+        cost = self.cost()
+        return {
+            "n_pairs": self.n_pairs,
+            "sites": list(self.sites),
+            "n_layers": len(self.layers),
+            "n_heads": self.n_heads,
+            "components_per_pair": cost["components_per_pair"],
+            "atp_fpe": cost["atp_fpe"],
+            "patching_fpe": cost["patching_fpe"],
+            "seconds": round(float(self.seconds), 3),
+            "strongest": strongest,
+        }
+
+    def save(self, out: str | Path) -> list[Path]:
+        """Write ``attribution.csv`` (the :attr:`table`) and ``attribution_per_pair.csv``."""
+        out = Path(out)
         out.mkdir(parents=True, exist_ok=True)
         return [
-            write_text_atomic(out / "attribution.csv", self.table().to_csv(index=False)),
+            write_text_atomic(out / "attribution.csv", self.table.to_csv(index=False)),
             write_text_atomic(
                 out / "attribution_per_pair.csv", self.per_pair().to_csv(index=False)
             ),
@@ -458,7 +456,7 @@ def patching_cost(
 
 
 def attribution_patch(
-    model: Any,
+    model: EmotionModel,
     source_tokens: Sequence[Sequence[int]],
     target_tokens: Sequence[Sequence[int]],
     source_label_ids: Sequence[int],
@@ -606,7 +604,7 @@ def _interpolate_last(source: Tensor, alpha: float, head: int | None) -> Callabl
 
 
 def interpolation_patch(
-    model: Any,
+    model: EmotionModel,
     source_tokens: Sequence[Sequence[int]],
     target_tokens: Sequence[Sequence[int]],
     source_label_ids: Sequence[int],
@@ -685,8 +683,8 @@ def interpolation_patch(
 
 
 def attribute(
-    model: Any,
-    pairs: Any,
+    model: EmotionModel,
+    pairs: PatchPairs,
     *,
     sites: Sequence[str] = ATP_SITES,
     layers: Sequence[int] | None = None,
@@ -694,7 +692,7 @@ def attribute(
     batch_size: int = 8,
     progress: bool = True,
 ) -> AttributionResult:
-    """AtP on a :class:`~lens_emotion.pairs.PatchPairs` draw (see :func:`attribution_patch`).
+    """AtP on a :class:`~lens_emotion.patching.PatchPairs` draw (see :func:`attribution_patch`).
 
     The metric is the one real patching reads: ``logit[source prediction] - logit[target
     prediction]`` at the target's last token, with the labels' scored tokens
@@ -739,521 +737,3 @@ def attribute(
         progress=progress,
         meta={"pairs": meta},
     )
-
-
-# --------------------------------------------------------------------------- vs real patching
-
-
-def _correlate(x: np.ndarray, y: np.ndarray) -> dict[str, float]:
-    """Pearson and Spearman correlation (with p-values) of two equally long vectors."""
-    x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
-    ok = np.isfinite(x) & np.isfinite(y)
-    x, y = x[ok], y[ok]
-    out: dict[str, float] = {"n": int(len(x))}
-    if len(x) < 3 or np.ptp(x) == 0 or np.ptp(y) == 0:
-        out.update(pearson=math.nan, pearson_p=math.nan, spearman=math.nan, spearman_p=math.nan)
-        return out
-    pearson = stats.pearsonr(x, y)
-    spearman = stats.spearmanr(x, y)
-    out.update(
-        pearson=float(pearson.statistic),
-        pearson_p=float(pearson.pvalue),
-        spearman=float(spearman.statistic),
-        spearman_p=float(spearman.pvalue),
-        sign_agreement=float(np.mean(np.sign(x) == np.sign(y))),
-    )
-    return out
-
-
-def _finite_or_none(obj: Any) -> Any:
-    """Replace NaN/inf floats by ``None`` in nested dicts/lists (strict JSON)."""
-    if isinstance(obj, dict):
-        return {key: _finite_or_none(value) for key, value in obj.items()}
-    if isinstance(obj, list | tuple):
-        return [_finite_or_none(value) for value in obj]
-    if isinstance(obj, float | np.floating) and not math.isfinite(float(obj)):
-        return None
-    return obj
-
-
-def _site_patch_frame(site_patching: Any) -> pd.DataFrame:
-    """Per-pair span-1 patching effects as (site, layer, pair, patch_effect)."""
-    frame = getattr(site_patching, "per_pair", site_patching)
-    if callable(frame):
-        frame = frame()
-    if not isinstance(frame, pd.DataFrame):
-        raise AttributionError(
-            f"site_patching must be a patch_sites() result or its per_pair DataFrame, got "
-            f"{type(site_patching).__name__}."
-        )
-    layer_col = "center_layer" if "center_layer" in frame.columns else "layer"
-    needed = {"site", layer_col, "pair", "logit_diff_change"}
-    if not needed <= set(frame.columns):
-        raise AttributionError(
-            f"The patching table lacks columns {sorted(needed - set(frame.columns))}; pass the "
-            "per_pair frame of lens_emotion.patching.patch_sites(...)."
-        )
-    if "span" in frame.columns:
-        spans = sorted(set(frame["span"]))
-        frame = frame[frame["span"] == 1]
-        if frame.empty:
-            raise AttributionError(
-                f"The patching table has spans {spans} but AtP estimates single-layer patches: "
-                "run patch_sites(model, pairs, span=1) for the comparison."
-            )
-    return frame.rename(columns={layer_col: "layer", "logit_diff_change": "patch_effect"})[
-        ["site", "layer", "pair", "patch_effect"]
-    ]
-
-
-def _head_patch_array(head_patching: Any, n_pairs: int) -> np.ndarray:
-    """Real head effects as ``(n_layers, n_heads)`` means or ``(n_pairs, n_layers, n_heads)``."""
-    array = None
-    for name in ("per_pair_effects", "per_pair"):
-        value = getattr(head_patching, name, None)
-        if isinstance(value, np.ndarray | torch.Tensor) and value.ndim == 3:
-            array = np.asarray(value, dtype=float)
-            break
-    if array is None:
-        array = np.asarray(getattr(head_patching, "effects", head_patching), dtype=float)
-    if array.ndim not in (2, 3) or (array.ndim == 3 and array.shape[0] != n_pairs):
-        raise AttributionError(
-            f"head_patching must give (n_layers, n_heads) mean effects or (n_pairs={n_pairs}, "
-            f"n_layers, n_heads) per-pair effects, got shape {array.shape}; pass the result of "
-            "lens_emotion.patching.patch_heads(model, pairs) on the same pairs."
-        )
-    return array
-
-
-@dataclass(frozen=True)
-class PatchingComparison:
-    """AtP estimates next to real single-layer patching effects.
-
-    Attributes:
-        points: Mean over pairs per component: site, layer, head, atp_effect, patch_effect,
-            error (atp - patch), abs_error.
-        pair_points: The same per pair (columns pair, site, layer, head, atp_effect,
-            patch_effect) where per-pair real effects were given.
-        correlations: Per site, ``"sites"`` (all per-layer sites pooled) and ``"z"`` (heads):
-            Pearson and Spearman over the per-component means (``pearson``, ``spearman``,
-            ``n`` ...) and, under ``"per_pair"``, over every (pair, component).
-        cost: :func:`patching_cost` of both methods (plus measured seconds when given).
-    """
-
-    points: pd.DataFrame
-    pair_points: pd.DataFrame | None
-    correlations: dict[str, Any]
-    cost: dict[str, Any]
-
-    def disagreements(self, k: int = 10) -> pd.DataFrame:
-        """The ``k`` components whose AtP estimate and real effect differ most (abs_error)."""
-        return self.points.sort_values("abs_error", ascending=False).head(k).reset_index(drop=True)
-
-    def figure(self, title: str | None = None, level: str = "mean") -> Any:
-        """Scatter of AtP estimate against the real patch effect, coloured by site.
-
-        Left panel: per-layer sites; right panel: heads. The dashed line is ``y = x``; legend
-        entries and panel titles give Pearson ``r`` and Spearman ``ρ`` at the same level.
-
-        Args:
-            title: Figure title.
-            level: ``"mean"`` (one point per component, mean over pairs) or ``"pair"`` (one
-                point per pair and component).
-
-        Raises:
-            AttributionError: Unknown level, or ``"pair"`` without per-pair real effects.
-        """
-        import plotly.graph_objects as go
-        from plotly.subplots import make_subplots
-
-        from lens_emotion.viz import apply_style
-
-        if level not in {"mean", "pair"}:
-            raise AttributionError(f"level must be 'mean' or 'pair', not {level!r}.")
-        data = self.points if level == "mean" else self.pair_points
-        if data is None:
-            raise AttributionError("No per-pair real effects were given; use level='mean'.")
-
-        def corr_text(key: str) -> str:
-            c = self.correlations.get(key, {})
-            c = c.get("per_pair", {}) if level == "pair" else c
-            return f"r={c.get('pearson', math.nan):.2f}, ρ={c.get('spearman', math.nan):.2f}"
-
-        panels = [("sites", data[data.site != HEAD_SITE])]
-        if (data.site == HEAD_SITE).any():
-            panels.append((HEAD_SITE, data[data.site == HEAD_SITE]))
-        titles = [
-            f"{'heads (hook_z)' if key == HEAD_SITE else 'sites'}: {corr_text(key)}"
-            for key, _ in panels
-        ]
-        fig = make_subplots(rows=1, cols=len(panels), subplot_titles=titles)
-        size = 7 if level == "mean" else 4
-        for col, (_, rows) in enumerate(panels, start=1):
-            for site, group in rows.groupby("site", sort=False):
-                label = "head (hook_z)" if site == HEAD_SITE else f"{site} ({corr_text(site)})"
-                heads = group["head"].astype("float").fillna(-1).astype(int)
-                pair = group["pair"] if "pair" in group else [None] * len(group)
-                hover = [
-                    f"{site} L{layer}"
-                    + (f" H{h}" if h >= 0 else "")
-                    + (f" pair {p}" if p is not None else "")
-                    for layer, h, p in zip(group["layer"], heads, pair, strict=True)
-                ]
-                fig.add_trace(
-                    go.Scatter(
-                        x=group["patch_effect"],
-                        y=group["atp_effect"],
-                        mode="markers",
-                        name=label,
-                        text=hover,
-                        marker={
-                            "color": SITE_COLORS.get(site, "#333333"),
-                            "size": size,
-                            "opacity": 0.85 if level == "mean" else 0.5,
-                        },
-                        hovertemplate="%{text}<br>patch %{x:.3f}<br>AtP %{y:.3f}<extra></extra>",
-                    ),
-                    row=1,
-                    col=col,
-                )
-            lo = float(min(rows.patch_effect.min(), rows.atp_effect.min()))
-            hi = float(max(rows.patch_effect.max(), rows.atp_effect.max()))
-            fig.add_trace(
-                go.Scatter(
-                    x=[lo, hi],
-                    y=[lo, hi],
-                    mode="lines",
-                    line={"dash": "dash", "color": "#888888"},
-                    showlegend=False,
-                    hoverinfo="skip",
-                ),
-                row=1,
-                col=col,
-            )
-            what = "mean over pairs" if level == "mean" else "per pair"
-            fig.update_xaxes(title_text=f"real patch: Δ logit diff ({what})", row=1, col=col)
-            fig.update_yaxes(title_text="AtP estimate", row=1, col=col)
-        n = int(self.cost.get("n_pairs", 0))
-        apply_style(
-            fig,
-            title or f"Attribution patching vs single-layer activation patching ({n} pairs)",
-        )
-        fig.update_layout(
-            width=520 * len(panels) + 80,
-            height=600,
-            legend={"y": -0.16, "yanchor": "top", "x": 0.5, "xanchor": "center"},
-            margin={"b": 120},
-        )
-        return fig
-
-    def save(self, out_dir: str | Path, manifest: Mapping[str, Any] | None = None) -> list[Path]:
-        """Write the comparison's JSON and CSV.
-
-        ``attribution_vs_patching.json`` holds correlations, cost, the top disagreements and
-        the manifest; ``attribution_vs_patching.csv`` the per-component points.
-        """
-        out = Path(out_dir)
-        out.mkdir(parents=True, exist_ok=True)
-        payload = self.to_json()
-        if manifest is not None:
-            payload["manifest"] = dict(manifest)
-        return [
-            write_json_atomic(out / "attribution_vs_patching.json", payload),
-            write_text_atomic(out / "attribution_vs_patching.csv", self.points.to_csv(index=False)),
-        ]
-
-    def to_json(self) -> dict[str, Any]:
-        """Correlations, cost and the top disagreements as a JSON-friendly dict."""
-        top = self.disagreements(15).astype(object).where(lambda f: f.notna(), None)
-        return _finite_or_none(
-            {
-                "correlations": self.correlations,
-                "cost": self.cost,
-                "disagreements": top.to_dict(orient="records"),
-            }
-        )
-
-
-def compare_with_patching(
-    atp: AttributionResult,
-    site_patching: Any,
-    head_patching: Any | None = None,
-    *,
-    patching_seconds: float | None = None,
-) -> PatchingComparison:
-    """Correlate AtP estimates with real single-layer patching effects.
-
-    Args:
-        atp: AtP on the same pairs (same order) as the patching runs.
-        site_patching: ``patch_sites(model, pairs, span=1, ...)`` (or its ``per_pair`` frame
-            with columns site, center_layer/layer, pair, logit_diff_change; span-1 rows are
-            used).
-        head_patching: ``patch_heads(model, pairs)`` (``(n_layers, n_heads)`` mean effects,
-            or per-pair ``(n_pairs, n_layers, n_heads)``), optional.
-        patching_seconds: Wall time of the real patching, reported next to AtP's.
-
-    Returns:
-        The :class:`PatchingComparison`.
-
-    Raises:
-        AttributionError: No site or layer in common, pair indices outside the AtP pairs,
-            wrong head shapes.
-    """
-    real = _site_patch_frame(site_patching)
-    bad_pairs = sorted(set(real["pair"]) - set(range(atp.n_pairs)))
-    if bad_pairs:
-        raise AttributionError(
-            f"The patching table holds pairs {bad_pairs[:5]} that AtP did not score "
-            f"({atp.n_pairs} pairs); run both on the same PatchPairs."
-        )
-    est = atp.per_pair()
-    site_rows = est[est.site != HEAD_SITE].drop(columns="head")
-    pair_points = site_rows.merge(real, on=["site", "layer", "pair"], how="inner")
-    if pair_points.empty:
-        raise AttributionError(
-            f"No (site, layer) in common: AtP scored {list(atp.sites)} at layers "
-            f"{list(atp.layers)[:3]}..., patching holds {sorted(set(real.site))} at layers "
-            f"{sorted(set(real.layer))[:3]}...."
-        )
-    pair_points["head"] = pd.array([pd.NA] * len(pair_points), dtype="Int64")
-    points = (
-        pair_points.groupby(["site", "layer"], sort=False)[["atp_effect", "patch_effect"]]
-        .mean()
-        .reset_index()
-    )
-    points["head"] = pd.array([pd.NA] * len(points), dtype="Int64")
-    correlations: dict[str, Any] = {}
-    for site in dict.fromkeys(points.site):
-        m, p = points[points.site == site], pair_points[pair_points.site == site]
-        correlations[site] = {
-            **_correlate(m.atp_effect, m.patch_effect),
-            "per_pair": _correlate(p.atp_effect, p.patch_effect),
-        }
-    correlations["sites"] = {
-        **_correlate(points.atp_effect, points.patch_effect),
-        "per_pair": _correlate(pair_points.atp_effect, pair_points.patch_effect),
-    }
-    frames, pair_frames = [points], [pair_points]
-    if head_patching is not None:
-        if atp.head_effects is None:
-            raise AttributionError("head_patching was given but AtP ran with heads=False.")
-        real_heads = _head_patch_array(head_patching, atp.n_pairs)
-        if real_heads.shape[-1] != atp.n_heads:
-            raise AttributionError(
-                f"Head effects have shape {real_heads.shape}; expected (..., n_layers, "
-                f"{atp.n_heads}) for this model's {atp.n_heads} query heads."
-            )
-        head_layers = tuple(getattr(head_patching, "layers", range(real_heads.shape[-2])))
-        if len(head_layers) != real_heads.shape[-2]:
-            raise AttributionError(
-                f"Head effects cover {real_heads.shape[-2]} layers but name {len(head_layers)}."
-            )
-        layer_idx = [layer for layer in head_layers if layer in atp.layers]
-        if not layer_idx:
-            raise AttributionError(
-                f"No layer in common between head patching {list(head_layers)[:5]}... and AtP "
-                f"{list(atp.layers)[:5]}...."
-            )
-        real_heads = real_heads[..., [head_layers.index(layer) for layer in layer_idx], :]
-        atp_heads = atp.head_effects[:, [atp.layers.index(layer) for layer in layer_idx]]
-        heads = np.arange(atp.n_heads)
-        layer_grid, head_grid = np.meshgrid(np.asarray(layer_idx), heads, indexing="ij")
-        mean_real = real_heads.mean(axis=0) if real_heads.ndim == 3 else real_heads
-        head_points = pd.DataFrame(
-            {
-                "site": HEAD_SITE,
-                "layer": layer_grid.ravel(),
-                "head": pd.array(head_grid.ravel(), dtype="Int64"),
-                "atp_effect": atp_heads.mean(axis=0).ravel(),
-                "patch_effect": mean_real.ravel(),
-            }
-        )
-        frames.append(head_points)
-        correlations[HEAD_SITE] = _correlate(head_points.atp_effect, head_points.patch_effect)
-        if real_heads.ndim == 3:
-            n = atp.n_pairs
-            pair_heads = pd.DataFrame(
-                {
-                    "pair": np.repeat(np.arange(n), layer_grid.size),
-                    "site": HEAD_SITE,
-                    "layer": np.tile(layer_grid.ravel(), n),
-                    "head": pd.array(np.tile(head_grid.ravel(), n), dtype="Int64"),
-                    "atp_effect": atp_heads.reshape(n, -1).ravel(),
-                    "patch_effect": real_heads.reshape(n, -1).ravel(),
-                }
-            )
-            pair_frames.append(pair_heads)
-            correlations[HEAD_SITE]["per_pair"] = _correlate(
-                pair_heads.atp_effect, pair_heads.patch_effect
-            )
-    all_points = pd.concat(frames, ignore_index=True)
-    all_points["error"] = all_points.atp_effect - all_points.patch_effect
-    all_points["abs_error"] = all_points.error.abs()
-    cols = ["site", "layer", "head", "atp_effect", "patch_effect", "error", "abs_error"]
-    n_sites = len(set(points.site))
-    n_heads = atp.n_heads if head_patching is not None else 0
-    cost = patching_cost(atp.n_pairs, len(atp.layers), n_sites, n_heads, atp=atp)
-    if patching_seconds is not None:
-        cost["patching_seconds"] = round(float(patching_seconds), 3)
-        cost["seconds_ratio"] = patching_seconds / atp.seconds if atp.seconds else math.nan
-    return PatchingComparison(
-        points=all_points[cols],
-        pair_points=pd.concat(pair_frames, ignore_index=True)[["pair", *cols[:5]]],
-        correlations=correlations,
-        cost=cost,
-    )
-
-
-# --------------------------------------------------------------------------- workflow
-
-
-@dataclass(frozen=True)
-class AttributionOutputs:
-    """What :func:`run_attribution` computed and wrote.
-
-    Attributes:
-        atp: The AtP estimates.
-        comparison: AtP next to real single-layer patching (``None`` with ``compare=False``).
-        pairs: The pairs (a :class:`~lens_emotion.pairs.PatchPairs`).
-        files: Every file written.
-    """
-
-    atp: AttributionResult
-    comparison: PatchingComparison | None
-    pairs: Any = field(repr=False)
-    files: list[Path] = field(default_factory=list)
-
-
-def run_attribution(
-    model: Any,
-    dataset: Any,
-    out_dir: str | Path,
-    *,
-    n_pairs: int = 100,
-    seed: int = 0,
-    template: str = "emotion-list",
-    agreeing_only: bool = True,
-    calibrate: bool | str | None = "auto",
-    sites: Sequence[str] = ATP_SITES,
-    heads: bool = True,
-    compare: bool = True,
-    method: str = "auto",
-    formats: Sequence[str] = ("html",),
-    batch_size: int = 8,
-    progress: bool = True,
-    command: str | None = None,
-    inference: Any | None = None,
-) -> AttributionOutputs:
-    """Draw pairs, run AtP, check it against real single-layer patching and write it all.
-
-    Writes to ``out_dir``: ``attribution.csv`` (site, layer, head, atp_effect, atp_std,
-    atp_abs_mean, n_pairs, and patch_effect when compared), ``attribution_per_pair.csv``,
-    ``pairs.csv``, ``attribution.html`` (mean estimate per layer and site),
-    ``attribution_vs_patching.json`` / ``.csv`` and the scatter
-    ``attribution_vs_patching.html`` (with ``compare``), and ``manifest.json``.
-
-    Args:
-        model: An :class:`~lens_emotion.models.EmotionModel`.
-        dataset: An :class:`~lens_emotion.data.EmotionDataset`; every row is scored once to
-            find the clean predictions.
-        out_dir: Output folder.
-        n_pairs: Pairs to draw (see :func:`lens_emotion.patching.draw_pairs`).
-        seed: Seed of the pair draw (and of everything else).
-        template: Prompt template.
-        agreeing_only: Draw pairs among agreeing rows only (the paper's setting).
-        calibrate: Calibration of the clean predictions (see ``draw_pairs``).
-        sites: AtP sites (:data:`ATP_SITES`); the comparison covers those real patching has.
-        heads: Score (and compare) every query head too.
-        compare: Also run real span-1 patching (``patch_sites``/``patch_heads``) and correlate.
-        method: Engine of the real patching (see ``patch_sites``).
-        formats: Figure formats; static ones fall back to HTML when kaleido/Chromium is missing.
-        batch_size: Pairs per AtP forward/backward pass.
-        progress: Show progress bars.
-        command: The command line, for the manifest.
-        inference: Uncalibrated ``infer_emotions(model, dataset, template)`` result, if
-            already computed (saves scoring every row again; see ``draw_pairs``).
-
-    Returns:
-        The :class:`AttributionOutputs`.
-    """
-    from lens_emotion.manifest import run_manifest, seed_everything
-    from lens_emotion.patching import SITES, draw_pairs, patch_heads, patch_sites
-
-    seed_everything(seed)
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    pairs = draw_pairs(
-        model,
-        dataset,
-        n_pairs=n_pairs,
-        seed=seed,
-        template=template,
-        agreeing_only=agreeing_only,
-        calibrate=calibrate,
-        progress=progress,
-        inference=inference,
-    )
-    atp = attribute(
-        model, pairs, sites=sites, heads=heads, batch_size=batch_size, progress=progress
-    )
-    files: list[Path] = []
-    notes: list[str] = []
-    comparison = None
-    table = atp.table()
-    if compare:
-        patch_site_list = [site for site in SITES if site in atp.sites]
-        site_patching = patch_sites(
-            model, pairs, sites=patch_site_list, span=1, method=method, progress=progress
-        )
-        seconds = site_patching.seconds
-        head_patching = None
-        if heads:
-            head_patching = patch_heads(model, pairs, method=method, progress=progress)
-            seconds += head_patching.seconds
-        comparison = compare_with_patching(
-            atp, site_patching, head_patching, patching_seconds=seconds
-        )
-        comparison.cost["patching_method"] = site_patching.method
-        table = table.merge(
-            comparison.points[["site", "layer", "head", "patch_effect"]],
-            on=["site", "layer", "head"],
-            how="left",
-        )
-    manifest = run_manifest(
-        seed=seed,
-        model=model,
-        dataset=dataset,
-        template=pairs.template,
-        command=command,
-        extra={
-            "analysis": "attribution patching (AtP), last token",
-            "pairs": pairs.describe(),
-            "parameters": {
-                "sites": list(atp.sites),
-                "heads": heads,
-                "compare": compare,
-                "method": method,
-                "batch_size": batch_size,
-            },
-            "cost": comparison.cost if comparison is not None else atp.cost(),
-        },
-    )
-    files.append(write_text_atomic(out / "attribution.csv", table.to_csv(index=False)))
-    files.append(
-        write_text_atomic(out / "attribution_per_pair.csv", atp.per_pair().to_csv(index=False))
-    )
-    files.append(write_text_atomic(out / "pairs.csv", pairs.to_frame().to_csv(index=False)))
-    written, note = write_figure_or_html(atp.figure(), out / "attribution", formats)
-    files += written
-    notes += [note] if note else []
-    if comparison is not None:
-        files += comparison.save(out, manifest=manifest)
-        written, note = write_figure_or_html(
-            comparison.figure(), out / "attribution_vs_patching", formats
-        )
-        files += written
-        notes += [note] if note else []
-    if notes:
-        manifest["notes"] = sorted(set(notes))
-    files.append(write_json_atomic(out / "manifest.json", manifest))
-    return AttributionOutputs(atp=atp, comparison=comparison, pairs=pairs, files=files)

@@ -91,26 +91,21 @@ def attribution_step(
     scores: dict[str, Any],
 ) -> dict[str, Any]:
     """Attribution patching (AtP) and its agreement with real single-layer patching."""
-    from lens_emotion.attribution import run_attribution
+    from lens_emotion.attribution import AttributionSettings, run_attribution
 
     folder = out / "attribution"
+    settings = AttributionSettings(
+        n_pairs=config.attribution_pairs, seed=seed, heads=config.patch_heads, compare=True
+    )
     outputs = run_attribution(
-        model,
-        dataset,
-        folder,
-        n_pairs=config.attribution_pairs,
-        seed=seed,
-        heads=config.patch_heads,
-        compare=True,
-        progress=progress,
-        inference=scores.get("emotion-list"),
+        model, dataset, folder, settings, progress=progress, inference=scores.get("emotion-list")
     )
     metrics: dict[str, Any] = {"pairs": outputs.atp.n_pairs}
     cost = outputs.atp.cost()
     metrics["cost (forward-pass equivalents): AtP / one forward per patch"] = (
         f"{cost['atp_fpe']:.0f} / {cost['patching_fpe']:.0f}"
     )
-    figures = [outputs.atp.figure()]
+    figures = list(outputs.figures.values())  # estimates, then the scatter vs real patching
     summary: dict[str, Any] = {}
     if outputs.comparison is not None:
         for key, corr in outputs.comparison.correlations.items():
@@ -118,7 +113,6 @@ def attribution_step(
                 f"{corr['pearson']:.3f} / {corr['spearman']:.3f} (n={corr['n']})"
             )
             summary[key] = {"pearson": corr["pearson"], "spearman": corr["spearman"]}
-        figures.append(outputs.comparison.figure())
     report.add_section(
         "Attribution patching (AtP)",
         text=(

@@ -92,7 +92,7 @@ def test_tiny_shapes_tables_and_gqa_heads(tiny_llama, tiny_atp):
     assert np.isfinite(tiny_atp.site_effects).all() and np.isfinite(tiny_atp.head_effects).all()
     per_pair = tiny_atp.per_pair()
     assert len(per_pair) == 3 * (len(ATP_SITES) * n_layers + n_layers * 4)
-    table = tiny_atp.table()
+    table = tiny_atp.table
     assert list(table.columns) == [
         "site",
         "layer",
