@@ -491,8 +491,15 @@ def _replace_first(output: Any, new: Tensor) -> Any:
 
 @contextlib.contextmanager
 def _plain_hooks(model: Any, hooks: Hooks, prompt_pass: bool) -> Iterator[None]:
-    """Register hooks on the plain model; in non-prompt passes, ``"last"`` hooks are skipped."""
-    blocks = model.plain_model.model.layers
+    """Register hooks on the plain model; in non-prompt passes, ``"last"`` hooks are skipped.
+
+    Modules come from the family adapter (:mod:`lens_emotion.architecture`); each hook sees
+    the activation in the bridge's convention and its result is mapped back
+    (``Architecture.to_bridge`` / ``from_bridge``: identities except for LayerNorm families).
+    """
+    from lens_emotion.architecture import architecture
+
+    arch = architecture(model)
     handles = []
     active = [(name, fn) for name, fn in hooks if prompt_pass or not _is_last_only(fn)]
     for name, fn in residual_hooks(model, active):
@@ -501,26 +508,29 @@ def _plain_hooks(model: Any, hooks: Hooks, prompt_pass: bool) -> Iterator[None]:
             raise InterventionError(f"the plain engine cannot place hook {name!r}.")
         site, layer = parsed
         point = _Point(name)
-        block = blocks[layer]
+
+        def call(act: Tensor, fn=fn, point=point, site=site, layer=layer) -> Tensor | None:
+            new = fn(arch.to_bridge(site, layer, act), hook=point)
+            return None if new is None else arch.from_bridge(site, layer, new, act)
 
         if site == "resid_pre":
 
-            def pre(module, args, kwargs, fn=fn, point=point):
+            def pre(module, args, kwargs, call=call):
                 if "hidden_states" in kwargs:
-                    new = fn(kwargs["hidden_states"], hook=point)
+                    new = call(kwargs["hidden_states"])
                     return None if new is None else (args, {**kwargs, "hidden_states": new})
-                new = fn(args[0], hook=point)
+                new = call(args[0])
                 return None if new is None else ((new, *args[1:]), kwargs)
 
-            handles.append(block.register_forward_pre_hook(pre, with_kwargs=True))
+            handles.append(arch.layer(layer).register_forward_pre_hook(pre, with_kwargs=True))
             continue
 
-        def post(module, args, output, fn=fn, point=point):
+        def post(module, args, output, call=call):
             act = output[0] if isinstance(output, tuple) else output
-            new = fn(act, hook=point)
+            new = call(act)
             return None if new is None else _replace_first(output, new)
 
-        target = {"resid_post": block, "attn_out": block.self_attn, "mlp_out": block.mlp}[site]
+        target, _ = arch.site_module(site, layer)
         handles.append(target.register_forward_hook(post))
     try:
         yield
@@ -654,16 +664,22 @@ def readout_many(
         ):
             out[k] = readout_with_hooks(model, prompt_set, hooks, batch_size, engine, False)
         return out
+    from transformers import DynamicCache
+
+    from lens_emotion.architecture import architecture
+
     hf = model.plain_model
+    base = architecture(model).base
     bar = tqdm(
         total=len(prompt_set) * n_sets, desc="readout sweep", disable=not progress, unit="prompt"
     )
     for batch in length_batches(prompt_set.lengths, batch_size):
         input_ids, mask = model.pad([prompt_set.token_ids[i] for i in batch])
-        prefix = hf.model(
+        prefix = base(  # full cache layers (no sliding-window trimming), so crop() works
             input_ids=input_ids[:, :-1],
             attention_mask=mask[:, :-1],
             position_ids=_positions(mask[:, :-1]),
+            past_key_values=DynamicCache(),
             use_cache=True,
         )
         cache = prefix.past_key_values
