@@ -1,9 +1,12 @@
-"""``lens-emotion infer``: predict emotions from label-token log-probabilities."""
+"""``lens-emotion infer``: predict emotions from label-token log-probabilities.
+
+Parses the options into :class:`~lens_emotion.inference.InferenceSettings` (whose fields hold
+the defaults) and calls :func:`~lens_emotion.inference.run_inference`.
+"""
 
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 from typing import Any
 
 from lens_emotion.cli.common import (
@@ -11,19 +14,31 @@ from lens_emotion.cli.common import (
     add_data_args,
     add_model_args,
     add_progress_args,
+    add_settings_args,
     command_string,
     load_data_from_args,
     load_model_from_args,
-    positive_float,
-    positive_int,
+    settings_from_args,
 )
 from lens_emotion.errors import LensEmotionError
 
 HELP = "predict emotions; writes predictions.csv, metrics.json"
 
+#: InferenceSettings fields that are not ``infer`` options (or are added by other groups).
+_NOT_OPTIONS = (
+    "template",
+    "calibrate",
+    "engine",
+    "compare_calibrations",
+    "label_names",
+    "seed",
+    "formats",
+)
+
 
 def add_parser(sub: Any) -> argparse.ArgumentParser:
     """Register ``infer``."""
+    from lens_emotion.inference import InferenceSettings
     from lens_emotion.prompts import TEMPLATES
 
     p = sub.add_parser("infer", help=HELP, description=HELP)
@@ -31,19 +46,12 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     add_data_args(p)
     p.add_argument(
         "--template",
-        default="emotion-list",
+        default=InferenceSettings.template,
         choices=sorted(TEMPLATES),
-        help="prompt template (default: emotion-list)",
+        help=f"prompt template (default: {InferenceSettings.template})",
     )
     add_calibrate_arg(p, "the label scores")
-    p.add_argument(
-        "--heldout-fraction",
-        type=positive_float,
-        default=0.5,
-        help="with --calibrate mean-heldout: share of rows the offset is fitted on (the rest "
-        "are scored; split by --seed) (default 0.5)",
-    )
-    p.add_argument("--batch-size", type=positive_int, default=16)
+    add_settings_args(p, InferenceSettings, title="inference", skip=_NOT_OPTIONS)
     add_progress_args(p)
     p.add_argument("--out", required=True, help="output folder")
     return p
@@ -51,49 +59,35 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> int:
     """Run ``infer``; prints accuracy under the chosen calibration and the others."""
-    from lens_emotion.inference import infer_emotions, resolve_calibration
-    from lens_emotion.manifest import run_manifest, seed_everything
-    from lens_emotion.viz import write_figure
-    from lens_emotion.prompts import get_template
+    from lens_emotion.inference import InferenceSettings, resolve_calibration, run_inference
+    from lens_emotion.manifest import seed_everything
 
     seed_everything(args.seed)
-    template = get_template(args.template)
-    calibration = resolve_calibration(template.name, args.calibrate)
+    resolve_calibration(args.template, args.calibrate)  # fails before any work if bad
     if not 0.0 < args.heldout_fraction < 1.0:
         raise LensEmotionError(
             f"--heldout-fraction must lie between 0 and 1 (e.g. 0.5), got {args.heldout_fraction}."
         )
+    settings = settings_from_args(args, InferenceSettings)
     dataset = load_data_from_args(args)
     model = load_model_from_args(args)
-    result = infer_emotions(
-        model,
-        dataset,
-        template,
-        batch_size=args.batch_size,
-        calibrate=calibration,
-        progress=not args.quiet,
-        seed=args.seed,
-        heldout_fraction=args.heldout_fraction,
+    outputs = run_inference(
+        model, dataset, args.out, settings, progress=not args.quiet, command=command_string()
     )
-    manifest = run_manifest(
-        seed=args.seed,
-        model=model,
-        dataset=dataset,
-        template=template,
-        command=command_string(),
-        extra={"settings": {"calibrate": args.calibrate, "calibration": calibration}},
-    )
-    out = Path(args.out)
-    result.save(out, manifest)
-    write_figure(result.figure(), out / "confusion", formats=("html",))
+    summary = outputs.summary()
     others = "  ".join(
-        f"{name}={value:.3f}" for name, value in result.metrics()["accuracy_by_calibration"].items()
+        f"{name}={_number(value)}" for name, value in summary["accuracy_by_calibration"].items()
     )
     print(
-        f"n={len(result)}  accuracy={result.accuracy:.3f}  macro_f1={result.macro_f1:.3f}  "
-        f"calibration={calibration} (--calibrate {args.calibrate})  "
-        f"({len(result) / result.seconds:.1f} prompts/s)"
+        f"n={summary['n']}  accuracy={summary['accuracy']:.3f}  "
+        f"macro_f1={summary['macro_f1']:.3f}  calibration={summary['calibration']} "
+        f"(--calibrate {summary['calibrate']})  ({summary['prompts_per_second']:.1f} prompts/s)"
     )
     print(f"accuracy by calibration, same forward pass: {others}")
-    print(f"wrote {out / 'predictions.csv'}, {out / 'metrics.json'}, {out / 'confusion.html'}")
+    print(f"wrote {', '.join(summary['files'])}")
     return 0
+
+
+def _number(value: float | None) -> str:
+    """An accuracy to 3 decimals; ``n/a`` where a calibration does not apply."""
+    return "n/a" if value is None else f"{value:.3f}"

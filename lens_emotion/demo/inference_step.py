@@ -3,19 +3,24 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from lens_emotion.demo.config import DemoConfig
 
+if TYPE_CHECKING:
+    from lens_emotion.data import EmotionDataset
+    from lens_emotion.inference import InferenceResult
+    from lens_emotion.models import EmotionModel
+
 
 def inference_step(
-    model: Any,
-    dataset: Any,
+    model: EmotionModel,
+    dataset: EmotionDataset,
     config: DemoConfig,
     out: Path,
     report: Any,
     progress: bool,
-    scores: dict[str, Any],
+    scores: dict[str, InferenceResult],
 ) -> dict[str, Any]:
     """Emotion inference under each (template, calibration) run of the config.
 
@@ -85,13 +90,13 @@ def _counts(values: Any) -> tuple[list[str], list[int]]:
 
 
 def control_step(
-    model: Any,
-    dataset: Any,
+    model: EmotionModel,
+    dataset: EmotionDataset,
     config: DemoConfig,
     out: Path,
     report: Any,
     progress: bool,
-    scores: dict[str, Any],
+    scores: dict[str, InferenceResult],
 ) -> dict[str, Any]:
     """The non-emotional control task (first word of the context); its result joins ``scores``."""
     from lens_emotion.inference import infer_emotions

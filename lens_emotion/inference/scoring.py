@@ -1,5 +1,9 @@
 """Emotion inference from label-token log-probabilities, with optional calibration.
 
+The compute module of :mod:`lens_emotion.inference` (its lowest module: the package's error,
+:class:`CalibrationError`, lives here); :mod:`.figures` draws its results and :mod:`.workflow`
+writes them.
+
 The model reads a prompt (see :mod:`lens_emotion.prompts`) and each candidate label is scored
 by the full-vocabulary log-probability of its first token at the answer position. Batches are
 length-bucketed and left-padded with an attention mask, and only the last position is
@@ -34,7 +38,7 @@ import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -54,6 +58,29 @@ from lens_emotion.prompts import (
     first_word_scorable,
     get_template,
 )
+
+if TYPE_CHECKING:
+    import plotly.graph_objects as go
+
+    from lens_emotion.data import EmotionDataset
+    from lens_emotion.models import EmotionModel
+
+__all__ = [
+    "AUTO_CALIBRATION",
+    "AUTO_CALIBRATION_BY_TASK",
+    "CALIBRATION_MODES",
+    "CONTENT_FREE_TEXTS",
+    "CalibrationError",
+    "InferenceError",
+    "InferenceResult",
+    "agreeing",
+    "control_rows",
+    "heldout_split",
+    "infer_emotions",
+    "label_logprobs",
+    "recalibrate",
+    "resolve_calibration",
+]
 
 CONTENT_FREE_TEXTS = ("N/A", "[MASK]", "...")
 """Content-free inputs used by contextual calibration."""
@@ -77,7 +104,11 @@ AUTO_CALIBRATION: dict[str, str] = {
 AUTO_CALIBRATION_BY_TASK: dict[str, str] = {"emotion": "mean", "control": "none"}
 
 
-class CalibrationError(LensEmotionError, ValueError):
+class InferenceError(LensEmotionError, ValueError):
+    """Bad input to emotion inference (the package's base error)."""
+
+
+class CalibrationError(InferenceError):
     """An unknown calibration, or one that cannot be applied to these rows."""
 
 
@@ -130,7 +161,7 @@ def heldout_split(n: int, fraction: float = 0.5, seed: int = 0) -> np.ndarray:
 
 
 def label_logprobs(
-    model: Any,
+    model: EmotionModel,
     prompt_set: PromptSet,
     batch_size: int = 16,
     progress: bool = True,
@@ -174,6 +205,10 @@ def _normalised(logprobs: np.ndarray) -> np.ndarray:
 @dataclass(frozen=True)
 class InferenceResult:
     """Per-sample label scores and predictions, plus metrics.
+
+    Follows :class:`lens_emotion.results.AnalysisResult`: :attr:`table` (one row per sample,
+    as in ``predictions.csv``), :meth:`to_frame`, :meth:`save`, :meth:`figure` (the confusion
+    matrix) and :meth:`summary`; :meth:`metrics` is the full ``metrics.json`` content.
 
     Attributes:
         ids: Sample ids, in dataset order.
@@ -353,8 +388,12 @@ class InferenceResult:
             "prompts_per_second": round(len(self) / self.seconds, 3) if self.seconds else None,
         }
 
-    def to_frame(self) -> pd.DataFrame:
-        """One row per sample: id, label, prediction, correct, and a log-prob column per label."""
+    @property
+    def table(self) -> pd.DataFrame:
+        """One row per sample, as in ``predictions.csv`` (built afresh on each access).
+
+        Columns: id, label, prediction, correct, scored, and ``logprob_<label>`` per label.
+        """
         frame = pd.DataFrame(
             {
                 "id": self.ids,
@@ -368,25 +407,57 @@ class InferenceResult:
             frame[f"logprob_{lab}"] = self.logprobs[:, j]
         return frame
 
-    def figure(self, normalize: bool = True) -> Any:
-        """Plotly confusion-matrix heatmap (rows = human label, columns = prediction)."""
-        from lens_emotion.viz import confusion_figure
+    def to_frame(self) -> pd.DataFrame:
+        """:attr:`table` as a new DataFrame the caller may edit."""
+        return self.table
 
-        title = (
-            f"{self.template} prompt, {self.calibration or 'uncalibrated'}: "
-            f"accuracy {self.accuracy:.2f}, macro-F1 {self.macro_f1:.2f} (n={len(self)})"
-        )
-        return confusion_figure(self.confusion, self.label_names, normalize=normalize, title=title)
+    def summary(self) -> dict[str, Any]:
+        """Headline numbers, JSON-ready (the CLI prints them).
 
-    def save(self, out_dir: str | Path, manifest: dict[str, Any] | None = None) -> list[Path]:
-        """Write ``predictions.csv`` and ``metrics.json`` (with the manifest) to ``out_dir``."""
-        out = Path(out_dir)
-        out.mkdir(parents=True, exist_ok=True)
-        csv_path = write_text_atomic(out / "predictions.csv", self.to_frame().to_csv(index=False))
+        Sizes, template, calibration, accuracy, macro-F1, every calibration's accuracy from the
+        same pass (``None`` where one does not apply) and the throughput (``None`` if no time
+        was measured).
+        """
+        by = self.calibration_table()
+        return {
+            "n": len(self),
+            "n_scored": self.n_scored,
+            "template": self.template,
+            "calibration": self.calibration,
+            "accuracy": self.accuracy,
+            "macro_f1": self.macro_f1,
+            "accuracy_by_calibration": {
+                k: (None if v is None else v["accuracy"]) for k, v in by.items()
+            },
+            "prompts_per_second": len(self) / self.seconds if self.seconds else None,
+        }
+
+    def figure(self, normalize: bool = True) -> go.Figure:
+        """Confusion-matrix heatmap (rows = human label, columns = prediction).
+
+        See :func:`lens_emotion.inference.figures.confusion_matrix_figure`.
+        """
+        from lens_emotion.inference.figures import confusion_matrix_figure
+
+        return confusion_matrix_figure(self, normalize=normalize)
+
+    def save(self, out: str | Path, manifest: dict[str, Any] | None = None) -> list[Path]:
+        """Write ``predictions.csv`` and ``metrics.json`` to the folder ``out``.
+
+        Args:
+            out: Output folder (created).
+            manifest: Stored in ``metrics.json`` under ``"manifest"``, if given.
+
+        Returns:
+            The two paths.
+        """
+        folder = Path(out)
+        folder.mkdir(parents=True, exist_ok=True)
+        csv_path = write_text_atomic(folder / "predictions.csv", self.table.to_csv(index=False))
         metrics = self.metrics()
         if manifest is not None:
             metrics["manifest"] = manifest
-        return [csv_path, write_json_atomic(out / "metrics.json", metrics)]
+        return [csv_path, write_json_atomic(folder / "metrics.json", metrics)]
 
 
 def _macro_f1(gold: Sequence[str], pred: Sequence[str], label_names: Sequence[str]) -> float:
@@ -410,7 +481,7 @@ def _calibration_rows_note(result: InferenceResult) -> str:
 
 
 def _content_free_offset(
-    model: Any, template: PromptTemplate, label_names: Sequence[str], batch_size: int
+    model: EmotionModel, template: PromptTemplate, label_names: Sequence[str], batch_size: int
 ) -> np.ndarray:
     texts = list(CONTENT_FREE_TEXTS)
     prompt_set = build_prompts(model, texts, [label_names[0]] * len(texts), label_names, template)
@@ -441,7 +512,9 @@ def _calibration_mode(calibrate: bool | str | None, template: Any = None) -> str
     return calibrate
 
 
-def control_rows(model: Any, dataset: Any, template: str | PromptTemplate) -> Any:
+def control_rows(
+    model: EmotionModel, dataset: EmotionDataset, template: str | PromptTemplate
+) -> EmotionDataset:
     """The rows a first-word control task can score (all rows for other templates).
 
     Drops texts whose first word starts with a whitespace-only token on this tokenizer (e.g.
@@ -486,8 +559,8 @@ def control_rows(model: Any, dataset: Any, template: str | PromptTemplate) -> An
 
 
 def infer_emotions(
-    model: Any,
-    dataset: Any,
+    model: EmotionModel,
+    dataset: EmotionDataset,
     template: str | PromptTemplate = "emotion-list",
     batch_size: int = 16,
     calibrate: bool | str = False,
@@ -572,7 +645,7 @@ def infer_emotions(
 def recalibrate(
     result: InferenceResult,
     calibrate: bool | str | None,
-    model: Any | None = None,
+    model: EmotionModel | None = None,
     template: str | PromptTemplate | None = None,
     batch_size: int = 16,
     seed: int | None = None,
@@ -633,7 +706,7 @@ def recalibrate(
     )
 
 
-def agreeing(result: InferenceResult, dataset: Any) -> Any:
+def agreeing(result: InferenceResult, dataset: EmotionDataset) -> EmotionDataset:
     """The paper's filter: the subset of ``dataset`` whose prediction matches the human label.
 
     Only scored rows count (under ``mean-heldout`` the calibration rows are never kept).

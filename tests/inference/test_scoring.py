@@ -301,7 +301,7 @@ def test_auto_calibration_is_the_best_measured_one():
 
     from lens_emotion.inference import AUTO_CALIBRATION
 
-    root = Path(__file__).resolve().parents[1] / "benchmarks" / "results"
+    root = Path(__file__).resolve().parents[2] / "benchmarks" / "results"
     checked = 0
     for name in ("inference.json", "inference_calibration.json", "inference_full.json"):
         path = root / name
