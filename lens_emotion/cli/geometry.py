@@ -51,7 +51,12 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
         "the cross-paper part (default: sev/sev.jsonl under the data root when present)",
     )
     p.add_argument("--no-sev", action="store_true", help="skip the cross-paper part")
-    p.add_argument("--seed", type=int, default=0, help="seed of subset, bootstrap, permutations")
+    p.add_argument(
+        "--seed",
+        type=int,
+        default=GeometrySettings.seed,
+        help="seed of subset, bootstrap, permutations",
+    )
     p.add_argument("--out", required=True, help="output folder")
     add_settings_args(
         p,
@@ -62,8 +67,9 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
             "vectors": VECTOR_KINDS,
             "calibrate": CALIBRATIONS,
         },
+        skip=("seed", "formats"),
     )
-    formats_arg(p)
+    formats_arg(p, default=",".join(GeometrySettings.formats))
     add_progress_args(p)
     return p
 
@@ -73,7 +79,7 @@ def run(args: argparse.Namespace) -> int:
     from lens_emotion.data import default_sev_path, load_crowd_envent, load_sev
     from lens_emotion.geometry.workflow import GeometrySettings, run_geometry
 
-    settings = settings_from_args(args, GeometrySettings)
+    settings = settings_from_args(args, GeometrySettings, formats=tuple(args.formats))
     data = load_crowd_envent(args.data_path)
     sev: Any = None
     if not args.no_sev:
@@ -101,8 +107,6 @@ def run(args: argparse.Namespace) -> int:
         args.out,
         settings,
         sev,
-        seed=args.seed,
-        formats=list(args.formats),
         progress=not args.quiet,
         command=command_string(),
     )

@@ -28,10 +28,11 @@ Measures in ``geometry.csv`` are named ``{kind}.{measure}`` (``mean.pc1_valence_
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -49,6 +50,10 @@ from lens_emotion.geometry.vectors import (
 )
 from lens_emotion.io import write_json_atomic, write_text_atomic
 from lens_emotion.manifest import StepTimer, run_manifest, seed_everything
+
+if TYPE_CHECKING:
+    from lens_emotion.data import EmotionDataset
+    from lens_emotion.models import EmotionModel
 
 __all__ = ["ROW_CHOICES", "SITE_CHOICES", "GeometryOutputs", "GeometrySettings", "run_geometry"]
 
@@ -81,6 +86,8 @@ class GeometrySettings:
         figure_layer: Layer of the PC1 x PC2 and cross-paper figures (a number, or peak).
         batch_size: Prompts per forward pass.
         store_dir: Activation store folder to use or reuse (empty: the cache, by request).
+        seed: Seed of the subset, bootstrap, permutations and SEV scenario split.
+        formats: Figure formats.
 
     Raises:
         GeometryError: An unknown choice or an out-of-range size.
@@ -102,6 +109,8 @@ class GeometrySettings:
     figure_layer: str = "peak"
     batch_size: int = 16
     store_dir: str = ""
+    seed: int = 0
+    formats: tuple[str, ...] = ("html",)
 
     def __post_init__(self) -> None:
         if self.rows not in ROW_CHOICES:
@@ -285,17 +294,17 @@ def _sev_directions(
 
 
 def run_geometry(
-    model: Any,
-    data: Any,
+    model: EmotionModel,
+    data: EmotionDataset,
     out: str | Path,
     settings: GeometrySettings | None = None,
     sev: Any | None = None,
     *,
-    seed: int = 0,
-    formats: Sequence[str] = ("html",),
-    progress: bool = False,
+    progress: bool = True,
     command: str | None = None,
     store: Any | None = None,
+    seed: int | None = None,
+    formats: Sequence[str] | None = None,
 ) -> GeometryOutputs:
     """Run the emotion-geometry analysis and write its files to ``out``.
 
@@ -309,12 +318,12 @@ def run_geometry(
             (:class:`~lens_emotion.circuits.EmotionDirections` or a ``directions.safetensors``
             written by ``lens-emotion circuits``: no SEV forward pass, no SEV->crowd
             transfer); ``None``: no cross-paper part.
-        seed: Seed of the subset, bootstrap, permutations and SEV scenario split.
-        formats: Figure formats.
         progress: Progress bars and one line per finished step.
         command: Command line for the manifest.
         store: An :class:`~lens_emotion.activations.ActivationStore` (or its folder) holding
             the dataset's rows; used as is, without forward passes.
+        seed: Overrides ``settings.seed`` (kept for older calls).
+        formats: Overrides ``settings.formats`` (kept for older calls).
 
     Returns:
         The :class:`GeometryOutputs`.
@@ -324,10 +333,17 @@ def run_geometry(
     """
     from lens_emotion.activations import ActivationStore, extract_activations
     from lens_emotion.geometry import figures as figs
-    from lens_emotion.viz import write_figure
     from lens_emotion.prompts import build_prompts
+    from lens_emotion.viz import write_figure
 
     settings = settings or GeometrySettings()
+    if seed is not None or formats is not None:
+        settings = dataclasses.replace(
+            settings,
+            seed=settings.seed if seed is None else int(seed),
+            formats=settings.formats if formats is None else tuple(formats),
+        )
+    seed, formats = settings.seed, settings.formats
     seed_everything(seed)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
