@@ -72,6 +72,7 @@ class Family:
         attn: Attribute of a layer holding the attention module.
         out_proj: Attribute of the attention module holding its output projection.
         mlp: Attribute of a layer holding the MLP.
+        mlp_out_proj: Attribute of the MLP holding its output projection.
         pre_mlp_norm: Norm whose input is ``resid_mid`` (``None``: the MLP's input is).
         post_attn_norm: Norm applied to the attention output before the residual add.
         post_mlp_norm: Norm applied to the MLP output before the residual add.
@@ -90,6 +91,7 @@ class Family:
     attn: str = "self_attn"
     out_proj: str = "o_proj"
     mlp: str = "mlp"
+    mlp_out_proj: str = "down_proj"
     pre_mlp_norm: str | None = "post_attention_layernorm"
     post_attn_norm: str | None = None
     post_mlp_norm: str | None = None
@@ -136,6 +138,7 @@ FAMILIES: dict[str, Family] = {
             final_norm="ln_f",
             attn="attn",
             out_proj="c_proj",
+            mlp_out_proj="c_proj",
             pre_mlp_norm="ln_2",
             layernorm=True,
             rotary=False,
@@ -149,6 +152,7 @@ FAMILIES: dict[str, Family] = {
             unembed="embed_out",
             attn="attention",
             out_proj="dense",
+            mlp_out_proj="dense_4h_to_h",
             layernorm=True,
             cache_kwarg="layer_past",
         ),
@@ -289,6 +293,10 @@ class Architecture:
     def mlp(self, layer: int) -> Any:
         """The MLP module of a layer."""
         return getattr(self.layers[layer], self.family.mlp)
+
+    def mlp_out_proj(self, layer: int) -> Any:
+        """The MLP output projection (its input is the bridge's ``mlp.hook_post``)."""
+        return getattr(self.mlp(layer), self.family.mlp_out_proj)
 
     def attn_out_module(self, layer: int) -> Any:
         """The module whose (first) output is the bridge's ``hook_attn_out``."""

@@ -10,7 +10,11 @@ edit ``a := mult * a + add`` applied at every position is exactly
   plus
 * the constant ``add @ W`` added to the sublayer output (``hook_attn_out``/``hook_mlp_out``),
 
-because the output projection is linear and has no bias in Llama-family models.
+because the output projection is linear and has no bias (Llama, Mistral, Qwen, Phi-3, Gemma,
+OLMo 2; the layers come from :mod:`lens_emotion.architecture`). Where a norm follows the
+projection (Gemma 2/3, OLMo 2) the constant is added to the projection's output, before that
+norm, by a module hook held for the ``with`` block; GPT-2 and GPT-NeoX (biased projections)
+are refused.
 :func:`plain_weight_edit` applies the first part to the plain model for the duration of a
 ``with`` block (restoring the weights after) and yields the second part as direction hooks.
 The equivalence with hooking ``hook_z``/``hook_post`` on the bridge is tested.
@@ -64,18 +68,25 @@ def vector_hooks(
 
 
 def _plain_layers(model: Any) -> Any:
+    """The family adapter of the plain model, checked for bias-free linear output projections."""
+    from lens_emotion.architecture import ArchitectureError, architecture
+
     try:
-        layers = model.plain_model.model.layers
-        _ = layers[0].self_attn.o_proj.weight, layers[0].mlp.down_proj.weight
-    except AttributeError as exc:
+        arch = architecture(model)
+        modules = (arch.out_proj(0), arch.mlp_out_proj(0))
+    except (ArchitectureError, AttributeError) as exc:
         raise CircuitError(
-            "edited generation needs a Llama-family model (self_attn.o_proj and mlp.down_proj "
-            f"in model.layers); this architecture lacks them ({exc})."
+            f"edited generation needs a model with a family adapter (attention and MLP output "
+            f"projections); this architecture lacks one ({exc})."
         ) from exc
-    for module in (layers[0].self_attn.o_proj, layers[0].mlp.down_proj):
-        if getattr(module, "bias", None) is not None:
-            raise CircuitError("edited generation assumes bias-free output projections.")
-    return layers
+    for module in modules:
+        if not isinstance(module, torch.nn.Linear) or module.bias is not None:
+            raise CircuitError(
+                "edited generation assumes bias-free linear output projections; "
+                f"{arch.family.name} has {type(module).__name__} with a bias. Edit hook_z on the "
+                "bridge instead."
+            )
+    return arch
 
 
 @contextlib.contextmanager
@@ -83,7 +94,7 @@ def plain_weight_edit(model: Any, edit: ComponentEdit) -> Iterator[list[tuple[st
     """Apply an edit at every position via the plain model's output weights (module docstring).
 
     Args:
-        model: An :class:`~lens_emotion.models.EmotionModel` (Llama family).
+        model: An :class:`~lens_emotion.models.EmotionModel` with bias-free projections.
         edit: Head/neuron edits and sublayer injections.
 
     Yields:
@@ -91,18 +102,28 @@ def plain_weight_edit(model: Any, edit: ComponentEdit) -> Iterator[list[tuple[st
         :func:`lens_emotion.interventions.generate_with_hooks`. The weights are restored
         when the block exits, also on errors.
     """
-    layers = _plain_layers(model)
+    arch = _plain_layers(model)
     d_head = int(model.cfg.d_head)
     saved: list[tuple[Tensor, tuple[slice, slice], Tensor]] = []
     vectors: dict[tuple[str, int], Tensor] = {}
+    # Where a norm follows the projection (Gemma, OLMo 2) the constant part must be added to
+    # the projection's output, before that norm, not to hook_attn_out/hook_mlp_out.
+    before_norm: dict[Any, Tensor] = {}
+    handles = []
 
     def add_vector(key: tuple[str, int], vec: Tensor) -> None:
+        site, layer = key
+        normed = arch.family.post_attn_norm if site == "attn_out" else arch.family.post_mlp_norm
+        if normed:
+            module = arch.out_proj(layer) if site == "attn_out" else arch.mlp_out_proj(layer)
+            before_norm[module] = before_norm[module] + vec if module in before_norm else vec
+            return
         vectors[key] = vectors[key] + vec if key in vectors else vec
 
     try:
         with torch.no_grad():
             for row, (layer, head) in enumerate(edit.head_index.tolist()):
-                weight = layers[layer].self_attn.o_proj.weight
+                weight = arch.out_proj(layer).weight
                 cols = slice(head * d_head, (head + 1) * d_head)
                 block = weight[:, cols]
                 saved.append((weight, (slice(None), cols), block.clone()))
@@ -111,7 +132,7 @@ def plain_weight_edit(model: Any, edit: ComponentEdit) -> Iterator[list[tuple[st
                     add_vector(("attn_out", layer), (block @ add).float().cpu())
                 weight[:, cols] = block * float(edit.head_mult[row])
             for row, (layer, unit) in enumerate(edit.neuron_index.tolist()):
-                weight = layers[layer].mlp.down_proj.weight
+                weight = arch.mlp_out_proj(layer).weight
                 cols = slice(unit, unit + 1)
                 block = weight[:, cols]
                 saved.append((weight, (slice(None), cols), block.clone()))
@@ -122,9 +143,19 @@ def plain_weight_edit(model: Any, edit: ComponentEdit) -> Iterator[list[tuple[st
                     )
                 weight[:, cols] = block * float(edit.neuron_mult[row])
             for key, vec in edit.inject.items():
-                add_vector(key, vec.float().cpu())
+                vectors[key] = (
+                    vectors[key] + vec.float().cpu() if key in vectors else vec.float().cpu()
+                )
+        for module, vec in before_norm.items():
+
+            def add_output(mod, args, output, vec=vec):
+                return output + vec.to(device=output.device, dtype=output.dtype)
+
+            handles.append(module.register_forward_hook(add_output))
         yield vector_hooks(model, vectors, positions="all")
     finally:
+        for handle in handles:
+            handle.remove()
         with torch.no_grad():
             for weight, index, original in reversed(saved):
                 weight[index] = original
