@@ -29,9 +29,11 @@ from lens_emotion.cli.common import (
     string_list,
 )
 from lens_emotion.errors import LensEmotionError
+from lens_emotion.steering.workflow import SteeringSettings
 
 HELP = "appraisal steering: readout + judged generation vs beta, theory checks"
-DEFAULT_BETAS = "-8,-4,0,4,8"
+_DEFAULTS = SteeringSettings()
+DEFAULT_BETAS = ",".join(f"{b:g}" for b in _DEFAULTS.betas)
 
 
 def add_parser(sub: Any) -> argparse.ArgumentParser:
@@ -68,22 +70,27 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--scale",
-        default="rms",
+        default=_DEFAULTS.scale,
         choices=["rms", "none"],
         help="rms: beta in units of the residual RMS at each position (default); none: raw",
     )
     p.add_argument(
         "--positions",
-        default="all",
+        default=_DEFAULTS.gen_positions,
         choices=["all", "last"],
         help="positions steered during generation (default all; the readout steers the last "
         "prompt token)",
     )
-    p.add_argument("--span", type=positive_int, default=1, help="layers hooked around each centre")
+    p.add_argument(
+        "--span",
+        type=positive_int,
+        default=_DEFAULTS.span,
+        help="layers hooked around each centre",
+    )
     p.add_argument(
         "--method",
         type=choice_list(("unique", "raw"), "unique,raw"),
-        default=("unique",),
+        default=_DEFAULTS.methods,
         help="unique (unique-effect vectors), raw (unprojected probe weights) or unique,raw",
     )
     p.add_argument(
@@ -92,14 +99,26 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
         default=None,
         help="appraisals held fixed by the unique vectors (default: all other appraisals)",
     )
-    p.add_argument("--n", type=positive_int, default=60, help="steered texts (default 60)")
-    p.add_argument("--n-probe", type=positive_int, default=400, help="probe rows (default 400)")
-    p.add_argument("--max-new-tokens", type=positive_int, default=24, help="tokens per generation")
+    p.add_argument(
+        "--n", type=positive_int, default=_DEFAULTS.n, help=f"steered texts (default {_DEFAULTS.n})"
+    )
+    p.add_argument(
+        "--n-probe",
+        type=positive_int,
+        default=_DEFAULTS.n_probe,
+        help=f"probe rows (default {_DEFAULTS.n_probe})",
+    )
+    p.add_argument(
+        "--max-new-tokens",
+        type=positive_int,
+        default=_DEFAULTS.max_new_tokens,
+        help="tokens per generation",
+    )
     p.add_argument(
         "--controls",
         type=positive_int,
-        default=10,
-        help="random directions per theory cell (default 10; at least 2)",
+        default=_DEFAULTS.n_controls,
+        help=f"random directions per theory cell (default {_DEFAULTS.n_controls}; at least 2)",
     )
     p.add_argument(
         "--theory-cell",
@@ -140,10 +159,10 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
         default=(),
         help="emotions to promote with emotion-probe weights, e.g. joy",
     )
-    p.add_argument("--template", default="emotion-list", help="inference prompt template")
+    p.add_argument("--template", default=_DEFAULTS.template, help="inference prompt template")
     p.add_argument("--store", default=None, help="activation store folder (default: cache)")
-    p.add_argument("--batch-size", type=positive_int, default=16)
-    formats_arg(p)
+    p.add_argument("--batch-size", type=positive_int, default=_DEFAULTS.batch_size)
+    formats_arg(p, ",".join(_DEFAULTS.formats))
     add_progress_args(p)
     p.add_argument("--out", required=True, help="output folder")
     return p
@@ -153,7 +172,7 @@ def run(args: argparse.Namespace) -> int:
     """Run ``steer``; prints the judge's accuracy and the theory verdicts."""
     from lens_emotion.data import CROWD_ENVENT_EMOTIONS
     from lens_emotion.prompts import get_template
-    from lens_emotion.steering import AppraisalCombo
+    from lens_emotion.steering.vectors import AppraisalCombo
     from lens_emotion.steering.workflow import check_appraisal_names, run_steering
 
     get_template(args.template)
@@ -195,38 +214,41 @@ def run(args: argparse.Namespace) -> int:
     check_appraisal_names(dataset, [combo], fixed)
     model = load_model_from_args(args)
     check_layers(args.layer, model.n_layers, "--layer")
+    settings = SteeringSettings(
+        combos=(combo.name,),
+        layers=tuple(args.layer),
+        betas=tuple(args.betas),
+        gen_betas=tuple(args.gen_betas) if args.gen_betas else None,
+        n=args.n,
+        n_probe=args.n_probe,
+        span=args.span,
+        scale=args.scale,
+        gen_positions=args.positions,
+        methods=tuple(args.method),
+        fixed=tuple(fixed) if fixed else None,
+        n_controls=args.controls,
+        theory_cell=theory_cell,
+        gen_controls=args.gen_controls,
+        promote_controls=args.promote_controls,
+        second_judge=not args.no_second_judge,
+        theory=not args.no_theory,
+        theory_generation=args.theory_generation,
+        generate=not args.no_generate,
+        judge_data_path=args.data_path if args.dataset == "crowd-envent" else None,
+        max_new_tokens=args.max_new_tokens,
+        promote=tuple(args.promote),
+        template=args.template,
+        store_dir=args.store,
+        batch_size=args.batch_size,
+        formats=tuple(args.formats),
+        seed=args.seed,
+    )
     try:
         outputs = run_steering(
             model,
             dataset,
             args.out,
-            [combo],
-            list(args.layer),
-            list(args.betas),
-            gen_betas=list(args.gen_betas) if args.gen_betas else None,
-            n=args.n,
-            n_probe=args.n_probe,
-            span=args.span,
-            scale=args.scale,
-            gen_positions=args.positions,
-            methods=list(args.method),
-            fixed=fixed,
-            n_controls=args.controls,
-            theory_cell=theory_cell,
-            gen_controls=args.gen_controls,
-            promote_controls=args.promote_controls,
-            second_judge=not args.no_second_judge,
-            theory=not args.no_theory,
-            theory_generation=args.theory_generation,
-            generate=not args.no_generate,
-            judge_data_path=args.data_path if args.dataset == "crowd-envent" else None,
-            max_new_tokens=args.max_new_tokens,
-            promote=list(args.promote),
-            template=args.template,
-            store_dir=args.store,
-            batch_size=args.batch_size,
-            formats=list(args.formats),
-            seed=args.seed,
+            settings,
             progress=not args.quiet,
             command=command_string(),
         )
@@ -236,8 +258,8 @@ def run(args: argparse.Namespace) -> int:
         validation = outputs.judge["validation"]
         acc = validation.get("accuracy_masked", validation.get("accuracy"))
         print(f"judge held-out accuracy {acc:.3f} on real crowd-enVENT rows")
-    if not outputs.summary.empty:
-        for row in outputs.summary.itertuples():
+    if not outputs.theory_summary.empty:
+        for row in outputs.theory_summary.itertuples():
             print(
                 f"[{row.outcome}/{row.method}] {row.description}: {row.verdict} "
                 f"({row.rule}; {row.cells_passed}/{row.cells} cells pass uncorrected, "

@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from lens_emotion.demo.config import DemoConfig
 from lens_emotion.demo.links import output_links
 
+if TYPE_CHECKING:
+    from lens_emotion.data import EmotionDataset
+    from lens_emotion.models import EmotionModel
+
 
 def steering_step(
-    model: Any,
-    dataset: Any,
+    model: EmotionModel,
+    dataset: EmotionDataset,
     config: DemoConfig,
     out: Path,
     report: Any,
@@ -20,19 +24,13 @@ def steering_step(
     judge_data_path: Path | None,
 ) -> dict[str, Any]:
     """Readout and judged-generation sweeps of appraisal unique-effect vectors."""
-    from lens_emotion.steering import AppraisalCombo
-    from lens_emotion.steering.workflow import run_steering
+    from lens_emotion.steering.workflow import SteeringSettings, run_steering
 
     folder = out / "steering"
-    combos = [AppraisalCombo.parse(spec) for spec in config.steer_combos]
-    layers = list(config.steer_layers) if config.steer_layers else [model.n_layers // 2]
-    outputs = run_steering(
-        model,
-        dataset,
-        folder,
-        combos,
-        layers,
-        betas=config.steer_betas,
+    settings = SteeringSettings(
+        combos=tuple(config.steer_combos),
+        layers=tuple(config.steer_layers) if config.steer_layers else (model.n_layers // 2,),
+        betas=tuple(config.steer_betas),
         n=config.steer_n,
         n_probe=min(config.steer_n_probe, len(dataset) - config.steer_n),
         n_folds=min(config.probe_folds, 3),
@@ -42,8 +40,8 @@ def steering_step(
         judge_data_path=judge_data_path,
         batch_size=config.batch_size,
         seed=seed,
-        progress=progress,
     )
+    outputs = run_steering(model, dataset, folder, settings, progress=progress)
     metrics: dict[str, Any] = {}
     if outputs.judge is not None:
         validation = outputs.judge.get("validation", {})
@@ -51,9 +49,8 @@ def steering_step(
             metrics["judge held-out accuracy (majority baseline)"] = (
                 f"{validation['accuracy']:.3f} ({validation.get('majority_baseline', 0):.3f})"
             )
-    summary = outputs.summary
     checks = []
-    for row in summary.itertuples():
+    for row in outputs.theory_summary.itertuples():
         key = f"theory [{row.outcome}]: {row.description}"
         metrics[key] = f"{row.verdict} ({row.cells_passed}/{row.cells} cells)"
         checks.append(

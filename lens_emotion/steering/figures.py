@@ -4,6 +4,10 @@
   as stacked bars, the steered direction beside the random-direction control.
 * :func:`sankey_figure`: how each text's predicted (or judged) emotion moves from the most
   negative beta, through the clean run, to the most positive beta.
+* :func:`promotion_figure`: emotion promotion's ``delta_p`` against beta, per emotion and
+  layer, beside the random-direction control.
+
+Every function is pure: a table or sweep in, a :class:`plotly.graph_objects.Figure` out.
 """
 
 from __future__ import annotations
@@ -13,21 +17,16 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from lens_emotion.viz import apply_style, emotion_color
-from lens_emotion.steering import SteeringError, SweepOutcome
+from lens_emotion.steering.sweeps import SweepOutcome
+from lens_emotion.steering.vectors import SteeringError
+from lens_emotion.viz.style import apply_style, ci_band, emotion_color, rgba
 
-__all__ = ["sankey_figure", "stacked_bars_figure"]
+__all__ = ["promotion_figure", "sankey_figure", "stacked_bars_figure"]
 
 _OUTCOME_AXIS = {
     "readout": "mean readout probability",
     "generation": "share of generations (judge, emotion words masked)",
 }
-
-
-def _rgba(hex_color: str, alpha: float) -> str:
-    h = hex_color.lstrip("#")
-    r, g, b = (int(h[i : i + 2], 16) for i in (0, 2, 4))
-    return f"rgba({r},{g},{b},{alpha})"
 
 
 def stacked_bars_figure(
@@ -40,7 +39,7 @@ def stacked_bars_figure(
     """Stacked emotion proportions against beta: steered (left) and random control (right).
 
     Args:
-        table: :meth:`lens_emotion.steering.SweepOutcome.table` output.
+        table: :attr:`lens_emotion.steering.SweepOutcome.table`.
         combo: Combo to show.
         layer: Centre layer to show.
         outcome: ``"readout"`` or ``"generation"`` (axis wording).
@@ -151,7 +150,7 @@ def sankey_figure(
                     targets.append(offset_b + int(j))
                     values.append(int(counts.loc[i, j]))
                     link_colors.append(
-                        _rgba(emotion_color(names[int(i if offset_a == k else j)]), 0.35)
+                        rgba(emotion_color(names[int(i if offset_a == k else j)]), 0.35)
                     )
     fig = go.Figure(
         go.Sankey(
@@ -168,4 +167,51 @@ def sankey_figure(
         f"(n={len(clean)})",
     )
     fig.update_layout(height=560, width=900)
+    return fig
+
+
+def promotion_figure(table: pd.DataFrame, title: str | None = None) -> go.Figure:
+    """Emotion promotion's ``delta_p`` against beta: one line per emotion and layer.
+
+    Solid lines with 95% CI bands are the emotion-probe weights ``w_e``; dotted lines of the
+    same colour are the random same-norm directions (the control).
+
+    Args:
+        table: :attr:`lens_emotion.steering.PromotionResult.table`.
+        title: Figure title.
+
+    Raises:
+        SteeringError: The table is empty.
+    """
+    if table.empty:
+        raise SteeringError("the promotion table is empty; promote at least one emotion.")
+    fig = go.Figure()
+    for (emotion, layer), rows in table.groupby(["emotion", "layer"], sort=False):
+        color = emotion_color(str(emotion))
+        name = f"{emotion} (layer {layer})"
+        for control in (False, True):
+            part = rows[rows["control"] == control].sort_values("beta")
+            if part.empty:
+                continue
+            label = f"{name}, random" if control else name
+            if not control:
+                fig.add_trace(
+                    ci_band(
+                        part["beta"], part["delta_p_ci_low"], part["delta_p_ci_high"], color, name
+                    )
+                )
+            fig.add_trace(
+                go.Scatter(
+                    x=part["beta"],
+                    y=part["delta_p"],
+                    mode="lines+markers",
+                    name=label,
+                    legendgroup=name,
+                    line={"color": color, "dash": "dot" if control else "solid"},
+                    hovertemplate=f"{label}<br>beta %{{x:g}}<br>delta_p %{{y:.3f}}<extra></extra>",
+                )
+            )
+    apply_style(fig, title or "Emotion promotion: normalised change of p(e) against beta")
+    fig.update_xaxes(title_text="beta (multiple of w_e)")
+    fig.update_yaxes(title_text="delta_p (share of the possible change)", range=[-1.0, 1.0])
     return fig

@@ -1,45 +1,9 @@
-"""Steering directions and sweeps: appraisal unique-effect vectors, emotion promotion, controls.
-
-**Appraisal directions.** :func:`lens_emotion.probing.probe_appraisals` fits ridge probes on
-standardised activations and maps them back to the raw activation space, so for a raw
-activation ``x`` the probe reads ``pred = x @ W.T + b`` (:func:`appraisal_readout`). Rows of
-``W`` are the appraisal directions ``w_a``.
-
-**Unique-effect vectors.** For appraisal ``a``, ``z_a = (I - P_others) w_a`` where
-``P_others`` projects onto the span of the other appraisals' directions
-(:func:`unique_effect_vector`, a least-squares solve, never an explicit inverse). Because
-``w_b . z_a = 0`` for every other ``b``, adding ``z_a`` moves the probe readout of ``a`` and
-leaves the others unchanged. (The code released with Tak et al. computes this projection but
-then steers with the unprojected ``w_a``; here the projection is applied. ``method="raw"``
-keeps the unprojected sum as a comparison.)
-
-**Joint combinations** (:func:`combo_vector`) such as ``+pleasantness +other_responsblt``:
-the *minimum-norm* vector ``v`` with ``w_a . v = s_a`` for every appraisal ``a`` of the combo
-(sign ``s_a``) and ``w_b . v = 0`` for every held-fixed appraisal ``b``, i.e. one rating
-point of change per named appraisal and none elsewhere, in the readout of the probes. For a
-single appraisal this is ``z_a / ||z_a||^2``, parallel to ``z_a``. Hooks normalise it, so
-``beta`` (see :mod:`lens_emotion.interventions`) sets the step length in activation units.
-
-**Emotion promotion** (Tak et al.'s other intervention): ``h <- h + beta * w_e`` with ``w_e``
-the raw-space weight of emotion ``e`` in the logistic emotion probe (unnormalised, as in the
-paper). :func:`emotion_promotion` reports, per emotion, layer and beta,
-
-* ``success_rate``: the share of texts not already predicted as ``e`` whose readout becomes
-  ``e``;
-* ``delta_p``: the normalised change of ``e``'s readout probability (renormalised over the
-  labels), ``(p' - p) / (1 - p)`` where it rises (the share of the possible gain achieved) and
-  ``(p' - p) / p`` where it falls, averaged over texts; it lies in ``[-1, 1]``.
-
-This is our definition, written out because the exact normalisation of the paper's promotion
-score could not be checked against its text offline.
-
-**Controls.** Random Gaussian directions, seeded per (seed, layer), steered with the same
-``beta`` (hence the same step norm) as the real directions.
+"""Steering sweeps: steered conditions, readout and generation sweeps, and their outcomes.
 
 **Sweeps.** :func:`readout_sweep` (outcome 1: label distribution at the inference prompt's
 readout) and :func:`generation_sweep` (outcome 2: free generation, judged by an independent
 classifier) evaluate every :class:`SteeringCondition` and return a :class:`SweepOutcome`,
-whose :meth:`SweepOutcome.table` gives per-emotion proportions with bootstrap CIs next to the
+whose :attr:`SweepOutcome.table` gives per-emotion proportions with bootstrap CIs next to the
 random-direction control.
 
 **Judging generations.** Every reply is scored by :func:`lens_emotion.judge.score_replies`:
@@ -56,53 +20,47 @@ judges' labels and ``judges_note`` says where they disagree
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
+import plotly.graph_objects as go
 from jaxtyping import Float, Int
 from tqdm.auto import tqdm
 
-from lens_emotion.errors import LensEmotionError
 from lens_emotion.interventions import (
     HookFn,
     generate_with_hooks,
     readout_many,
     steering_hooks,
 )
+from lens_emotion.io import write_text_atomic
+from lens_emotion.models import EmotionModel
+from lens_emotion.prompts import PromptSet
+from lens_emotion.stats import bootstrap_mean_ci
+from lens_emotion.steering.vectors import SteeringError, layer_window, random_direction
 
 __all__ = [
     "CLEAN",
+    "GENERATION_COLUMNS",
     "GENERATION_INSTRUCTION",
     "GENERATION_PREFIX",
-    "PROMOTION_COLUMNS",
-    "GENERATION_COLUMNS",
     "STEERING_COLUMNS",
-    "AppraisalCombo",
-    "PromotionResult",
     "SteeringCondition",
-    "SteeringError",
     "SweepOutcome",
-    "appraisal_matrix",
-    "appraisal_readout",
-    "bootstrap_mean_ci",
     "build_conditions",
-    "combo_vector",
     "conditions_frame",
-    "emotion_promotion",
     "generation_prompts",
     "generation_sweep",
-    "min_norm_readout_vector",
-    "promotion_vector",
-    "random_direction",
     "readout_sweep",
-    "unique_effect_vector",
+    "renormalised_probs",
 ]
 
-#: Columns of :meth:`SweepOutcome.table` (and ``steering.csv``), in order.
+#: Columns of :attr:`SweepOutcome.table` (and ``steering.csv``), in order.
 STEERING_COLUMNS: tuple[str, ...] = (
     "appraisal_combo",
     "layer",
@@ -114,7 +72,7 @@ STEERING_COLUMNS: tuple[str, ...] = (
     "control",
 )
 
-#: Columns of :meth:`SweepOutcome.table` for a generation sweep (``steering.csv``):
+#: Columns of :attr:`SweepOutcome.table` for a generation sweep (``steering.csv``):
 #: :data:`STEERING_COLUMNS` (``proportion`` is the masked judge's share, the primary metric)
 #: followed by the other judge readings of :func:`lens_emotion.judge.summarise_replies`.
 GENERATION_COLUMNS: tuple[str, ...] = STEERING_COLUMNS + (
@@ -131,245 +89,6 @@ GENERATION_COLUMNS: tuple[str, ...] = STEERING_COLUMNS + (
 
 CLEAN = "clean"
 """Combo name of the unsteered condition (beta = 0)."""
-
-
-class SteeringError(LensEmotionError, ValueError):
-    """A steering request is inconsistent: unknown appraisal, bad signs, missing probes."""
-
-
-# --------------------------------------------------------------------------- combos
-
-
-@dataclass(frozen=True)
-class AppraisalCombo:
-    """Signed appraisals steered together, e.g. ``+pleasantness,+other_responsblt``.
-
-    Attributes:
-        appraisals: Appraisal names.
-        signs: ``+1`` or ``-1`` per appraisal.
-    """
-
-    appraisals: tuple[str, ...]
-    signs: tuple[int, ...]
-
-    def __post_init__(self) -> None:
-        if not self.appraisals:
-            raise SteeringError("a combo needs at least one appraisal, e.g. 'pleasantness'.")
-        if len(self.signs) != len(self.appraisals):
-            raise SteeringError(
-                f"{len(self.appraisals)} appraisal(s) but {len(self.signs)} sign(s); give one "
-                "sign per appraisal, e.g. --appraisal pleasantness,other_responsblt --signs +,+."
-            )
-        if any(s not in (1, -1) for s in self.signs):
-            raise SteeringError(f"signs must be +1 or -1, got {list(self.signs)}.")
-        if len(set(self.appraisals)) != len(self.appraisals):
-            raise SteeringError(f"an appraisal is repeated in {list(self.appraisals)}.")
-
-    @property
-    def name(self) -> str:
-        """``"+pleasantness,+other_responsblt"``."""
-        return ",".join(
-            f"{'+' if s > 0 else '-'}{a}" for a, s in zip(self.appraisals, self.signs, strict=True)
-        )
-
-    @classmethod
-    def parse(cls, appraisals: str | Sequence[str], signs: str | Sequence[Any] | None = None):
-        """Build a combo from CLI-style text.
-
-        Args:
-            appraisals: ``"pleasantness,other_responsblt"``, a list of names, or signed names
-                such as ``"+pleasantness,-other_responsblt"``.
-            signs: ``"+,-"`` (or ``["+", "-"]``, ``[1, -1]``); default from the names or ``+``.
-
-        Raises:
-            SteeringError: Mismatched counts or signs other than ``+``/``-``.
-        """
-        if isinstance(appraisals, str):
-            items = appraisals.split(",")
-        else:
-            items = [str(a) for a in appraisals]
-        names = [n.strip() for n in items if n.strip()]
-        inline = [-1 if n.startswith("-") else 1 for n in names]
-        names = [n.lstrip("+-") for n in names]
-        if signs is None:
-            values = inline
-        else:
-            raw = signs.split(",") if isinstance(signs, str) else list(signs)
-            parsed = []
-            for s in raw:
-                text = str(s).strip()
-                if text in ("+", "+1", "1"):
-                    parsed.append(1)
-                elif text in ("-", "-1"):
-                    parsed.append(-1)
-                else:
-                    raise SteeringError(f"sign {s!r} is neither '+' nor '-'; use e.g. --signs +,-.")
-            if len(parsed) != len(names):
-                raise SteeringError(
-                    f"{len(names)} appraisal(s) but {len(parsed)} sign(s); give one sign per "
-                    "appraisal, e.g. --appraisal pleasantness,other_responsblt --signs +,+."
-                )
-            values = [p * i for p, i in zip(parsed, inline, strict=True)]
-        return cls(tuple(names), tuple(values))
-
-
-# --------------------------------------------------------------------------- appraisal directions
-
-
-def appraisal_matrix(
-    result: Any, site: str, layer: int
-) -> tuple[Float[np.ndarray, "A d"], Float[np.ndarray, " A"], tuple[str, ...]]:
-    """Raw-space appraisal directions ``W``, intercepts ``b`` and names at one site and layer.
-
-    Args:
-        result: An :class:`~lens_emotion.probing.AppraisalProbeResult`.
-        site: Site the probes were fitted at.
-        layer: Layer.
-
-    Raises:
-        SteeringError: No probe at that site and layer.
-    """
-    key = (site, int(layer))
-    if key not in result.directions:
-        raise SteeringError(
-            f"no appraisal probe at {site} layer {layer}; probed: "
-            f"{sorted(result.directions)[:8]}. Probe that layer with probe_appraisals(...)."
-        )
-    w = np.asarray(result.directions[key], dtype=np.float64)
-    b = np.asarray(result.intercepts[key], dtype=np.float64)
-    return w, b, tuple(result.appraisal_names)
-
-
-def appraisal_readout(
-    x: Float[np.ndarray, "n d"], w: Float[np.ndarray, "A d"], b: Float[np.ndarray, " A"]
-) -> Float[np.ndarray, "n A"]:
-    """The probes' predicted appraisal ratings for raw activations: ``x @ W.T + b``."""
-    return np.asarray(x, dtype=np.float64) @ np.asarray(w, dtype=np.float64).T + b
-
-
-def unique_effect_vector(
-    w: Float[np.ndarray, "A d"], index: int, others: Sequence[int] | None = None
-) -> Float[np.ndarray, " d"]:
-    """``z_a = (I - P_others) w_a``: the part of ``w_a`` orthogonal to the other directions.
-
-    ``P_others w_a`` is the least-squares fit of ``w_a`` by the other directions (``lstsq``;
-    rank-deficient sets of directions are handled), so no matrix is inverted.
-
-    Args:
-        w: Direction matrix (one row per appraisal).
-        index: Row of ``a``.
-        others: Rows to project out (default: every other row).
-
-    Returns:
-        ``z_a`` (float64). Zero if ``w_a`` lies in the span of the others.
-    """
-    w = np.asarray(w, dtype=np.float64)
-    rows = [i for i in range(len(w)) if i != index] if others is None else list(others)
-    if index in rows:
-        raise SteeringError(f"row {index} cannot be both the target and one of the others.")
-    target = w[index]
-    if not rows:
-        return target.copy()
-    basis = w[rows].T  # (d, k)
-    coef, *_ = np.linalg.lstsq(basis, target, rcond=None)
-    return target - basis @ coef
-
-
-def min_norm_readout_vector(
-    w: Float[np.ndarray, "k d"], delta: Float[np.ndarray, " k"]
-) -> Float[np.ndarray, " d"]:
-    """The shortest ``v`` with ``w @ v = delta`` (least squares if no exact solution exists)."""
-    v, *_ = np.linalg.lstsq(np.asarray(w, dtype=np.float64), np.asarray(delta, float), rcond=None)
-    return v
-
-
-def _indices(names: Sequence[str], wanted: Sequence[str], what: str) -> list[int]:
-    missing = [a for a in wanted if a not in names]
-    if missing:
-        raise SteeringError(
-            f"{what} {missing} are not among the probed appraisals {list(names)}; check the "
-            "spelling (crowd-enVENT names such as 'pleasantness', 'other_responsblt')."
-        )
-    return [list(names).index(a) for a in wanted]
-
-
-def combo_vector(
-    result: Any,
-    site: str,
-    layer: int,
-    combo: AppraisalCombo,
-    method: Literal["unique", "raw"] = "unique",
-    fixed: Sequence[str] | None = None,
-) -> Float[np.ndarray, " d"]:
-    """The steering vector of a signed appraisal combination at one layer.
-
-    Args:
-        result: An :class:`~lens_emotion.probing.AppraisalProbeResult`.
-        site: Probe site.
-        layer: Probe layer.
-        combo: The signed appraisals.
-        method: ``"unique"``: the minimum-norm vector that moves each combo appraisal's
-            readout by its sign and every ``fixed`` appraisal's by 0 (see the module
-            docstring). ``"raw"``: ``sum_a s_a w_a``, the unprojected probe weights.
-        fixed: Appraisals held fixed (default: every probed appraisal not in the combo).
-
-    Raises:
-        SteeringError: Unknown appraisals, a fixed appraisal that is also in the combo, or a
-            combo that cannot be moved independently of the fixed ones.
-    """
-    w, _, names = appraisal_matrix(result, site, layer)
-    idx = _indices(names, combo.appraisals, "appraisals")
-    signs = np.asarray(combo.signs, dtype=np.float64)
-    if method == "raw":
-        return signs @ w[idx]
-    if method != "unique":
-        raise SteeringError(f"method must be 'unique' or 'raw', not {method!r}.")
-    if fixed is None:
-        fixed_idx = [i for i in range(len(names)) if i not in idx]
-    else:
-        fixed_idx = _indices(names, fixed, "fixed appraisals")
-        clash = sorted(set(fixed_idx) & set(idx))
-        if clash:
-            raise SteeringError(
-                f"{[names[i] for i in clash]} are both steered and held fixed; drop them from "
-                "the fixed list."
-            )
-    rows = idx + fixed_idx
-    delta = np.concatenate([signs, np.zeros(len(fixed_idx))])
-    v = min_norm_readout_vector(w[rows], delta)
-    reached = w[idx] @ v
-    if not np.allclose(reached, signs, atol=1e-6 * max(1.0, float(np.abs(w).max()))):
-        raise SteeringError(
-            f"{combo.name} cannot be moved while holding {len(fixed_idx)} other appraisals "
-            "fixed at this layer (its directions lie in their span); hold fewer fixed."
-        )
-    return v
-
-
-def random_direction(d: int, seed: int, layer: int, norm: float = 1.0) -> Float[np.ndarray, " d"]:
-    """A Gaussian random direction of a given norm, reproducible from ``(seed, layer)``."""
-    digest = hashlib.sha256(f"random-direction:{seed}:{layer}".encode()).digest()
-    rng = np.random.default_rng(int.from_bytes(digest[:8], "little"))
-    v = rng.standard_normal(d)
-    return v / np.linalg.norm(v) * norm
-
-
-def promotion_vector(emotion_result: Any, site: str, layer: int, emotion: str) -> np.ndarray:
-    """Raw-space weight ``w_e`` of one emotion in the logistic emotion probe.
-
-    Raises:
-        SteeringError: No directions at that site/layer, or an unknown emotion.
-    """
-    key = (site, int(layer))
-    if key not in emotion_result.directions:
-        raise SteeringError(
-            f"no emotion-probe directions at {site} layer {layer}; run probe_emotions(...) "
-            "with model='logreg' on that layer."
-        )
-    labels = list(emotion_result.label_names)
-    if emotion not in labels:
-        raise SteeringError(f"emotion {emotion!r} is not a probe class; classes: {labels}.")
-    return np.asarray(emotion_result.directions[key][labels.index(emotion)], dtype=np.float64)
 
 
 # --------------------------------------------------------------------------- conditions
@@ -399,7 +118,7 @@ class SteeringCondition:
 
     def hooks(
         self,
-        model: Any,
+        model: EmotionModel,
         site: str = "resid_post",
         scale: Literal["none", "rms"] = "none",
         positions: Literal["last", "all"] = "last",
@@ -424,15 +143,6 @@ class SteeringCondition:
             "hooked_layers": sorted(int(k) for k in self.vectors),
             "norms": {int(k): float(np.linalg.norm(v)) for k, v in self.vectors.items()},
         }
-
-
-def _window(layer: int, span: int) -> list[int]:
-    if span < 1 or span % 2 == 0:
-        raise SteeringError(
-            f"span must be an odd number >= 1 (a window centred on the layer), got {span}."
-        )
-    half = span // 2
-    return list(range(layer - half, layer + half + 1))
 
 
 def build_conditions(
@@ -471,7 +181,7 @@ def build_conditions(
     for name, per_layer in vectors.items():
         method = (methods or {}).get(name, "unique")
         for layer in layers:
-            window = _window(int(layer), span)
+            window = layer_window(int(layer), span)
             missing = [x for x in window if x not in per_layer]
             if missing:
                 raise SteeringError(
@@ -483,7 +193,7 @@ def build_conditions(
                 conditions.append(SteeringCondition(name, method, int(layer), beta, vectors=vecs))
     d = len(next(iter(first.values())))
     for layer in layers:
-        window = _window(int(layer), span)
+        window = layer_window(int(layer), span)
         for k in range(n_controls):
             vecs = {
                 x: random_direction(d, seed + k, x, float(np.linalg.norm(first[x]))) for x in window
@@ -514,30 +224,6 @@ def conditions_frame(conditions: Sequence[SteeringCondition]) -> pd.DataFrame:
     )
 
 
-# --------------------------------------------------------------------------- bootstrap
-
-
-def bootstrap_mean_ci(
-    values: Float[np.ndarray, "n ..."], n_boot: int = 1000, seed: int = 0, level: float = 0.95
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Mean over the first axis with a percentile bootstrap CI (resampling rows).
-
-    Returns:
-        ``(mean, low, high)``, each of shape ``values.shape[1:]``.
-    """
-    v = np.asarray(values, dtype=np.float64)
-    n = v.shape[0]
-    mean = v.mean(axis=0)
-    if n < 2:
-        return mean, mean.copy(), mean.copy()
-    rng = np.random.default_rng(seed)
-    idx = rng.integers(0, n, size=(n_boot, n))
-    boots = v[idx].mean(axis=1)
-    alpha = (1.0 - level) / 2.0
-    low, high = np.quantile(boots, [alpha, 1.0 - alpha], axis=0)
-    return mean, low, high
-
-
 # --------------------------------------------------------------------------- outcomes
 
 
@@ -556,6 +242,8 @@ class SweepOutcome:
         replies: For generation, the :func:`lens_emotion.judge.score_replies` frame of every
             reply (``condition``, ``text_index`` first), masked and raw judge labels and, with
             a second judge, its labels.
+        n_boot: Bootstrap resamples of :attr:`table`.
+        boot_seed: Seed of :attr:`table`'s bootstrap.
     """
 
     outcome: str
@@ -565,6 +253,8 @@ class SweepOutcome:
     texts: tuple[tuple[str, ...], ...] | None = field(default=None, repr=False)
     ids: tuple[str, ...] = ()
     replies: pd.DataFrame | None = field(default=None, repr=False)
+    n_boot: int = 1000
+    boot_seed: int = 0
 
     @property
     def frame(self) -> pd.DataFrame:
@@ -661,7 +351,61 @@ class SweepOutcome:
         frame = pd.concat(parts, ignore_index=True)
         return summarise_replies(frame, ["group_combo", "group_layer", "group_beta", "emotion"])
 
-    def table(self, n_boot: int = 1000, seed: int = 0) -> pd.DataFrame:
+    @cached_property
+    def table(self) -> pd.DataFrame:
+        """:meth:`proportions` with this sweep's ``n_boot`` and ``boot_seed`` (computed once)."""
+        return self.proportions(self.n_boot, self.boot_seed)
+
+    def to_frame(self) -> pd.DataFrame:
+        """:attr:`table` as a new DataFrame."""
+        return self.table.copy()
+
+    def save(self, out: str | Path) -> list[Path]:
+        """Write :attr:`table` to ``out/<outcome>.csv`` (``readout.csv``, ``generation.csv``)."""
+        path = Path(out) / f"{self.outcome}.csv"
+        write_text_atomic(path, self.table.to_csv(index=False))
+        return [path]
+
+    def figure(self) -> go.Figure:
+        """Stacked emotion bars against beta for the first combo and layer."""
+        from lens_emotion.steering.figures import stacked_bars_figure
+
+        combos, layers = self.combos(), self.layers()
+        if not combos or not layers:
+            raise SteeringError("this sweep has no steered combo to draw.")
+        return stacked_bars_figure(self.table, combos[0], layers[0], self.outcome)
+
+    def summary(self) -> dict[str, Any]:
+        """Sizes, and per combo and layer the emotion moving most at each extreme beta."""
+        table = self.table
+        steered = table[~table["control"]]
+        clean = steered[steered["beta"] == 0.0].groupby("emotion")["proportion"].first()
+        shifts: dict[str, str] = {}
+        nonzero = [b for b in self.betas() if b != 0.0]
+        extremes = sorted({min(nonzero), max(nonzero)}) if nonzero else []
+        for combo in self.combos():
+            for layer in self.layers():
+                for beta in extremes:
+                    cell = steered[
+                        (steered["appraisal_combo"] == combo)
+                        & (steered["layer"] == layer)
+                        & (steered["beta"] == beta)
+                    ].set_index("emotion")["proportion"]
+                    change = cell - clean.reindex(cell.index)
+                    top = change.abs().idxmax()
+                    shifts[f"{combo} L{layer} beta {beta:g}"] = f"{top} {change[top]:+.3f}"
+        return {
+            "outcome": self.outcome,
+            "n_texts": int(self.values.shape[1]),
+            "n_conditions": len(self.conditions),
+            "combos": self.combos(),
+            "layers": [int(x) for x in self.layers()],
+            "betas": [float(b) for b in self.betas()],
+            "controls": sum(c.control for c in self.conditions),
+            "largest_shift": shifts,
+        }
+
+    def proportions(self, n_boot: int | None = None, seed: int | None = None) -> pd.DataFrame:
         """Proportion of each emotion per combo, layer and beta, with bootstrap CIs.
 
         For generation the proportion is the share of texts the judge labels as that emotion
@@ -673,7 +417,13 @@ class SweepOutcome:
         Returns:
             Columns :data:`STEERING_COLUMNS`; for a generation sweep with replies,
             :data:`GENERATION_COLUMNS` (see :meth:`reply_summary`).
+
+        Args:
+            n_boot: Bootstrap resamples (default: the sweep's ``n_boot``).
+            seed: Bootstrap seed (default: the sweep's ``boot_seed``).
         """
+        n_boot = self.n_boot if n_boot is None else n_boot
+        seed = self.boot_seed if seed is None else seed
         records = []
         controls = [False, True] if self.has_controls() else [False]
         for combo in self.combos():
@@ -732,15 +482,18 @@ class SweepOutcome:
         )
 
 
-def _renormalised_probs(logprobs: np.ndarray) -> np.ndarray:
+def renormalised_probs(
+    logprobs: Float[np.ndarray, "*batch labels"],
+) -> Float[np.ndarray, "*batch labels"]:
+    """Label log-probabilities as probabilities renormalised over the labels (a softmax)."""
     shifted = logprobs - logprobs.max(axis=-1, keepdims=True)
     p = np.exp(shifted)
     return p / p.sum(axis=-1, keepdims=True)
 
 
 def readout_sweep(
-    model: Any,
-    prompt_set: Any,
+    model: EmotionModel,
+    prompt_set: PromptSet,
     conditions: Sequence[SteeringCondition],
     site: str = "resid_post",
     scale: Literal["none", "rms"] = "none",
@@ -748,6 +501,8 @@ def readout_sweep(
     batch_size: int = 16,
     ids: Sequence[str] = (),
     progress: bool = True,
+    n_boot: int = 1000,
+    boot_seed: int = 0,
 ) -> SweepOutcome:
     """Outcome 1: the label distribution at the inference prompt's readout, per condition.
 
@@ -761,6 +516,8 @@ def readout_sweep(
         batch_size: Prompts per forward pass.
         ids: Dataset ids of the prompts (for records).
         progress: Show a progress bar.
+        n_boot: Bootstrap resamples of the outcome's :attr:`SweepOutcome.table`.
+        boot_seed: Seed of that bootstrap.
 
     Returns:
         A :class:`SweepOutcome` with ``outcome="readout"``.
@@ -770,9 +527,11 @@ def readout_sweep(
     return SweepOutcome(
         outcome="readout",
         conditions=tuple(conditions),
-        values=_renormalised_probs(logprobs.astype(np.float64)),
+        values=renormalised_probs(logprobs.astype(np.float64)),
         label_names=tuple(prompt_set.label_tokens.labels),
         ids=tuple(ids),
+        n_boot=n_boot,
+        boot_seed=boot_seed,
     )
 
 
@@ -784,7 +543,7 @@ GENERATION_PREFIX = "I felt"
 
 
 def generation_prompts(
-    model: Any,
+    model: EmotionModel,
     texts: Sequence[str],
     instruction: str = GENERATION_INSTRUCTION,
     prefix: str = GENERATION_PREFIX,
@@ -815,7 +574,7 @@ def generation_prompts(
 
 
 def generation_sweep(
-    model: Any,
+    model: EmotionModel,
     texts: Sequence[str],
     conditions: Sequence[SteeringCondition],
     judge: Any,
@@ -830,6 +589,8 @@ def generation_sweep(
     ids: Sequence[str] = (),
     progress: bool = True,
     readout: Any | None = None,
+    n_boot: int = 1000,
+    boot_seed: int = 0,
 ) -> SweepOutcome:
     """Outcome 2: steered free generation, each continuation classified by ``judge``.
 
@@ -854,6 +615,8 @@ def generation_sweep(
         readout: Optional second judge with ``.predict(texts)`` (e.g.
             :class:`lens_emotion.judge.ReadoutJudge` on the *unsteered* model); it reads the
             masked replies after all generation is done.
+        n_boot: Bootstrap resamples of the outcome's :attr:`SweepOutcome.table`.
+        boot_seed: Seed of that bootstrap.
 
     Returns:
         A :class:`SweepOutcome` with ``outcome="generation"``, one-hot masked-judge labels as
@@ -913,151 +676,6 @@ def generation_sweep(
         texts=tuple(generated),
         ids=tuple(ids),
         replies=scores,
+        n_boot=n_boot,
+        boot_seed=boot_seed,
     )
-
-
-# --------------------------------------------------------------------------- emotion promotion
-
-#: Columns of :attr:`PromotionResult.table`.
-PROMOTION_COLUMNS: tuple[str, ...] = (
-    "emotion",
-    "layer",
-    "beta",
-    "control",
-    "success_rate",
-    "delta_p",
-    "delta_p_ci_low",
-    "delta_p_ci_high",
-    "p_clean",
-    "p_steered",
-    "n_eligible",
-    "n",
-)
-
-
-@dataclass(frozen=True, eq=False)
-class PromotionResult:
-    """Emotion promotion scores (see the module docstring for the definitions).
-
-    Attributes:
-        table: Columns :data:`PROMOTION_COLUMNS`; ``control=True`` rows use random
-            directions with the norm of ``w_e`` (mean over control seeds).
-        params: Site, span, scale, positions, seeds.
-    """
-
-    table: pd.DataFrame
-    params: dict[str, Any]
-
-
-def _normalised_gain(p_clean: np.ndarray, p_new: np.ndarray) -> np.ndarray:
-    up = (p_new - p_clean) / np.clip(1.0 - p_clean, 1e-12, None)
-    down = (p_new - p_clean) / np.clip(p_clean, 1e-12, None)
-    return np.where(p_new >= p_clean, up, down)
-
-
-def emotion_promotion(
-    model: Any,
-    prompt_set: Any,
-    emotion_result: Any,
-    emotions: Sequence[str],
-    layers: Sequence[int],
-    betas: Sequence[float] = (1.0,),
-    site: str = "resid_post",
-    span: int = 1,
-    n_controls: int = 3,
-    seed: int = 0,
-    positions: Literal["last", "all"] = "last",
-    batch_size: int = 16,
-    n_boot: int = 1000,
-    progress: bool = True,
-) -> PromotionResult:
-    """Tak et al.'s emotion promotion ``h <- h + beta * w_e``, scored on the readout.
-
-    Args:
-        model: An :class:`~lens_emotion.models.EmotionModel`.
-        prompt_set: Inference prompts.
-        emotion_result: :func:`lens_emotion.probing.probe_emotions` result with directions at
-            ``site`` for every layer of every window.
-        emotions: Emotions to promote (probe classes that are also prompt labels).
-        layers: Centre layers.
-        betas: Multiples of ``w_e`` (1.0 adds the probe weight itself, as the paper does).
-        site: Hooked site (where the probes were fitted).
-        span: Window width (odd; the paper used 3).
-        n_controls: Random same-norm directions per (emotion, layer).
-        seed: First control seed.
-        positions: ``"last"`` (the paper) or ``"all"``.
-        batch_size: Prompts per forward pass.
-        n_boot: Bootstrap resamples for the ``delta_p`` CI.
-        progress: Show a progress bar.
-
-    Returns:
-        The :class:`PromotionResult`.
-    """
-    labels = list(prompt_set.label_tokens.labels)
-    for e in emotions:
-        if e not in labels:
-            raise SteeringError(f"emotion {e!r} is not a prompt label; labels: {labels}.")
-    plan: list[tuple[str, int, float, bool, list[tuple[str, HookFn]]]] = []
-    for emotion in emotions:
-        for layer in layers:
-            window = _window(int(layer), span)
-            vecs = {x: promotion_vector(emotion_result, site, x, emotion) for x in window}
-            for beta in betas:
-                hooks: list[tuple[str, HookFn]] = []
-                for x, v in vecs.items():
-                    hooks += steering_hooks(
-                        model, v, beta * np.linalg.norm(v), x, site, "none", positions
-                    )
-                plan.append((emotion, int(layer), float(beta), False, hooks))
-                for k in range(n_controls):
-                    hooks = []
-                    for x, v in vecs.items():
-                        r = random_direction(len(v), seed + k, x)
-                        hooks += steering_hooks(
-                            model, r, beta * np.linalg.norm(v), x, site, "none", positions
-                        )
-                    plan.append((emotion, int(layer), float(beta), True, hooks))
-    sets = [[]] + [p[4] for p in plan]
-    probs = _renormalised_probs(
-        readout_many(model, prompt_set, sets, batch_size, progress=progress).astype(np.float64)
-    )
-    clean = probs[0]
-    grouped: dict[tuple[str, int, float, bool], list[np.ndarray]] = {}
-    for (emotion, layer, beta, control, _), p in zip(plan, probs[1:], strict=True):
-        grouped.setdefault((emotion, layer, beta, control), []).append(p)
-    records = []
-    for (emotion, layer, beta, control), runs in grouped.items():
-        j = labels.index(emotion)
-        eligible = clean.argmax(-1) != j
-        gains = np.stack([_normalised_gain(clean[:, j], p[:, j]) for p in runs]).mean(axis=0)
-        success = np.mean(
-            [np.mean(p[eligible].argmax(-1) == j) if eligible.any() else np.nan for p in runs]
-        )
-        mean, low, high = bootstrap_mean_ci(gains, n_boot, seed)
-        records.append(
-            {
-                "emotion": emotion,
-                "layer": layer,
-                "beta": beta,
-                "control": control,
-                "success_rate": float(success),
-                "delta_p": float(mean),
-                "delta_p_ci_low": float(low),
-                "delta_p_ci_high": float(high),
-                "p_clean": float(clean[:, j].mean()),
-                "p_steered": float(np.mean([p[:, j].mean() for p in runs])),
-                "n_eligible": int(eligible.sum()),
-                "n": int(len(clean)),
-            }
-        )
-    params = {
-        "site": site,
-        "span": span,
-        "positions": positions,
-        "n_controls": n_controls,
-        "seed": seed,
-        "vector": "raw-space logistic probe weight w_e, h <- h + beta * w_e",
-        "delta_p": "(p' - p) / (1 - p) if p' >= p else (p' - p) / p, mean over texts",
-        "success_rate": "share of texts not predicted as e before whose readout becomes e",
-    }
-    return PromotionResult(pd.DataFrame(records, columns=list(PROMOTION_COLUMNS)), params)

@@ -56,7 +56,8 @@ import pandas as pd
 from jaxtyping import Float
 from scipy import stats
 
-from lens_emotion.steering import SteeringError, SweepOutcome
+from lens_emotion.steering.sweeps import SweepOutcome
+from lens_emotion.steering.vectors import SteeringError
 
 __all__ = [
     "THEORY_ALPHA",

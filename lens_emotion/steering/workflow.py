@@ -11,46 +11,174 @@
   switched off it holds the readout instead (:data:`lens_emotion.steering.STEERING_COLUMNS`);
 * ``readout.csv``: outcome 1 (mean readout probability of each emotion), same columns;
 * ``theory_checks.csv`` and ``theory_summary.csv``: the appraisal-theory predictions
-  (:mod:`lens_emotion.theory`) at every swept layer and beta, with each cell's p-value, its
-  Holm-adjusted p-value and the prediction's corrected verdict (or the verdict at the cell
-  fixed before the run, ``theory_cell``);
+  (:mod:`lens_emotion.steering.theory`) at every swept layer and beta, with each cell's
+  p-value, its Holm-adjusted p-value and the prediction's corrected verdict (or the verdict at
+  the cell fixed before the run, ``theory_cell``);
 * ``generations.jsonl``: every steered continuation with its masked and raw judged emotion
   (and the second judge's label);
 * ``promotion.csv`` (if emotions are promoted), ``directions.json`` (norms, probe R²,
   orthogonality of the unique-effect vectors), ``figures/`` (stacked bars, Sankey diagrams)
-  and ``manifest.json``.
+  and ``manifest.json`` (with the :class:`SteeringSettings`).
 
 The rows the probes are fitted on and the rows that are steered are disjoint.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import pandas as pd
+import plotly.graph_objects as go
 
+from lens_emotion.data import EmotionDataset
 from lens_emotion.io import write_json_atomic, write_text_atomic
-from lens_emotion.manifest import report_step, run_manifest, seed_everything
-from lens_emotion.steering import (
-    AppraisalCombo,
-    PromotionResult,
-    SteeringError,
+from lens_emotion.manifest import StepTimer, report_step, seed_everything, write_manifest
+from lens_emotion.models import EmotionModel
+from lens_emotion.steering.promotion import PromotionResult, emotion_promotion
+from lens_emotion.steering.sweeps import (
     SweepOutcome,
-    appraisal_matrix,
     build_conditions,
-    combo_vector,
-    emotion_promotion,
     generation_sweep,
     readout_sweep,
 )
+from lens_emotion.steering.vectors import (
+    AppraisalCombo,
+    SteeringError,
+    appraisal_matrix,
+    combo_vector,
+)
 
-__all__ = ["SteeringOutputs", "check_appraisal_names", "run_steering", "split_rows"]
+if TYPE_CHECKING:
+    from lens_emotion.probing import AppraisalProbeResult
+
+__all__ = [
+    "SteeringOutputs",
+    "SteeringSettings",
+    "check_appraisal_names",
+    "run_steering",
+    "split_rows",
+]
+
+_TUPLE_FIELDS = (
+    "combos",
+    "layers",
+    "betas",
+    "gen_betas",
+    "gen_layers",
+    "methods",
+    "fixed",
+    "promote",
+    "promote_betas",
+    "formats",
+    "theory_cell",
+)
+
+
+@dataclass(frozen=True)
+class SteeringSettings:
+    """Everything a steering run is told (all recorded in the manifest).
+
+    Attributes:
+        combos: Appraisal combos to steer, as spec strings such as ``+pleasantness`` or
+            ``+pleasantness,+other_responsblt`` (:meth:`AppraisalCombo.parse`).
+        layers: Centre layers (empty: the model's middle layer).
+        betas: Readout steering strengths (0 is the clean run).
+        gen_betas: Generation strengths (None: betas).
+        gen_layers: Centre layers for generation (None: layers).
+        gen_n: Generate for a stratified subset of this many steered texts (None: all).
+        gen_controls: Random directions per generation cell (None: n_controls).
+        n: Steered texts.
+        n_probe: Probe rows (disjoint from the steered ones).
+        site: Site of probes and hooks.
+        span: Window of layers hooked around each centre layer (odd).
+        scale: rms (beta in units of the residual's RMS at each position) or none.
+        readout_positions: Where the readout sweep steers (last: last prompt token).
+        gen_positions: Where generation is steered (all: every position).
+        methods: unique (unique-effect vectors) and/or raw (unprojected probe weights).
+        fixed: Appraisals held fixed by unique vectors (None: all others).
+        n_controls: Random same-norm directions per layer and beta (the theory checks need
+            at least 2).
+        theory: Add the combos of the appraisal-theory predictions to the readout sweep and
+            write the checks.
+        theory_cell: (layer, step) fixed before the run: each prediction's verdict is decided
+            at that layer and beta = sign * step alone, uncorrected (None: Holm's correction
+            over every swept cell decides).
+        theory_generation: Generate for the theory combos too (slow on a CPU).
+        generate: Run outcome 2 (judged free generation).
+        judge_data_path: crowd-enVENT file the default judge trains on (None: the data root).
+        second_judge: Add the second judge (the unsteered model's own label readout of the
+            masked reply) to the generations.
+        max_new_tokens: Tokens per continuation.
+        promote: Emotions for Tak et al.'s emotion promotion (readout outcome).
+        promote_betas: Multiples of w_e for promotion.
+        promote_controls: Random same-norm directions per promotion cell (None: n_controls).
+        template: Inference prompt (probes and readout).
+        alpha: Ridge penalty (a float) or grid (a tuple) of the appraisal probes.
+        n_folds: CV folds of the probes.
+        store_dir: Activation store folder (None: the cache).
+        batch_size: Prompts per forward pass.
+        n_boot: Bootstrap resamples.
+        formats: Figure formats.
+        seed: Seed of splits, controls and bootstraps.
+    """
+
+    combos: tuple[str, ...] = ("+pleasantness",)
+    layers: tuple[int, ...] = ()
+    betas: tuple[float, ...] = (-8.0, -4.0, 0.0, 4.0, 8.0)
+    gen_betas: tuple[float, ...] | None = None
+    gen_layers: tuple[int, ...] | None = None
+    gen_n: int | None = None
+    gen_controls: int | None = None
+    n: int = 60
+    n_probe: int = 400
+    site: str = "resid_post"
+    span: int = 1
+    scale: Literal["none", "rms"] = "rms"
+    readout_positions: Literal["last", "all"] = "last"
+    gen_positions: Literal["last", "all"] = "all"
+    methods: tuple[str, ...] = ("unique",)
+    fixed: tuple[str, ...] | None = None
+    n_controls: int = 10
+    theory: bool = True
+    theory_cell: tuple[int, float] | None = None
+    theory_generation: bool = False
+    generate: bool = True
+    judge_data_path: str | Path | None = None
+    second_judge: bool = True
+    max_new_tokens: int = 24
+    promote: tuple[str, ...] = ()
+    promote_betas: tuple[float, ...] = (1.0,)
+    promote_controls: int | None = None
+    template: str = "emotion-list"
+    alpha: float | tuple[float, ...] = (1.0, 10.0, 100.0, 1e3, 1e4)
+    n_folds: int = 5
+    store_dir: str | Path | None = None
+    batch_size: int = 16
+    n_boot: int = 1000
+    formats: tuple[str, ...] = ("html",)
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        # lists (TOML, notebooks) become tuples; AppraisalCombo objects their spec strings
+        for name in _TUPLE_FIELDS:
+            value = getattr(self, name)
+            if value is not None and not isinstance(value, str):
+                object.__setattr__(self, name, tuple(value))
+        if isinstance(self.alpha, list):
+            object.__setattr__(self, "alpha", tuple(self.alpha))
+        combos = tuple(c.name if isinstance(c, AppraisalCombo) else str(c) for c in self.combos)
+        object.__setattr__(self, "combos", combos)
+
+    def appraisal_combos(self) -> list[AppraisalCombo]:
+        """:attr:`combos` parsed (raises :class:`SteeringError` on a bad spec)."""
+        return [AppraisalCombo.parse(spec) for spec in self.combos]
 
 
 @dataclass(frozen=True)
@@ -63,12 +191,13 @@ class SteeringOutputs:
         steering_table: The ``steering.csv`` table.
         readout_table: The ``readout.csv`` table.
         checks: Theory checks, one row per prediction part and cell.
-        summary: Theory-check summary per prediction.
+        theory_summary: Theory-check summary per prediction (``theory_summary.csv``).
         promotion: Emotion promotion result (``None`` if none was asked for).
         judge: The judge's description, with its held-out accuracy (``None`` without).
         directions: Per combo/layer norms and orthogonality of the steering vectors.
         files: Written files, relative to ``out``.
         figures: Named Plotly figures.
+        settings: The run's settings.
     """
 
     readout: SweepOutcome
@@ -76,15 +205,47 @@ class SteeringOutputs:
     steering_table: pd.DataFrame
     readout_table: pd.DataFrame
     checks: pd.DataFrame
-    summary: pd.DataFrame
+    theory_summary: pd.DataFrame
     promotion: PromotionResult | None
     judge: dict[str, Any] | None
     directions: dict[str, Any]
     files: dict[str, str]
-    figures: dict[str, Any]
+    figures: dict[str, go.Figure]
+    settings: SteeringSettings = dataclasses.field(default_factory=SteeringSettings)
+
+    def summary(self) -> dict[str, Any]:
+        """Headline numbers: the judge's held-out accuracy and each theory verdict."""
+        accuracy = None
+        if self.judge is not None:
+            validation = self.judge.get("validation", {})
+            accuracy = validation.get("accuracy_masked", validation.get("accuracy"))
+        theory = [
+            {
+                "prediction": row.prediction,
+                "outcome": row.outcome,
+                "method": row.method,
+                "verdict": row.verdict,
+                "cells_passed": int(row.cells_passed),
+                "cells": int(row.cells),
+                "min_p_holm": float(row.min_p_holm),
+            }
+            for row in self.theory_summary.itertuples()
+        ]
+        return {
+            "combos": list(self.settings.combos),
+            "n_steered": int(self.readout.values.shape[1]),
+            "judge_accuracy": None if accuracy is None else float(accuracy),
+            "theory": theory,
+            "readout": self.readout.summary(),
+            "generation": None if self.generation is None else self.generation.summary(),
+            "promotion": None if self.promotion is None else self.promotion.summary(),
+            "files": len(self.files),
+        }
 
 
-def split_rows(dataset: Any, n: int, n_probe: int, seed: int = 0) -> tuple[Any, Any]:
+def split_rows(
+    dataset: EmotionDataset, n: int, n_probe: int, seed: int = 0
+) -> tuple[EmotionDataset, EmotionDataset]:
     """Disjoint, stratified probe rows and steering rows.
 
     Raises:
@@ -103,7 +264,9 @@ def split_rows(dataset: Any, n: int, n_probe: int, seed: int = 0) -> tuple[Any, 
 
 
 def check_appraisal_names(
-    dataset: Any, combos: Sequence[AppraisalCombo], fixed: Sequence[str] | None = None
+    dataset: EmotionDataset,
+    combos: Sequence[AppraisalCombo],
+    fixed: Sequence[str] | None = None,
 ) -> None:
     """Fail early (before any model work) on appraisal names the dataset does not have.
 
@@ -120,7 +283,10 @@ def check_appraisal_names(
 
 
 def _direction_report(
-    appraisal: Any, site: str, vectors: dict[str, dict[int, np.ndarray]], layers: Sequence[int]
+    appraisal: AppraisalProbeResult,
+    site: str,
+    vectors: dict[str, dict[int, np.ndarray]],
+    layers: Sequence[int],
 ) -> dict[str, Any]:
     """Norms, probe-readout changes per unit step and R² for the swept vectors."""
     report: dict[str, Any] = {}
@@ -184,101 +350,31 @@ def _generations_jsonl(sweep: SweepOutcome, texts: Sequence[str]) -> str:
 
 
 def run_steering(
-    model: Any,
-    dataset: Any,
+    model: EmotionModel,
+    data: EmotionDataset,
     out: str | Path,
-    combos: Sequence[AppraisalCombo],
-    layers: Sequence[int],
-    betas: Sequence[float] = (-8.0, -4.0, 0.0, 4.0, 8.0),
+    settings: SteeringSettings | None = None,
     *,
-    gen_betas: Sequence[float] | None = None,
-    gen_layers: Sequence[int] | None = None,
-    gen_n: int | None = None,
-    gen_controls: int | None = None,
-    n: int = 60,
-    n_probe: int = 400,
-    site: str = "resid_post",
-    span: int = 1,
-    scale: Literal["none", "rms"] = "rms",
-    readout_positions: Literal["last", "all"] = "last",
-    gen_positions: Literal["last", "all"] = "all",
-    methods: Sequence[str] = ("unique",),
-    fixed: Sequence[str] | None = None,
-    n_controls: int = 10,
-    theory: bool = True,
-    theory_cell: tuple[int, float] | None = None,
-    theory_generation: bool = False,
-    generate: bool = True,
-    judge: Any | None = None,
-    judge_data_path: str | Path | None = None,
-    second_judge: Any | bool = True,
-    max_new_tokens: int = 24,
-    promote: Sequence[str] = (),
-    promote_betas: Sequence[float] = (1.0,),
-    promote_controls: int | None = None,
-    template: str = "emotion-list",
-    alpha: float | Sequence[float] = (1.0, 10.0, 100.0, 1e3, 1e4),
-    n_folds: int = 5,
-    store_dir: str | Path | None = None,
-    batch_size: int = 16,
-    n_boot: int = 1000,
-    formats: Sequence[str] = ("html",),
-    seed: int = 0,
     progress: bool = True,
     command: str | None = None,
+    judge: Any | None = None,
+    second_judge: Any | None = None,
 ) -> SteeringOutputs:
     """Fit appraisal probes, build steering vectors, sweep them and write the results.
 
     Args:
-        model: An :class:`~lens_emotion.models.EmotionModel`.
-        dataset: A crowd-enVENT-like :class:`~lens_emotion.data.EmotionDataset` with appraisals.
+        model: The model to steer.
+        data: A crowd-enVENT-like dataset with appraisal ratings.
         out: Output folder.
-        combos: Appraisal combos to steer (the CLI's ``--appraisal/--signs``).
-        layers: Centre layers.
-        betas: Readout betas (0 is the clean run).
-        gen_betas: Generation betas (default: ``betas``).
-        gen_layers: Centre layers for generation (default: ``layers``).
-        gen_n: Generate for a stratified subset of ``gen_n`` steered texts (default: all).
-        gen_controls: Random directions per generation cell (default: ``n_controls``).
-        n: Steered texts.
-        n_probe: Probe rows (disjoint from the steered ones).
-        site: Site of probes and hooks.
-        span: Window of layers hooked around each centre layer (odd).
-        scale: ``"rms"`` (beta in units of the residual's RMS at each position) or ``"none"``.
-        readout_positions: Where the readout sweep steers (``"last"``: last prompt token).
-        gen_positions: Where generation is steered (``"all"``: every position).
-        methods: ``"unique"`` (unique-effect vectors) and/or ``"raw"`` (unprojected sums).
-        fixed: Appraisals held fixed by unique vectors (default: all others).
-        n_controls: Random same-norm directions per layer and beta (the theory checks need
-            at least 2; 10 by default).
-        theory: Add the combos of :data:`lens_emotion.theory.THEORY_PREDICTIONS` to the
-            readout sweep and write the checks.
-        theory_cell: ``(layer, step)`` fixed before the run: each prediction's verdict is
-            decided at that layer and ``beta = sign * step`` alone, uncorrected. ``None``
-            (default): Holm's correction over every swept cell decides.
-        theory_generation: Generate for the theory combos too (slow on a CPU).
-        generate: Run outcome 2.
-        judge: An emotion judge; default :func:`lens_emotion.judge.load_judge` (crowd-enVENT).
-        judge_data_path: crowd-enVENT file the default judge trains on.
-        second_judge: A second judge of another kind for the generations (``.predict``);
-            ``True`` (default): :class:`lens_emotion.judge.ReadoutJudge`, the unsteered
-            model's own label readout of the masked reply under the inference template;
-            ``False``: none (no ``readout``/``kappa`` columns).
-        max_new_tokens: Tokens per continuation.
-        promote: Emotions for Tak et al.'s emotion promotion (readout outcome).
-        promote_betas: Multiples of ``w_e`` for promotion.
-        promote_controls: Random same-norm directions per promotion cell (default:
-            ``n_controls``).
-        template: Inference prompt (probes and readout).
-        alpha: Ridge penalty grid of the appraisal probes.
-        n_folds: CV folds of the probes.
-        store_dir: Activation store folder (default: the cache).
-        batch_size: Prompts per forward pass.
-        n_boot: Bootstrap resamples.
-        formats: Figure formats.
-        seed: Seed of splits, controls and bootstraps.
-        progress: Show progress bars.
+        settings: What to steer and how (default :class:`SteeringSettings`).
+        progress: Show progress bars and one line per finished step.
         command: Command line for the manifest.
+        judge: An emotion judge; default :func:`lens_emotion.judge.load_judge` (crowd-enVENT,
+            trained on ``settings.judge_data_path``).
+        second_judge: A second judge of another kind for the generations (``.predict``);
+            default (with ``settings.second_judge``): :class:`lens_emotion.judge.ReadoutJudge`,
+            the unsteered model's own label readout of the masked reply under the inference
+            template. Ignored when ``settings.second_judge`` is off.
 
     Returns:
         The :class:`SteeringOutputs`.
@@ -287,7 +383,6 @@ def run_steering(
         SteeringError: No appraisals in the dataset, bad sizes, unknown appraisals.
     """
     from lens_emotion.activations import extract_activations
-    from lens_emotion.viz import write_figure
     from lens_emotion.probing import probe_appraisals, probe_emotions
     from lens_emotion.prompts import build_prompts, get_template
     from lens_emotion.steering.figures import sankey_figure, stacked_bars_figure
@@ -299,37 +394,48 @@ def run_steering(
         summarize_checks,
         validate_theory_cell,
     )
+    from lens_emotion.viz.export import write_figure
 
+    s = SteeringSettings() if settings is None else settings
+    dataset = data
     if dataset.appraisals is None:
         raise SteeringError(
             f"dataset {dataset.name!r} has no appraisal ratings; steering needs crowd-enVENT "
             "(--dataset crowd-envent)."
         )
-    if not combos:
+    if not s.combos:
         raise SteeringError("no appraisal combo given; pass e.g. --appraisal pleasantness.")
+    combos = s.appraisal_combos()
+    fixed = None if s.fixed is None else list(s.fixed)
     check_appraisal_names(dataset, combos, fixed)
-    if theory:
-        if n_controls < 2 or (theory_generation and generate and (gen_controls or 2) < 2):
+    layers = [int(x) for x in s.layers] if s.layers else [model.n_layers // 2]
+    betas = [float(b) for b in s.betas]
+    gen_betas = betas if s.gen_betas is None else [float(b) for b in s.gen_betas]
+    gen_layers = layers if s.gen_layers is None else [int(x) for x in s.gen_layers]
+    n_controls = s.n_controls
+    gen_controls = n_controls if s.gen_controls is None else s.gen_controls
+    promote_controls = n_controls if s.promote_controls is None else s.promote_controls
+    theory_cell = s.theory_cell
+    if s.theory:
+        if n_controls < 2 or (s.theory_generation and s.generate and (s.gen_controls or 2) < 2):
             raise SteeringError(
                 "the theory checks need at least 2 random directions per cell (10 "
                 "recommended); raise --controls / --gen-controls or pass --no-theory."
             )
         theory_cell = validate_theory_cell(theory_cell, layers, betas)
-        if theory_cell is not None and theory_generation and generate:
-            validate_theory_cell(
-                theory_cell,
-                layers if gen_layers is None else gen_layers,
-                betas if gen_betas is None else gen_betas,
-            )
+        if theory_cell is not None and s.theory_generation and s.generate:
+            validate_theory_cell(theory_cell, gen_layers, gen_betas)
+    methods = list(s.methods)
     bad_methods = [m for m in methods if m not in ("unique", "raw")]
     if bad_methods or not methods:
-        raise SteeringError(f"methods must be 'unique' and/or 'raw', got {list(methods)}.")
+        raise SteeringError(f"methods must be 'unique' and/or 'raw', got {methods}.")
+    seed = s.seed
+    site, span = s.site, s.span
     seed_everything(seed)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    timings: dict[str, float] = {}
+    timer = StepTimer("steer", verbose=progress)
     started = time.perf_counter()
-    layers = [int(x) for x in layers]
     half = span // 2
     needed = sorted({x for c in layers for x in range(c - half, c + half + 1)})
     if needed[0] < 0 or needed[-1] >= model.n_layers:
@@ -337,45 +443,41 @@ def run_steering(
             f"layers {layers} with span {span} reach outside 0..{model.n_layers - 1}."
         )
 
-    probe_rows, steer_rows = split_rows(dataset, n, n_probe, seed)
-    tmpl = get_template(template)
+    probe_rows, steer_rows = split_rows(dataset, s.n, s.n_probe, seed)
+    tmpl = get_template(s.template)
     probe_prompts = build_prompts(
         model, probe_rows.texts, probe_rows.labels, probe_rows.label_names, tmpl
     )
-    t0 = time.perf_counter()
-    store = extract_activations(
-        model,
-        probe_prompts,
-        sites=[site],
-        layers=needed,
-        out_dir=store_dir,
-        dataset=probe_rows,
-        batch_size=batch_size,
-        seed=seed,
-        progress=progress,
-    )
-    timings["extraction_s"] = report_step("steer", "extraction", time.perf_counter() - t0, progress)
-    t0 = time.perf_counter()
-    folds = min(n_folds, max(2, len(probe_rows) // 5))
-    appraisal = probe_appraisals(
-        store,
-        probe_rows.appraisals,
-        probe_rows.appraisal_names,
-        sites=[site],
-        layers=needed,
-        alpha=alpha,
-        n_folds=folds,
-        seed=seed,
-        progress=progress,
-        num_threads=1,
-    )
-    timings["appraisal_probes_s"] = report_step(
-        "steer", "appraisal probes", time.perf_counter() - t0, progress
-    )
+    with timer.step("extraction"):
+        store = extract_activations(
+            model,
+            probe_prompts,
+            sites=[site],
+            layers=needed,
+            out_dir=s.store_dir,
+            dataset=probe_rows,
+            batch_size=s.batch_size,
+            seed=seed,
+            progress=progress,
+        )
+    folds = min(s.n_folds, max(2, len(probe_rows) // 5))
+    with timer.step("appraisal probes"):
+        appraisal = probe_appraisals(
+            store,
+            probe_rows.appraisals,
+            probe_rows.appraisal_names,
+            sites=[site],
+            layers=needed,
+            alpha=s.alpha,
+            n_folds=folds,
+            seed=seed,
+            progress=progress,
+            num_threads=1,
+        )
 
     user = list(dict.fromkeys(c.name for c in combos))
     all_combos = {c.name: c for c in combos}
-    if theory:
+    if s.theory:
         for name in required_combos(THEORY_PREDICTIONS):
             all_combos.setdefault(name, AppraisalCombo.parse(name))
     vectors: dict[str, dict[int, np.ndarray]] = {}
@@ -391,41 +493,40 @@ def run_steering(
     steer_prompts = build_prompts(
         model, steer_rows.texts, steer_rows.labels, steer_rows.label_names, tmpl
     )
-    t0 = time.perf_counter()
-    readout = readout_sweep(
-        model,
-        steer_prompts,
-        conditions,
-        site,
-        scale,
-        readout_positions,
-        batch_size,
-        ids=steer_rows.ids,
-        progress=progress,
-    )
-    timings["readout_sweep_s"] = report_step(
-        "steer", "readout sweep", time.perf_counter() - t0, progress
-    )
-    readout_table = readout.table(n_boot, seed)
+    with timer.step("readout sweep"):
+        readout = readout_sweep(
+            model,
+            steer_prompts,
+            conditions,
+            site,
+            s.scale,
+            s.readout_positions,
+            s.batch_size,
+            ids=steer_rows.ids,
+            progress=progress,
+            n_boot=s.n_boot,
+            boot_seed=seed,
+        )
+    readout_table = readout.table
 
     generation = None
     judge_info = None
-    if generate:
+    if s.generate:
         if judge is None:
             from lens_emotion.judge import load_judge
 
             judge = load_judge(
-                "crowd-envent", data_path=judge_data_path, seed=seed, progress=progress
+                "crowd-envent", data_path=s.judge_data_path, seed=seed, progress=progress
             )
         judge_info = judge.describe()
         readout_judge = None
-        if second_judge is True:
+        if s.second_judge and second_judge is None:
             from lens_emotion.judge import ReadoutJudge
 
             readout_judge = ReadoutJudge(
-                model, labels=tuple(judge.labels), template=tmpl, batch_size=batch_size
+                model, labels=tuple(judge.labels), template=tmpl, batch_size=s.batch_size
             )
-        elif second_judge is not False and second_judge is not None:
+        elif s.second_judge:
             readout_judge = second_judge
         if readout_judge is not None:
             describe = getattr(readout_judge, "describe", None)
@@ -433,88 +534,91 @@ def run_steering(
                 **judge_info,
                 "second_judge": describe() if callable(describe) else type(readout_judge).__name__,
             }
-        gen_names = list(all_combos) if theory_generation else user
+        gen_names = list(all_combos) if s.theory_generation else user
         gen_vectors = {k: vectors[k] for k in gen_names}
         gen_conditions = build_conditions(
             gen_vectors,
-            layers if gen_layers is None else [int(x) for x in gen_layers],
-            betas if gen_betas is None else gen_betas,
-            n_controls if gen_controls is None else gen_controls,
+            gen_layers,
+            gen_betas,
+            gen_controls,
             seed,
             span,
             {k: "unique" for k in gen_names},
         )
-        gen_rows = steer_rows if gen_n is None else steer_rows.sample(min(gen_n, n), seed=seed)
-        t0 = time.perf_counter()
-        generation = generation_sweep(
-            model,
-            gen_rows.texts,
-            gen_conditions,
-            judge,
-            site,
-            scale,
-            gen_positions,
-            max_new_tokens,
-            batch_size,
-            seed,
-            ids=gen_rows.ids,
-            progress=progress,
-            readout=readout_judge,
+        gen_rows = (
+            steer_rows if s.gen_n is None else steer_rows.sample(min(s.gen_n, s.n), seed=seed)
         )
-        timings["generation_sweep_s"] = report_step(
-            "steer", "generation sweep", time.perf_counter() - t0, progress
-        )
-    steering_table = generation.table(n_boot, seed) if generation is not None else readout_table
+        with timer.step("generation sweep"):
+            generation = generation_sweep(
+                model,
+                gen_rows.texts,
+                gen_conditions,
+                judge,
+                site,
+                s.scale,
+                s.gen_positions,
+                s.max_new_tokens,
+                s.batch_size,
+                seed,
+                ids=gen_rows.ids,
+                progress=progress,
+                readout=readout_judge,
+                n_boot=s.n_boot,
+                boot_seed=seed,
+            )
+    steering_table = generation.table if generation is not None else readout_table
 
     checks_parts: list[pd.DataFrame] = []
-    if theory:
+    if s.theory:
         for sweep in [readout] + ([generation] if generation is not None else []):
             for method in methods:
                 prefix = "" if method == "unique" else "raw:"
                 part = check_predictions(
-                    sweep, THEORY_PREDICTIONS, method, prefix, n_boot=max(n_boot, 1000), seed=seed
+                    sweep,
+                    THEORY_PREDICTIONS,
+                    method,
+                    prefix,
+                    n_boot=max(s.n_boot, 1000),
+                    seed=seed,
                 )
                 checks_parts.append(part)
     checks = pd.concat(checks_parts, ignore_index=True) if checks_parts else pd.DataFrame()
-    if theory:
+    if s.theory:
         checks = annotate_checks(checks, theory_cell=theory_cell)
-        summary = summarize_checks(checks)
+        theory_summary = summarize_checks(checks)
     else:
-        summary = pd.DataFrame()
+        theory_summary = pd.DataFrame()
 
     promotion = None
-    if promote:
-        t0 = time.perf_counter()
-        emotion = probe_emotions(
-            store,
-            probe_rows.labels,
-            label_names=probe_rows.label_names,
-            sites=[site],
-            layers=needed,
-            n_folds=min(folds, min(probe_rows.label_counts().values())),
-            seed=seed,
-            progress=progress,
-            num_threads=1,
-        )
-        promotion = emotion_promotion(
-            model,
-            steer_prompts,
-            emotion,
-            list(promote),
-            layers,
-            promote_betas,
-            site,
-            span,
-            n_controls if promote_controls is None else promote_controls,
-            seed,
-            readout_positions,
-            batch_size,
-            n_boot,
-            progress,
-        )
-        timings["promotion_s"] = report_step(
-            "steer", "promotion", time.perf_counter() - t0, progress
-        )
+    if s.promote:
+        with timer.step("promotion"):
+            emotion = probe_emotions(
+                store,
+                probe_rows.labels,
+                label_names=probe_rows.label_names,
+                sites=[site],
+                layers=needed,
+                n_folds=min(folds, min(probe_rows.label_counts().values())),
+                seed=seed,
+                progress=progress,
+                num_threads=1,
+            )
+            promotion = emotion_promotion(
+                model,
+                steer_prompts,
+                emotion,
+                list(s.promote),
+                layers,
+                list(s.promote_betas),
+                site,
+                span,
+                promote_controls,
+                seed,
+                s.readout_positions,
+                s.batch_size,
+                s.n_boot,
+                progress,
+            )
 
     files: dict[str, str] = {}
 
@@ -524,9 +628,9 @@ def run_steering(
 
     put("steering.csv", steering_table.to_csv(index=False))
     put("readout.csv", readout_table.to_csv(index=False))
-    if theory:
+    if s.theory:
         put("theory_checks.csv", checks.to_csv(index=False))
-        put("theory_summary.csv", summary.to_csv(index=False))
+        put("theory_summary.csv", theory_summary.to_csv(index=False))
     if generation is not None:
         put("generations.jsonl", _generations_jsonl(generation, gen_rows.texts))
     if promotion is not None:
@@ -535,7 +639,7 @@ def run_steering(
     write_json_atomic(out / "directions.json", directions)
     files["directions.json"] = "directions.json"
 
-    figures: dict[str, Any] = {}
+    figures: dict[str, go.Figure] = {}
     shown_gen_layers = [] if generation is None else generation.layers()
     for name in user:
         slug = name.replace("+", "plus_").replace("-", "minus_").replace(",", "__")
@@ -544,7 +648,7 @@ def run_steering(
                 readout_table, name, layer, "readout"
             )
             figures[f"readout_sankey_{slug}_L{layer}"] = sankey_figure(readout, name, layer)
-            if layer in shown_gen_layers:
+            if generation is not None and layer in shown_gen_layers:
                 figures[f"generation_bars_{slug}_L{layer}"] = stacked_bars_figure(
                     steering_table, name, layer, "generation"
                 )
@@ -552,36 +656,40 @@ def run_steering(
                     generation, name, layer
                 )
     for fig_name, fig in figures.items():
-        for path in write_figure(fig, out / "figures" / fig_name, formats=formats):
+        for path in write_figure(fig, out / "figures" / fig_name, formats=s.formats):
             files[f"figures/{path.name}"] = str(path.relative_to(out))
 
+    # the manifest keeps its historical timing keys (extraction_s, ..., total_s)
+    timings = {f"{k.replace(' ', '_')}_s": v for k, v in timer.timings.items()}
     timings["total_s"] = report_step("steer", "total", time.perf_counter() - started, progress)
-    manifest = run_manifest(
+    write_manifest(
+        out,
         seed=seed,
         model=model,
         dataset=dataset,
         template=tmpl,
+        settings=s,
         command=command,
         extra={
             "analysis": "steering",
             "combos": user,
-            "theory_combos": list(all_combos) if theory else [],
-            "methods": list(methods),
-            "fixed": list(fixed) if fixed is not None else "all other appraisals",
+            "theory_combos": list(all_combos) if s.theory else [],
+            "methods": methods,
+            "fixed": fixed if fixed is not None else "all other appraisals",
             "layers": layers,
             "span": span,
             "site": site,
-            "scale": scale,
-            "betas": [float(b) for b in betas],
-            "gen_betas": [float(b) for b in (betas if gen_betas is None else gen_betas)],
-            "gen_layers": [int(x) for x in (layers if gen_layers is None else gen_layers)],
-            "gen_n": len(steer_rows) if gen_n is None else min(gen_n, n),
-            "gen_controls": n_controls if gen_controls is None else gen_controls,
-            "readout_positions": readout_positions,
-            "gen_positions": gen_positions,
+            "scale": s.scale,
+            "betas": betas,
+            "gen_betas": gen_betas,
+            "gen_layers": gen_layers,
+            "gen_n": len(steer_rows) if s.gen_n is None else min(s.gen_n, s.n),
+            "gen_controls": gen_controls,
+            "readout_positions": s.readout_positions,
+            "gen_positions": s.gen_positions,
             "n_controls": n_controls,
             "theory_rule": None
-            if not theory
+            if not s.theory
             else (
                 "Holm over each prediction's cells"
                 if theory_cell is None
@@ -593,17 +701,16 @@ def run_steering(
             "steered_ids": list(steer_rows.ids),
             "probe_data_sha256": probe_rows.fingerprint(),
             "steered_data_sha256": steer_rows.fingerprint(),
-            "max_new_tokens": max_new_tokens,
-            "generation": "greedy" if generate else None,
+            "max_new_tokens": s.max_new_tokens,
+            "generation": "greedy" if s.generate else None,
             "judge": judge_info,
-            "promote": list(promote),
-            "promote_controls": n_controls if promote_controls is None else promote_controls,
+            "promote": list(s.promote),
+            "promote_controls": promote_controls,
             "activation_store": str(store.root),
-            "n_boot": n_boot,
+            "n_boot": s.n_boot,
             "timings_s": timings,
         },
     )
-    write_json_atomic(out / "manifest.json", manifest)
     files["manifest.json"] = "manifest.json"
     return SteeringOutputs(
         readout=readout,
@@ -611,10 +718,11 @@ def run_steering(
         steering_table=steering_table,
         readout_table=readout_table,
         checks=checks,
-        summary=summary,
+        theory_summary=theory_summary,
         promotion=promotion,
         judge=judge_info,
         directions=directions,
         files=files,
         figures=figures,
+        settings=s,
     )

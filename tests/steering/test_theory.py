@@ -2,8 +2,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from lens_emotion.steering import SteeringCondition, SteeringError, SweepOutcome
-from lens_emotion.theory import (
+from lens_emotion.steering.sweeps import SteeringCondition, SweepOutcome
+from lens_emotion.steering.theory import (
     THEORY_ALPHA,
     THEORY_CHECK_COLUMNS,
     THEORY_CHECK_FILE_COLUMNS,
@@ -17,6 +17,7 @@ from lens_emotion.theory import (
     summarize_checks,
     validate_theory_cell,
 )
+from lens_emotion.steering.vectors import SteeringError
 
 LABELS = ("anger", "guilt", "joy", "pride", "sadness", "shame")
 

@@ -6,14 +6,15 @@ import pytest
 
 from lens_emotion.cli import main
 from lens_emotion.data import CROWD_ENVENT_EMOTIONS
-from lens_emotion.steering import (
-    GENERATION_COLUMNS,
-    STEERING_COLUMNS,
-    AppraisalCombo,
-    SteeringError,
+from lens_emotion.steering.sweeps import GENERATION_COLUMNS, STEERING_COLUMNS
+from lens_emotion.steering.theory import THEORY_CHECK_FILE_COLUMNS, THEORY_SUMMARY_COLUMNS
+from lens_emotion.steering.vectors import AppraisalCombo, SteeringError
+from lens_emotion.steering.workflow import (
+    SteeringOutputs,
+    SteeringSettings,
+    run_steering,
+    split_rows,
 )
-from lens_emotion.steering_workflow import run_steering, split_rows
-from lens_emotion.theory import THEORY_CHECK_FILE_COLUMNS, THEORY_SUMMARY_COLUMNS
 
 
 class _LengthJudge:
@@ -43,22 +44,20 @@ def test_split_rows_are_disjoint_stratified_and_checked(sample_dataset):
 
 def test_tiny_run_writes_every_output(tiny_llama, sample_dataset, tmp_path):
     out = tmp_path / "run"
-    outputs = run_steering(
-        tiny_llama,
-        sample_dataset,
-        out,
-        [AppraisalCombo.parse("pleasantness,other_responsblt", "+,+")],
-        [1],
-        [-4, 0, 4],
+    settings = SteeringSettings(
+        combos=("+pleasantness,+other_responsblt",),
+        layers=(1,),
+        betas=(-4.0, 0.0, 4.0),
         n=10,
         n_probe=40,
         n_controls=2,
         methods=("unique", "raw"),
-        judge=_LengthJudge(),
         max_new_tokens=3,
         n_boot=50,
         store_dir=tmp_path / "store",
-        progress=False,
+    )
+    outputs = run_steering(
+        tiny_llama, sample_dataset, out, settings, judge=_LengthJudge(), progress=False
     )
     for name in (
         "steering.csv",
@@ -107,54 +106,103 @@ def test_tiny_run_writes_every_output(tiny_llama, sample_dataset, tmp_path):
     directions = json.loads((out / "directions.json").read_text())
     change = directions["+pleasantness,+other_responsblt"]["1"]["readout_change_per_unit_step"]
     assert set(list(change)[:2]) == {"pleasantness", "other_responsblt"}
+    # the settings are in the manifest; the outputs' tables are the written files
+    assert manifest["settings"]["combos"] == ["+pleasantness,+other_responsblt"]
+    assert manifest["settings"]["n_controls"] == 2 and manifest["settings"]["n_boot"] == 50
+    assert {"extraction_s", "appraisal_probes_s", "readout_sweep_s", "total_s"} <= set(
+        manifest["timings_s"]
+    )
+    pd.testing.assert_frame_equal(outputs.generation.table, outputs.steering_table)
+    pd.testing.assert_frame_equal(
+        pd.read_csv(out / "readout.csv"), outputs.readout_table, check_dtype=False
+    )
+    summary = outputs.summary()
+    json.dumps(summary)  # JSON-ready
+    assert summary["combos"] == ["+pleasantness,+other_responsblt"]
+    assert summary["n_steered"] == 10 and summary["files"] == len(outputs.files)
+    assert {t["prediction"] for t in summary["theory"]} == set(outputs.theory_summary["prediction"])
+    assert summary["generation"]["outcome"] == "generation"
+
+
+def test_settings_normalise_lists_and_keep_the_cli_defaults():
+    settings = SteeringSettings(
+        combos=[AppraisalCombo.parse("pleasantness,other_responsblt", "+,-")], layers=[3]
+    )
+    assert settings.combos == ("+pleasantness,-other_responsblt",)
+    assert settings.layers == (3,)
+    assert [c.name for c in settings.appraisal_combos()] == ["+pleasantness,-other_responsblt"]
+    defaults = SteeringSettings()
+    assert defaults.betas == (-8.0, -4.0, 0.0, 4.0, 8.0) and defaults.formats == ("html",)
+    assert defaults.n == 60 and defaults.n_probe == 400 and defaults.n_controls == 10
+    assert defaults.scale == "rms" and defaults.gen_positions == "all"
+    assert "summary" not in {f for f in SteeringOutputs.__dataclass_fields__}
+
+
+def test_default_layer_is_the_middle_one(tiny_llama, sample_dataset, tmp_path):
+    settings = SteeringSettings(
+        betas=(-4.0, 0.0, 4.0),
+        n=6,
+        n_probe=30,
+        n_controls=2,
+        n_boot=20,
+        theory=False,
+        generate=False,
+        store_dir=tmp_path / "store",
+    )
+    outputs = run_steering(tiny_llama, sample_dataset, tmp_path / "mid", settings, progress=False)
+    assert outputs.readout.layers() == [tiny_llama.n_layers // 2]
+    assert set(outputs.readout_table["appraisal_combo"]) == {"+pleasantness"}
+    assert outputs.theory_summary.empty and outputs.generation is None
 
 
 def test_bad_requests_fail_before_model_work(tiny_llama, sample_dataset, tmp_path):
     with pytest.raises(SteeringError, match="unknown appraisal"):
-        run_steering(tiny_llama, sample_dataset, tmp_path, [AppraisalCombo.parse("joyness")], [1])
+        run_steering(
+            tiny_llama,
+            sample_dataset,
+            tmp_path,
+            SteeringSettings(combos=("joyness",), layers=(1,)),
+        )
     with pytest.raises(SteeringError, match="reach outside"):
-        run_steering(tiny_llama, sample_dataset, tmp_path, [AppraisalCombo.parse("effort")], [5])
+        run_steering(
+            tiny_llama,
+            sample_dataset,
+            tmp_path,
+            SteeringSettings(combos=("effort",), layers=(5,)),
+        )
     with pytest.raises(SteeringError, match="not in the swept grid"):
         run_steering(
             tiny_llama,
             sample_dataset,
             tmp_path,
-            [AppraisalCombo.parse("effort")],
-            [1],
-            [-4, 0, 4],
-            theory_cell=(1, 8),
+            SteeringSettings(
+                combos=("effort",), layers=(1,), betas=(-4.0, 0.0, 4.0), theory_cell=(1, 8.0)
+            ),
         )
     with pytest.raises(SteeringError, match="at least 2 random directions"):
         run_steering(
             tiny_llama,
             sample_dataset,
             tmp_path,
-            [AppraisalCombo.parse("effort")],
-            [1],
-            n_controls=1,
+            SteeringSettings(combos=("effort",), layers=(1,), n_controls=1),
         )
     with pytest.raises(SteeringError, match="methods"):
         run_steering(
             tiny_llama,
             sample_dataset,
             tmp_path,
-            [AppraisalCombo.parse("effort")],
-            [1],
-            methods=("sideways",),
+            SteeringSettings(combos=("effort",), layers=(1,), methods=("sideways",)),
         )
 
 
 @pytest.mark.integration
 def test_smollm2_run_with_real_rows_and_the_real_judge(smollm2, crowd_envent, tmp_path):
     out = tmp_path / "steer"
-    outputs = run_steering(
-        smollm2,
-        crowd_envent,
-        out,
-        [AppraisalCombo.parse("pleasantness", "+")],
-        [12],
-        [-8, 0, 8],
-        gen_betas=[-4, 0, 4],
+    settings = SteeringSettings(
+        combos=(AppraisalCombo.parse("pleasantness", "+").name,),
+        layers=(12,),
+        betas=(-8.0, 0.0, 8.0),
+        gen_betas=(-4.0, 0.0, 4.0),
         n=6,
         n_probe=30,
         max_new_tokens=6,
@@ -162,8 +210,8 @@ def test_smollm2_run_with_real_rows_and_the_real_judge(smollm2, crowd_envent, tm
         n_boot=200,
         store_dir=tmp_path / "store",
         seed=1,
-        progress=False,
     )
+    outputs = run_steering(smollm2, crowd_envent, out, settings, progress=False)
     steering = pd.read_csv(out / "steering.csv")
     assert tuple(steering.columns) == GENERATION_COLUMNS
     assert set(steering["beta"]) == {-4.0, 0.0, 4.0}
@@ -231,6 +279,7 @@ def test_cli_steer_readout_only_on_a_tiny_model(tiny_llama_dir, tmp_path):
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["judge"] is None and manifest["generation"] is None
     assert manifest["command"].startswith("lens-emotion")
+    assert manifest["settings"]["layers"] == [0, 1] and manifest["settings"]["seed"] == 2
     assert not (out / "generations.jsonl").exists()
 
 
