@@ -139,29 +139,21 @@ def _attribution(model: Any, data: _Data, options: dict[str, Any], out: Path, se
 
 
 def _attention(model: Any, data: _Data, options: dict[str, Any], out: Path, seed: int) -> dict:
-    from lens_emotion.attention import attention_mass
+    from lens_emotion.attention.workflow import AttentionSettings, run_attention
 
     options = dict(options)
-    rows = int(options.pop("rows", 48))
-    template = options.pop("template", "emotion-list")
-    dataset = data.crowd_envent()
-    subset = dataset.sample(min(rows, len(dataset)), seed=seed)
-    result = attention_mass(model, subset, template, seed=seed, **options)
-    result.save(out)
-    return {
-        "mass": result.figure(),
-        "emotion_heatmap": result.heatmap(group="emotion"),
-    }
+    progress = bool(options.pop("progress", True))
+    settings = AttentionSettings(**{**options, "seed": seed})
+    result = run_attention(model, data.crowd_envent(), out, settings, progress=progress)
+    return dict(result.figures)
 
 
 def _steering(model: Any, data: _Data, options: dict[str, Any], out: Path, seed: int) -> dict:
-    from lens_emotion.steering import AppraisalCombo
-    from lens_emotion.steering_workflow import run_steering
+    from lens_emotion.steering.workflow import SteeringSettings, run_steering
 
-    options = dict(options)
-    combos = [AppraisalCombo.parse(spec) for spec in options.pop("combos", ["+pleasantness"])]
-    layers = options.pop("layers", [model.n_layers // 2])
-    result = run_steering(model, data.crowd_envent(), out, combos, layers, seed=seed, **options)
+    fields = {k: tuple(v) if isinstance(v, list) else v for k, v in options.items()}
+    settings = SteeringSettings(**{**fields, "seed": seed})
+    result = run_steering(model, data.crowd_envent(), out, settings)
     return dict(result.figures)
 
 
