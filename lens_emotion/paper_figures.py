@@ -124,9 +124,13 @@ def _probing(model: Any, data: _Data, options: dict[str, Any], out: Path, seed: 
 
 
 def _patching(model: Any, data: _Data, options: dict[str, Any], out: Path, seed: int) -> dict:
-    from lens_emotion.patching_workflow import run_patching
+    from lens_emotion.patching import PatchingSettings, run_patching
 
-    result = run_patching(model, data.crowd_envent(), out, seed=seed, **options)
+    options = dict(options)
+    progress = bool(options.pop("progress", True))
+    # The config's own `formats` governs the figures written here; the run folder keeps HTML.
+    settings = PatchingSettings(**{"formats": ("html",), **options, "seed": seed})
+    result = run_patching(model, data.crowd_envent(), out, settings, progress=progress)
     return dict(result.figures)
 
 

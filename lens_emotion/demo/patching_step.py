@@ -23,20 +23,24 @@ def patching_step(
 
     ``scores`` holds the inference step's uncalibrated results, reused to draw the pairs.
     """
-    from lens_emotion.patching_workflow import run_patching
+    from lens_emotion.patching import PatchingSettings, run_patching
 
     folder = out / "patching"
-    outputs = run_patching(
-        model,
-        dataset,
-        folder,
+    settings = PatchingSettings(
         n_pairs=config.patch_pairs,
         span=config.patch_span,
         seed=seed,
         heads=config.patch_heads,
         ablations=True,
         control=True,
+        formats=("html",),  # the report embeds the figures; no static copies
         batch_size=config.batch_size,
+    )
+    outputs = run_patching(
+        model,
+        dataset,
+        folder,
+        settings,
         progress=progress,
         inference=scores.get("emotion-list"),
         control_inference=scores.get("control-first-word"),

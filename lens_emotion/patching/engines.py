@@ -1,10 +1,10 @@
 """Three ways to run the same last-position interventions, with identical results.
 
-Every engine takes target prompts, a list of :class:`~lens_emotion.patching_fast.Variant`
+Every engine takes target prompts, a list of :class:`~lens_emotion.patching.fast.Variant`
 interventions and a value provider, and returns the label logits of every (prompt, variant)
 plus the clean label logits:
 
-* ``"fast"`` - :class:`~lens_emotion.patching_fast.LastTokenLlama`: one clean run per batch
+* ``"fast"`` - :class:`~lens_emotion.patching.fast.LastTokenLlama`: one clean run per batch
   of targets with cached keys/values, then only the last position is recomputed, from each
   variant's first patched layer on, for all variants of all prompts of the batch at once.
   Llama-family models only; verified against ``"bridge"`` before first use.
@@ -21,7 +21,7 @@ one clean run per source prompt, never re-run per patch).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -30,14 +30,26 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from lens_emotion.batching import length_batches
-from lens_emotion.pairs import PatchingError
-from lens_emotion.patching_fast import (
+from lens_emotion.patching.fast import (
     PATCH_SITES,
     LastTokenLlama,
     Provider,
     Variant,
     fast_path_supported,
 )
+from lens_emotion.patching.pairs import PatchingError
+
+if TYPE_CHECKING:
+    from lens_emotion.models import EmotionModel
+
+__all__ = [
+    "ACT_SITES",
+    "METHODS",
+    "clean_activations",
+    "fast_path_matches",
+    "resolve_method",
+    "run_variants",
+]
 
 METHODS: tuple[str, ...] = ("auto", "fast", "bridge", "reference")
 """Accepted ``method=`` values."""
@@ -46,7 +58,7 @@ ACT_SITES: tuple[str, ...] = ("attn_out", "mlp_out", "resid_post", "z")
 """Last-position activations cached by :func:`clean_activations`."""
 
 
-def _fast_engine(model: Any) -> LastTokenLlama:
+def _fast_engine(model: EmotionModel) -> LastTokenLlama:
     engine = getattr(model, "_last_token_engine", None)
     if engine is None:
         engine = LastTokenLlama(model)
@@ -54,7 +66,7 @@ def _fast_engine(model: Any) -> LastTokenLlama:
     return engine
 
 
-def _bridge_forward(model: Any, input_ids: Tensor, mask: Tensor, hooks: list) -> Tensor:
+def _bridge_forward(model: EmotionModel, input_ids: Tensor, mask: Tensor, hooks: list) -> Tensor:
     """Last-position logits of a (hooked) bridge forward pass."""
     try:
         logits = model.bridge.run_with_hooks(
@@ -70,7 +82,7 @@ def _bridge_forward(model: Any, input_ids: Tensor, mask: Tensor, hooks: list) ->
 
 @torch.inference_mode()
 def clean_activations(
-    model: Any,
+    model: EmotionModel,
     token_lists: Sequence[Sequence[int]],
     label_ids: Sequence[int],
     method: str,
@@ -117,7 +129,7 @@ def clean_activations(
 
 
 def _bridge_clean(
-    model: Any, input_ids: Tensor, mask: Tensor, labels: Tensor
+    model: EmotionModel, input_ids: Tensor, mask: Tensor, labels: Tensor
 ) -> tuple[dict[str, Tensor], Tensor]:
     captured: dict[tuple[str, int], Tensor] = {}
     hooks = []
@@ -140,7 +152,7 @@ def _bridge_clean(
 # --------------------------------------------------------------------------- choosing
 
 
-def fast_path_matches(model: Any, atol: float = 1e-3) -> bool:
+def fast_path_matches(model: EmotionModel, atol: float = 1e-3) -> bool:
     """Check once per model that the fast path reproduces the bridge's full-sequence patch.
 
     Two short prompts, each patched with the other's activations at every site (a window for
@@ -180,7 +192,7 @@ def fast_path_matches(model: Any, atol: float = 1e-3) -> bool:
     return verdict
 
 
-def resolve_method(model: Any, method: str) -> str:
+def resolve_method(model: EmotionModel, method: str) -> str:
     """Pick the engine: ``"auto"`` prefers a verified fast path, else the batched bridge.
 
     Raises:
@@ -202,7 +214,7 @@ def resolve_method(model: Any, method: str) -> str:
 
 
 def run_variants(
-    model: Any,
+    model: EmotionModel,
     target_tokens: Sequence[Sequence[int]],
     variants: Sequence[Variant],
     provider: Provider,
@@ -218,7 +230,7 @@ def run_variants(
         model: An :class:`~lens_emotion.models.EmotionModel`.
         target_tokens: Unpadded target prompts (row ``i`` is passed to ``provider`` as ``i``).
         variants: The interventions.
-        provider: Values to write (see :data:`~lens_emotion.patching_fast.Provider`).
+        provider: Values to write (see :data:`~lens_emotion.patching.fast.Provider`).
         label_ids: Label token ids.
         method: ``"fast"``, ``"bridge"`` or ``"reference"`` (resolve ``"auto"`` first).
         max_rows: Fast path: at most this many (prompt, variant) rows per batch.
@@ -287,7 +299,7 @@ def _target_batches(
 
 @torch.inference_mode()
 def _run_fast(
-    model: Any,
+    model: EmotionModel,
     target_tokens: Sequence[Sequence[int]],
     variants: Sequence[Variant],
     provider: Provider,
@@ -312,7 +324,7 @@ def _run_fast(
 
 
 def _hook_plan(
-    model: Any,
+    model: EmotionModel,
     variants: Sequence[Variant],
     provider: Provider,
     targets: np.ndarray,
@@ -353,7 +365,7 @@ def _hook_plan(
 
 @torch.inference_mode()
 def _run_bridge(
-    model: Any,
+    model: EmotionModel,
     target_tokens: Sequence[Sequence[int]],
     variants: Sequence[Variant],
     provider: Provider,
@@ -381,7 +393,7 @@ def _run_bridge(
 
 @torch.inference_mode()
 def _run_reference(
-    model: Any,
+    model: EmotionModel,
     target_tokens: Sequence[Sequence[int]],
     variants: Sequence[Variant],
     provider: Provider,

@@ -32,12 +32,25 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
 from jaxtyping import Float
 from torch import Tensor
+
+if TYPE_CHECKING:
+    from lens_emotion.models import EmotionModel
+
+__all__ = [
+    "FAST_ARCHITECTURES",
+    "PATCH_SITES",
+    "CleanRun",
+    "LastTokenLlama",
+    "Provider",
+    "Variant",
+    "fast_path_supported",
+]
 
 FAST_ARCHITECTURES = frozenset({"LlamaForCausalLM", "Qwen2ForCausalLM"})
 """Architectures whose decoder block :class:`LastTokenLlama` re-implements."""
@@ -126,7 +139,7 @@ def _rope(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
     return x * cos + _rotate_half(x) * sin
 
 
-def fast_path_supported(model: Any) -> bool:
+def fast_path_supported(model: EmotionModel) -> bool:
     """Whether the model's architecture is one :class:`LastTokenLlama` re-implements."""
     try:
         with open(model.path / "config.json") as handle:
@@ -145,7 +158,7 @@ class LastTokenLlama:
         model: An :class:`~lens_emotion.models.EmotionModel` of a supported architecture.
     """
 
-    def __init__(self, model: Any) -> None:
+    def __init__(self, model: EmotionModel) -> None:
         hf = model.plain_model
         self.model = model
         self.blocks = hf.model.layers

@@ -1,4 +1,7 @@
-"""Figures of activation patching: transfer curves, head heatmap, ablations, control task."""
+"""Figures of activation patching: transfer curves, head heatmap, ablations, control task.
+
+Pure: a result's table (or effect map) in, a :class:`plotly.graph_objects.Figure` out.
+"""
 
 from __future__ import annotations
 
@@ -10,7 +13,15 @@ import plotly.graph_objects as go
 from jaxtyping import Float
 from plotly.subplots import make_subplots
 
-from lens_emotion.viz import apply_style
+from lens_emotion.viz.style import apply_style, ci_band
+
+__all__ = [
+    "SITE_COLORS",
+    "SITE_LABELS",
+    "ablation_figure",
+    "head_heatmap",
+    "transfer_figure",
+]
 
 SITE_COLORS: dict[str, str] = {
     "attn_out": "#1f77b4",
@@ -24,20 +35,7 @@ SITE_LABELS: dict[str, str] = {
     "mlp_out": "FFN (mlp_out)",
     "resid_post": "hidden state (resid_post)",
 }
-
-
-def _band(x: np.ndarray, low: np.ndarray, high: np.ndarray, color: str, name: str) -> go.Scatter:
-    rgb = tuple(int(color[i : i + 2], 16) for i in (1, 3, 5))
-    return go.Scatter(
-        x=np.concatenate([x, x[::-1]]),
-        y=np.concatenate([high, low[::-1]]),
-        fill="toself",
-        fillcolor=f"rgba({rgb[0]},{rgb[1]},{rgb[2]},0.15)",
-        line={"width": 0},
-        hoverinfo="skip",
-        showlegend=False,
-        legendgroup=name,
-    )
+"""Legend name of each patched site."""
 
 
 def transfer_figure(
@@ -62,7 +60,7 @@ def transfer_figure(
             name = SITE_LABELS.get(site, site) + suffix
             x = rows.center_layer.to_numpy()
             fig.add_trace(
-                _band(
+                ci_band(
                     x,
                     rows.transfer_ci_low.to_numpy(),
                     rows.transfer_ci_high.to_numpy(),
@@ -141,7 +139,9 @@ def ablation_figure(table: pd.DataFrame, title: str = "Ablation: prediction kept
             color = SITE_COLORS.get(site, "#444444")
             name = SITE_LABELS.get(site, site)
             x = rows.center_layer.to_numpy()
-            band = _band(x, rows.kept_ci_low.to_numpy(), rows.kept_ci_high.to_numpy(), color, name)
+            band = ci_band(
+                x, rows.kept_ci_low.to_numpy(), rows.kept_ci_high.to_numpy(), color, name
+            )
             fig.add_trace(band, row=1, col=col)
             fig.add_trace(
                 go.Scatter(

@@ -35,7 +35,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -43,6 +43,13 @@ from jaxtyping import Float, Int
 
 from lens_emotion.errors import LensEmotionError
 from lens_emotion.prompts import LabelTokens, PromptTemplate, build_prompts, get_template
+
+if TYPE_CHECKING:
+    from lens_emotion.data import EmotionDataset
+    from lens_emotion.inference import InferenceResult
+    from lens_emotion.models import EmotionModel
+
+__all__ = ["PatchPairs", "PatchingError", "draw_pairs"]
 
 _ENUMERATE_LIMIT = 1500
 """Up to this many eligible rows, all ordered pairs are listed and shuffled."""
@@ -248,14 +255,14 @@ def _draw_order(
 
 
 def draw_pairs(
-    model: Any,
-    dataset: Any,
+    model: EmotionModel,
+    dataset: EmotionDataset,
     n_pairs: int = 200,
     seed: int = 0,
     template: str | PromptTemplate = "emotion-list",
     agreeing_only: bool = True,
     calibrate: bool | str | None = "auto",
-    inference: Any | None = None,
+    inference: InferenceResult | None = None,
     batch_size: int = 16,
     progress: bool = True,
 ) -> PatchPairs:

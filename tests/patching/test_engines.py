@@ -4,14 +4,14 @@ import numpy as np
 import pytest
 import torch
 
-from lens_emotion.pairs import PatchingError
-from lens_emotion.patching_engines import (
+from lens_emotion.patching.engines import (
     clean_activations,
     fast_path_matches,
     resolve_method,
     run_variants,
 )
-from lens_emotion.patching_fast import Variant
+from lens_emotion.patching.fast import Variant
+from lens_emotion.patching.pairs import PatchingError
 
 
 def _tokens(model, sample_dataset, n=4):

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from lens_emotion.patching_fast import LastTokenLlama, Variant, fast_path_supported
+from lens_emotion.patching.fast import LastTokenLlama, Variant, fast_path_supported
 
 
 @pytest.fixture(scope="module")

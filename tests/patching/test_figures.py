@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from lens_emotion.patching import ablate_sites, draw_pairs, patch_heads, patch_sites
-from lens_emotion.patching_plots import ablation_figure, head_heatmap, transfer_figure
+from lens_emotion.patching.figures import ablation_figure, head_heatmap, transfer_figure
 
 
 @pytest.fixture(scope="module")

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from lens_emotion.inference import infer_emotions
-from lens_emotion.pairs import PatchingError, PatchPairs, draw_pairs
+from lens_emotion.patching.pairs import PatchingError, PatchPairs, draw_pairs
 
 
 @pytest.fixture(scope="module")

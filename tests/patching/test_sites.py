@@ -23,7 +23,7 @@ from lens_emotion.patching import (
     patch_sites,
     windows,
 )
-from lens_emotion.patching_engines import clean_activations
+from lens_emotion.patching.engines import clean_activations
 
 # --------------------------------------------------------------------------- no model
 
