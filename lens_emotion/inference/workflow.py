@@ -16,6 +16,7 @@ the template), and writes to the output folder:
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -71,15 +72,15 @@ class InferenceSettings:
     batch_size: int = 16
     engine: str = "plain"
     compare_calibrations: bool = True
-    label_names: tuple[str, ...] = ()
+    label_names: Sequence[str] = ()
     seed: int = 0
-    formats: tuple[str, ...] = ("html",)
+    formats: Sequence[str] = ("html",)
 
     def __post_init__(self) -> None:
         from lens_emotion.prompts import get_template
         from lens_emotion.viz.export import STATIC_FORMATS
 
-        # TOML arrays arrive as lists: keep the fields hashable tuples
+        # TOML arrays arrive as lists: store tuples (hashable, as the defaults)
         object.__setattr__(self, "label_names", tuple(self.label_names or ()))
         object.__setattr__(self, "formats", tuple(self.formats))
         get_template(self.template)  # TemplateError naming the known templates
