@@ -48,11 +48,12 @@ class AttributionSettings:
         calibrate: Calibration of the clean predictions (see ``draw_pairs``; ``"auto"``: the
             template's best method).
         sites: AtP sites (from :data:`~lens_emotion.attribution.atp.ATP_SITES`); the comparison
-            covers those real patching has.
+            covers those real patching has. Any sequence; kept as a tuple.
         heads: Score (and compare) every query head too.
         compare: Also run real span-1 patching (``patch_sites``/``patch_heads``) and correlate.
         method: Engine of the real patching (see ``patch_sites``).
         formats: Figure formats; static ones fall back to HTML when kaleido/Chromium is missing.
+            Any sequence; kept as a tuple.
         batch_size: Pairs per AtP forward/backward pass.
 
     Raises:
@@ -65,11 +66,11 @@ class AttributionSettings:
     template: str = "emotion-list"
     agreeing_only: bool = True
     calibrate: bool | str | None = "auto"
-    sites: tuple[str, ...] = ATP_SITES
+    sites: Sequence[str] = ATP_SITES
     heads: bool = True
     compare: bool = True
     method: str = "auto"
-    formats: tuple[str, ...] = ("html",)
+    formats: Sequence[str] = ("html",)
     batch_size: int = 8
 
     def __post_init__(self) -> None:

@@ -58,7 +58,6 @@ def run(args: argparse.Namespace) -> int:
 
     kwargs = pairs_run_kwargs(args)
     progress, command = kwargs.pop("progress"), kwargs.pop("command")
-    kwargs["sites"], kwargs["formats"] = tuple(kwargs["sites"]), tuple(kwargs["formats"])
     settings = AttributionSettings(compare=not args.no_compare, **kwargs)
     dataset = load_data_from_args(args)
     model = load_model_from_args(args)

@@ -1,5 +1,5 @@
-"""Attribution patching: gradients vs finite differences, exact linear identities, GQA heads,
-TransformerLens's own node attribution, the comparison with real patching, and bad input."""
+"""Attribution patching estimates: gradients vs finite differences, exact linear identities,
+GQA heads, TransformerLens's own node attribution, the result protocol, and bad input."""
 
 from __future__ import annotations
 
@@ -16,72 +16,17 @@ from lens_emotion.attribution import (
     AttributionError,
     attribute,
     attribution_patch,
-    compare_with_patching,
     interpolation_patch,
     patching_cost,
 )
 from lens_emotion.errors import LensEmotionError
-from lens_emotion.prompts import build_prompts
+from lens_emotion.results import AnalysisResult
 
-
-def _pairs_from_rows(model, dataset, n_pairs, template="emotion-list", equal_length=False):
-    """Source/target prompts from real rows with different human labels (metric: human labels).
-
-    The shortest prompts are used (speed). With ``equal_length`` every pair's two prompts have
-    the same number of tokens (what TransformerLens's ``attribution_patch`` requires).
-    """
-    prompts = build_prompts(model, dataset.texts, dataset.labels, dataset.label_names, template)
-    token_ids = prompts.label_tokens.token_ids
-    order = np.argsort([len(t) for t in prompts.token_ids], kind="stable")
-    used: set[int] = set()
-    pairs = []
-    for a in order:
-        for b in order:
-            if len(pairs) == n_pairs:
-                break
-            if a == b or a in used or b in used:
-                continue
-            if prompts.targets[a] == prompts.targets[b]:
-                continue
-            if equal_length and len(prompts.token_ids[a]) != len(prompts.token_ids[b]):
-                continue
-            pairs.append((int(a), int(b)))
-            used.update((int(a), int(b)))
-    assert len(pairs) == n_pairs, "not enough rows to form the pairs"
-    return {
-        "source_tokens": [prompts.token_ids[a] for a, _ in pairs],
-        "target_tokens": [prompts.token_ids[b] for _, b in pairs],
-        "source_label_ids": [token_ids[prompts.targets[a]] for a, _ in pairs],
-        "target_label_ids": [token_ids[prompts.targets[b]] for _, b in pairs],
-    }
-
-
-def _component(result, site, layer, head=None):
-    if site == HEAD_SITE:
-        return result.head_effects[:, result.layers.index(layer), head]
-    return result.site(site)[:, result.layers.index(layer)]
-
-
-def _central_difference(model, pairs, site, layer, head=None, h=1e-2):
-    minus, plus = interpolation_patch(
-        model, **pairs, site=site, layer=layer, head=head, alphas=(-h, h)
-    )
-    return (plus - minus) / (2 * h)
-
+from .conftest import central_difference, component, pairs_from_rows
 
 # ---------------------------------------------------------------------------------------------
 # Tiny models: plumbing
 # ---------------------------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def tiny_pairs(tiny_llama, sample_dataset):
-    return _pairs_from_rows(tiny_llama, sample_dataset.sample(24, seed=0), 3)
-
-
-@pytest.fixture(scope="module")
-def tiny_atp(tiny_llama, tiny_pairs):
-    return attribution_patch(tiny_llama, **tiny_pairs, batch_size=2, progress=False)
 
 
 def test_tiny_shapes_tables_and_gqa_heads(tiny_llama, tiny_atp):
@@ -125,14 +70,14 @@ def test_tiny_batching_does_not_change_estimates(tiny_llama, tiny_pairs, tiny_at
 def test_tiny_gradients_match_finite_differences_everywhere(tiny_llama, tiny_pairs, tiny_atp):
     for site in ATP_SITES:
         for layer in range(tiny_llama.n_layers):
-            fd = _central_difference(tiny_llama, tiny_pairs, site, layer)
+            fd = central_difference(tiny_llama, tiny_pairs, site, layer)
             np.testing.assert_allclose(
-                _component(tiny_atp, site, layer), fd, rtol=2e-2, atol=2e-4, err_msg=site
+                component(tiny_atp, site, layer), fd, rtol=2e-2, atol=2e-4, err_msg=site
             )
     for head in range(tiny_llama.n_heads):
-        fd = _central_difference(tiny_llama, tiny_pairs, HEAD_SITE, 1, head)
+        fd = central_difference(tiny_llama, tiny_pairs, HEAD_SITE, 1, head)
         np.testing.assert_allclose(
-            _component(tiny_atp, HEAD_SITE, 1, head), fd, rtol=2e-2, atol=2e-4
+            component(tiny_atp, HEAD_SITE, 1, head), fd, rtol=2e-2, atol=2e-4
         )
 
 
@@ -187,10 +132,8 @@ def test_tiny_resid_mid_patch_and_gradient_include_the_skip_path(tiny_llama, tin
         assert np.abs(ref).max() > 1e-3
     # Exact: resid_mid and attn_out share one gradient, so the per-unit-delta slopes agree.
     last = tiny_llama.n_layers - 1
-    fd_mid = _central_difference(tiny_llama, tiny_pairs, "resid_mid", last)
-    np.testing.assert_allclose(
-        _component(tiny_atp, "resid_mid", last), fd_mid, rtol=2e-2, atol=2e-4
-    )
+    fd_mid = central_difference(tiny_llama, tiny_pairs, "resid_mid", last)
+    np.testing.assert_allclose(component(tiny_atp, "resid_mid", last), fd_mid, rtol=2e-2, atol=2e-4)
 
 
 def test_tiny_gpt2_matches_transformer_lens_node_attribution(tiny_gpt2, sample_dataset):
@@ -199,7 +142,7 @@ def test_tiny_gpt2_matches_transformer_lens_node_attribution(tiny_gpt2, sample_d
     from transformer_lens.tools.analysis import attribution_patch as tl_attribution_patch
 
     data = sample_dataset.sample(40, seed=0)
-    pairs = _pairs_from_rows(tiny_gpt2, data, 1, equal_length=True)
+    pairs = pairs_from_rows(tiny_gpt2, data, 1, equal_length=True)
     ours = attribution_patch(tiny_gpt2, **pairs, progress=False)
     source, target = pairs["source_label_ids"][0], pairs["target_label_ids"][0]
     clean = torch.tensor([pairs["source_tokens"][0]])
@@ -213,71 +156,34 @@ def test_tiny_gpt2_matches_transformer_lens_node_attribution(tiny_gpt2, sample_d
     last = clean.shape[1] - 1
     for layer in range(tiny_gpt2.n_layers):
         mlp = result.node_scores[Node("mlp_out", last, layer=layer)]
-        assert _component(ours, "mlp_out", layer)[0] == pytest.approx(mlp, abs=1e-5)
+        assert component(ours, "mlp_out", layer)[0] == pytest.approx(mlp, abs=1e-5)
         for head in range(tiny_gpt2.n_heads):
             tl_head = result.node_scores[Node("attn_head_out", last, layer=layer, head=head)]
-            assert _component(ours, HEAD_SITE, layer, head)[0] == pytest.approx(tl_head, abs=1e-5)
+            assert component(ours, HEAD_SITE, layer, head)[0] == pytest.approx(tl_head, abs=1e-5)
 
 
-def _fake_patch_tables(model, pairs, sites=("attn_out", "mlp_out", "resid_post")):
-    """Real single-layer patch effects in the patching module's per_pair schema (tiny model)."""
-    rows = []
-    for site in sites:
-        for layer in range(model.n_layers):
-            effect = interpolation_patch(model, **pairs, site=site, layer=layer)[0]
-            rows += [
-                {"site": site, "center_layer": layer, "span": 1, "pair": i, "logit_diff_change": e}
-                for i, e in enumerate(effect)
-            ]
-    heads = np.stack(
-        [
-            np.stack(
-                [
-                    interpolation_patch(model, **pairs, site=HEAD_SITE, layer=layer, head=h)[0]
-                    for h in range(model.n_heads)
-                ],
-                axis=-1,
-            )
-            for layer in range(model.n_layers)
-        ],
-        axis=1,
-    )
-    return pd.DataFrame(rows), heads
-
-
-def test_tiny_comparison_plumbing(tiny_llama, tiny_pairs, tiny_atp, tmp_path):
-    per_pair, heads = _fake_patch_tables(tiny_llama, tiny_pairs)
-    assert heads.shape == (3, tiny_llama.n_layers, tiny_llama.n_heads)
-    cmp = compare_with_patching(tiny_atp, per_pair, heads, patching_seconds=1.5)
-    assert set(cmp.correlations) == {"attn_out", "mlp_out", "resid_post", "sites", HEAD_SITE}
-    for key in ("pearson", "spearman", "n", "per_pair"):
-        assert key in cmp.correlations["sites"]
-    assert cmp.correlations["sites"]["n"] == 3 * tiny_llama.n_layers
-    assert cmp.correlations["sites"]["per_pair"]["n"] == 3 * 3 * tiny_llama.n_layers
-    assert cmp.correlations[HEAD_SITE]["per_pair"]["n"] == 3 * tiny_llama.n_layers * 4
-    # The mean real effect per component is the mean of the per-pair table.
-    point = cmp.points[(cmp.points.site == "mlp_out") & (cmp.points.layer == 0)].iloc[0]
-    expected = per_pair[(per_pair.site == "mlp_out") & (per_pair.center_layer == 0)]
-    assert point.patch_effect == pytest.approx(expected.logit_diff_change.mean(), abs=1e-6)
-    top = cmp.disagreements(4)
-    assert len(top) == 4 and top.abs_error.is_monotonic_decreasing
-    assert top.abs_error.iloc[0] == pytest.approx(cmp.points.abs_error.max())
-    fig = cmp.figure()
-    sites_in_fig = {trace.name.split(" ")[0] for trace in fig.data if trace.name}
-    assert {"attn_out", "mlp_out", "resid_post", "head"} <= sites_in_fig
-    assert sum(len(t.x) for t in fig.data if t.mode == "markers") == len(cmp.points)
-    per_pair_fig = cmp.figure(level="pair")
-    n_markers = sum(len(t.x) for t in per_pair_fig.data if t.mode == "markers")
-    assert n_markers == len(cmp.pair_points) == 3 * (3 * tiny_llama.n_layers + 2 * 4)
-    with pytest.raises(AttributionError, match="level"):
-        cmp.figure(level="median")
-    assert cmp.cost["patching_seconds"] == 1.5
-    paths = cmp.save(tmp_path, manifest={"seed": 0})
-    payload = json.loads(paths[0].read_text())
-    assert payload["manifest"] == {"seed": 0}
-    assert payload["correlations"]["sites"]["n"] == 3 * tiny_llama.n_layers
-    assert len(payload["disagreements"]) == min(15, len(cmp.points))
-    assert pd.read_csv(paths[1]).shape[0] == len(cmp.points)
+def test_result_protocol_and_summary(tiny_llama, tiny_atp, tmp_path):
+    """AttributionResult follows the one result protocol; summary() is small and JSON-ready."""
+    assert isinstance(tiny_atp, AnalysisResult)
+    table = tiny_atp.table
+    frame = tiny_atp.to_frame()
+    pd.testing.assert_frame_equal(frame, table)
+    frame.loc[0, "atp_effect"] = 1e9  # a copy: editing it leaves the result alone
+    assert tiny_atp.table.loc[0, "atp_effect"] != 1e9
+    summary = tiny_atp.summary()
+    assert json.loads(json.dumps(summary)) == summary
+    assert summary["n_pairs"] == 3 and summary["n_heads"] == 4
+    assert summary["n_layers"] == tiny_llama.n_layers
+    assert summary["atp_fpe"] == tiny_atp.cost()["atp_fpe"]
+    assert set(summary["strongest"]) == {*ATP_SITES, HEAD_SITE}
+    for site, best in summary["strongest"].items():
+        rows = table[table.site == site]
+        assert abs(best["atp_effect"]) == pytest.approx(rows.atp_effect.abs().max())
+        assert (best["head"] is None) == (site != HEAD_SITE)
+    paths = tiny_atp.save(tmp_path)
+    assert [p.name for p in paths] == ["attribution.csv", "attribution_per_pair.csv"]
+    assert len(pd.read_csv(paths[0])) == len(table)
+    assert len(tiny_atp.figure().data) == 2 * len(ATP_SITES)  # band + line per site
 
 
 # ---------------------------------------------------------------------------------------------
@@ -319,21 +225,9 @@ def test_bad_options_are_refused(tiny_llama, tiny_pairs, kwargs, message):
     assert isinstance(info.value, LensEmotionError)
 
 
-def test_bad_comparison_inputs_are_refused(tiny_llama, tiny_pairs, tiny_atp):
+def test_bad_pair_objects_and_heads_are_refused(tiny_llama, tiny_pairs):
     with pytest.raises(AttributionError, match="not a PatchPairs"):
         attribute(tiny_llama, {"source_tokens": tiny_pairs["source_tokens"]})
-    table = pd.DataFrame(
-        {"site": "attn_out", "center_layer": 0, "span": 3, "pair": 0, "logit_diff_change": 0.1},
-        index=[0],
-    )
-    with pytest.raises(AttributionError, match="span=1"):
-        compare_with_patching(tiny_atp, table)
-    with pytest.raises(AttributionError, match="lacks columns"):
-        compare_with_patching(tiny_atp, table.drop(columns="logit_diff_change"))
-    with pytest.raises(AttributionError, match="did not score"):
-        compare_with_patching(tiny_atp, table.assign(span=1, pair=99))
-    with pytest.raises(AttributionError, match="query heads"):
-        compare_with_patching(tiny_atp, table.assign(span=1), np.zeros((tiny_llama.n_layers, 3)))
     with pytest.raises(AttributionError, match="site 'z' needs a query head"):
         interpolation_patch(tiny_llama, **tiny_pairs, site=HEAD_SITE, layer=0)
 
@@ -352,7 +246,7 @@ def test_patching_cost_counts():
 
 @pytest.fixture(scope="module")
 def real_pairs(smollm2, crowd_envent):
-    return _pairs_from_rows(smollm2, crowd_envent.sample(40, seed=3), 3)
+    return pairs_from_rows(smollm2, crowd_envent.sample(40, seed=3), 3)
 
 
 @pytest.fixture(scope="module")
@@ -367,8 +261,8 @@ def test_smollm2_atp_is_the_gradient_times_delta(smollm2, real_pairs, real_atp):
     assert (smollm2.n_heads, smollm2.n_kv_heads) == (9, 3)
     two = {key: value[:2] for key, value in real_pairs.items()}
     for site, layer, head in [("resid_mid", 16, None), (HEAD_SITE, 14, 1), (HEAD_SITE, 24, 7)]:
-        fd = _central_difference(smollm2, two, site, layer, head)
-        est = _component(real_atp, site, layer, head)[:2]
+        fd = central_difference(smollm2, two, site, layer, head)
+        est = component(real_atp, site, layer, head)[:2]
         scale = max(float(np.abs(est).max()), 1e-2)
         np.testing.assert_allclose(est, fd, atol=0.03 * scale, err_msg=f"{site} {layer} {head}")
 
@@ -408,7 +302,7 @@ def test_smollm2_matches_transformer_lens_node_attribution(smollm2, crowd_envent
     from transformer_lens.tools.analysis import EdgeAttributionConfig, Node
     from transformer_lens.tools.analysis import attribution_patch as tl_attribution_patch
 
-    pairs = _pairs_from_rows(smollm2, crowd_envent.sample(60, seed=0), 1, equal_length=True)
+    pairs = pairs_from_rows(smollm2, crowd_envent.sample(60, seed=0), 1, equal_length=True)
     ours = attribution_patch(smollm2, **pairs, sites=("mlp_out",), progress=False)
     source, target = pairs["source_label_ids"][0], pairs["target_label_ids"][0]
     clean = torch.tensor([pairs["source_tokens"][0]])
@@ -435,73 +329,3 @@ def test_smollm2_matches_transformer_lens_node_attribution(smollm2, crowd_envent
         tl_attribution_patch(
             smollm2.bridge, clean, corrupt, metric, EdgeAttributionConfig(granularity="edge")
         )
-
-
-# ---------------------------------------------------------------------------------------------
-# CLI: a small real run, checked against real single-layer patching
-# ---------------------------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    ("extra", "message"),
-    [(["--sites", "attn_out,bogus"], "unknown 'bogus'"), (["--pairs", "0"], "--pairs")],
-)
-def test_cli_attribute_bad_options(tmp_path, capsys, extra, message):
-    from lens_emotion.cli import main
-
-    assert main(["attribute", "--dataset", "sample", "--out", str(tmp_path), *extra]) == 2
-    assert message in capsys.readouterr().err
-
-
-@pytest.mark.integration
-def test_cli_attribute_real_run_correlates_with_real_patching(
-    smollm2, crowd_envent_path, tmp_path, monkeypatch
-):
-    import lens_emotion.models
-
-    requested = []
-
-    def reuse_loaded(spec, **kwargs):  # the session's real SmolLM2, not a second copy
-        requested.append(spec)
-        return smollm2
-
-    monkeypatch.setattr(lens_emotion.models, "load_model", reuse_loaded)
-    from lens_emotion.cli import main
-
-    out = tmp_path / "atp"
-    argv = ["attribute", "--model", "smollm2-135m-instruct", "--dataset", "crowd-envent"]
-    argv += ["--data-path", str(crowd_envent_path), "--limit", "40", "--pairs", "3"]
-    argv += ["--seed", "0", "--out", str(out)]
-    assert main(argv) == 0
-    assert requested == ["smollm2-135m-instruct"]
-
-    table = pd.read_csv(out / "attribution.csv")
-    assert list(table.columns[:4]) == ["site", "layer", "head", "atp_effect"]
-    assert set(table.site) == {*ATP_SITES, HEAD_SITE}
-    assert table[table.site != HEAD_SITE]["head"].isna().all()
-    assert table[table.site == HEAD_SITE]["head"].notna().all()
-    assert len(table) == len(ATP_SITES) * 30 + 30 * 9
-    # Real effects are there for the three patched sites and the heads, not resid_pre/mid.
-    patched = table.site.isin(["attn_out", "mlp_out", "resid_post", HEAD_SITE])
-    assert table[patched].patch_effect.notna().all()
-    assert table[~patched].patch_effect.isna().all()
-
-    report = json.loads((out / "attribution_vs_patching.json").read_text())
-    corr = report["correlations"]
-    assert set(corr) == {"attn_out", "mlp_out", "resid_post", "sites", HEAD_SITE}
-    for key in ("attn_out", "mlp_out", "resid_post"):
-        assert corr[key]["pearson"] > 0 and corr[key]["spearman"] > 0, key
-    assert corr["sites"]["per_pair"]["pearson"] > 0.5
-    assert corr["sites"]["per_pair"]["spearman"] > 0.5
-    assert corr[HEAD_SITE]["per_pair"]["pearson"] > 0.5
-    assert corr[HEAD_SITE]["n"] == 30 * 9
-    cost = report["cost"]
-    assert cost["n_pairs"] == 3 and cost["atp_backward_passes"] == 3
-    assert cost["patching_fpe"] == 3 * (2 + 3 * 30 + 30 * 9)
-    assert len(report["disagreements"]) == 15
-
-    manifest = json.loads((out / "manifest.json").read_text())
-    assert manifest["seed"] == 0 and manifest["pairs"]["n_kept"] == 3
-    assert manifest["model"]["n_kv_heads"] == 3
-    for name in ("attribution.html", "attribution_vs_patching.html", "pairs.csv"):
-        assert (out / name).stat().st_size > 0
