@@ -19,12 +19,14 @@ HELP = "offline HTML attention inspector (OUT/index.html)"
 
 def add_parser(sub: Any) -> argparse.ArgumentParser:
     """Register ``inspect``."""
+    from lens_emotion.attention.inspector import DEFAULT_LIMIT
+    from lens_emotion.attention.workflow import AttentionSettings
     from lens_emotion.prompts import TEMPLATES
 
     p = sub.add_parser("inspect", help=HELP, description=HELP)
     add_model_args(p)
-    add_data_args(p, limit=50)
-    p.add_argument("--template", default="emotion-list", choices=sorted(TEMPLATES))
+    add_data_args(p, limit=DEFAULT_LIMIT)
+    p.add_argument("--template", default=AttentionSettings.template, choices=sorted(TEMPLATES))
     add_progress_args(p)
     p.add_argument("--out", required=True, help="output folder")
     return p
@@ -32,7 +34,7 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> int:
     """Run ``inspect``; prints the page's path."""
-    from lens_emotion.inspector import build_inspector
+    from lens_emotion.attention.inspector import build_inspector
 
     limit, args.limit = args.limit, None  # the inspector draws its own stratified sample
     dataset = load_data_from_args(args)

@@ -5,27 +5,34 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from lens_emotion.data import EmotionDataset
 from lens_emotion.demo.config import DemoConfig
+from lens_emotion.models import EmotionModel
 
 
 def attention_step(
-    model: Any, dataset: Any, config: DemoConfig, out: Path, report: Any, progress: bool, seed: int
+    model: EmotionModel,
+    dataset: EmotionDataset,
+    config: DemoConfig,
+    out: Path,
+    report: Any,
+    progress: bool,
+    seed: int,
 ) -> dict[str, Any]:
     """Final-token attention mass by token group, saliency and CircuitsVis views."""
-    from lens_emotion.attention import attention_mass
+    from lens_emotion.attention.workflow import AttentionSettings, run_attention
     from lens_emotion.viz.circuitsvis import attention_heads_view
 
-    rows = dataset.sample(config.attention_rows, seed=seed)
-    result = attention_mass(
-        model,
-        rows,
-        "emotion-list",
+    settings = AttentionSettings(
+        rows=config.attention_rows,
+        template="emotion-list",
         layers=_spaced_layers(model.n_layers, config.attention_layers),
-        seed=seed,
         keep_patterns=True,
-        progress=progress,
+        seed=seed,
+        formats=(),  # the report embeds the figures
     )
-    paths = result.save(out / "attention")
+    outputs = run_attention(model, dataset, out / "attention", settings, progress=progress)
+    result, paths = outputs.result, outputs.files
     bands = result.band_frame()
     metrics: dict[str, Any] = {}
     for row in bands.to_dict(orient="records"):
@@ -62,7 +69,7 @@ def attention_step(
         html=html,
         links={p.name: f"attention/{p.name}" for p in paths if p.suffix in {".csv", ".json"}},
     )
-    return {"bands": bands.to_dict(orient="records"), "n_rows": len(rows)}
+    return {"bands": bands.to_dict(orient="records"), "n_rows": len(result)}
 
 
 def _spaced_layers(n_layers: int, k: int | None) -> list[int] | None:

@@ -1,4 +1,4 @@
-"""The offline inspector page and the offline CircuitsVis views, loaded in headless Chromium.
+"""The offline inspector page, loaded in headless Chromium.
 
 The browser tests need Playwright (``pip install playwright``) and Debian's Chromium at
 /usr/bin/chromium; Playwright's own browser downloads are never used. They skip otherwise.
@@ -10,11 +10,9 @@ import json
 import re
 import shutil
 
-import numpy as np
 import pytest
 
-from lens_emotion.viz.circuitsvis import attention_heads_view, colored_tokens_view, write_views
-from lens_emotion.inspector import MAX_SAMPLES, InspectorError, build_inspector
+from lens_emotion.attention.inspector import MAX_SAMPLES, InspectorError, build_inspector
 
 
 @pytest.fixture(scope="module")
@@ -95,26 +93,13 @@ def test_inspector_refuses_too_many_samples(tiny_llama, sample_dataset, tmp_path
     assert not (tmp_path / "index.html").exists()
 
 
-def test_circuitsvis_views_render_offline(offline_page, tmp_path):
-    tokens = ["<s>", "When", " my", " dog", " died", " I", " cried"]
-    n = len(tokens)
-    pattern = np.tril(np.random.default_rng(0).random((3, n, n)))
-    pattern /= pattern.sum(-1, keepdims=True)
-    heads = attention_heads_view(tokens, pattern, [f"L0H{h}" for h in range(3)], title="heads")
-    colored = colored_tokens_view(tokens, np.linspace(-1, 1, n), title="saliency")
-    cases = {
-        "heads": ([heads], ["Head Selector", "L0H2"]),
-        "tokens": ([colored], ["dog", "cried"]),
-        "both": ([heads, colored], ["L0H2", "dog"]),
-    }
-    for name, (views, expected) in cases.items():
-        path = write_views(tmp_path / f"{name}.html", views, name)
-        offline_page.page.goto(path.as_uri())
-        roots = offline_page.page.locator("div[id^='circuits-vis-']")
-        assert roots.count() == len(views)
-        for k in range(len(views)):
-            roots.nth(k).locator("*").first.wait_for(timeout=15_000)  # React mounted content
-        text = offline_page.page.inner_text("body")
-        assert all(word in text for word in expected), text
-    assert offline_page.requests == []
-    assert offline_page.errors == []
+def test_inspector_script_and_style_are_package_data(inspector_page):
+    from importlib import resources
+
+    assets = resources.files("lens_emotion.viz").joinpath("assets")
+    js = assets.joinpath("inspector.js").read_text(encoding="utf-8")
+    css = assets.joinpath("inspector.css").read_text(encoding="utf-8")
+    assert js.startswith('"use strict";') and "function renderMatrix" in js
+    assert "#grid rect.cell" in css
+    page = inspector_page.read_text()
+    assert js in page and css in page
