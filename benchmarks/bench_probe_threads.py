@@ -4,8 +4,8 @@
 
 Extracts (or reuses) a ``resid_post`` store of ``--rows`` stratified crowd-enVENT rows on
 SmolLM2, then fits the emotion probes of ``--layers`` twice: with ``num_threads=1`` (the
-default BLAS pool limit, ``lens_emotion.probing.fit_threads``) and with the BLAS pool left at
-its default size (``threadpoolctl`` limit ``None``). Writes
+default BLAS pool limit, ``lens_emotion.probing.solvers.fit_threads``) and with the BLAS pool
+left at its default size (``threadpoolctl`` limit ``None``). Writes
 ``benchmarks/results/probe_threads.json``.
 """
 
@@ -28,7 +28,7 @@ def main() -> None:
     )
     args = parser.parse_args()
 
-    import lens_emotion.probing as probing
+    import lens_emotion.probing.emotions as probing  # probe_emotions and its fit_threads
     from lens_emotion.activations import extract_activations
     from lens_emotion.data import load_crowd_envent
     from lens_emotion.models import load_model

@@ -4,14 +4,14 @@ Two parts, both on real crowd-enVENT rows (stratified sample, seed 0) and the ``
 prompt's last token, with activations extracted once into the activation cache (a rerun reuses
 them):
 
-* ``table``: :func:`lens_emotion.workflows.run_probing` with its defaults (3 sites, 5-fold
+* ``table``: :func:`lens_emotion.probing.run_probing` with its defaults (3 sites, 5-fold
   CV, C = 1, last token; the layers of the BENCHMARKS.md table unless ``--layers ''`` asks for
   all 30), i.e. ``lens-emotion probe --limit N``; its CSV/JSON
   outputs (emotion table with the ``converged`` column, folds, embedding baseline, appraisal
   probes, alignment, manifest) go to ``benchmarks/results/probing_run/`` and a summary with
   timings and convergence to ``benchmarks/results/probing_table.json``.
 * ``solver``: one (site, layer) x 5 folds, side by side in one process: the hand-written
-  batched torch L-BFGS (``lens_emotion.probe_models.fit_logistic_batched``, the 5 fold problems
+  batched torch L-BFGS (``lens_emotion.probing.solvers.fit_logistic_batched``, the 5 fold problems
   solved together, as ``probe_emotions`` ran them before) against scikit-learn's
   ``LogisticRegression(C, class_weight="balanced")`` on per-fold ``StandardScaler`` features,
   fold by fold (``probe_emotions``' path now); fold accuracies, coefficient cosines and
@@ -76,7 +76,7 @@ def store_for(model, dataset, seed: int, progress=True, template="emotion-list",
 
 
 def part_table(args) -> None:
-    from lens_emotion.workflows import run_probing
+    from lens_emotion.probing import ProbingSettings, run_probing
 
     model, dataset = load(args.n, args.seed)
     _, extract_s = store_for(model, dataset, args.seed)
@@ -84,11 +84,11 @@ def part_table(args) -> None:
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         t0 = time.perf_counter()
-        outputs = run_probing(
-            model, dataset, out, n_folds=5, seed=args.seed, formats=("html",), num_threads=1,
-            layers=[int(v) for v in args.layers.split(",")] if args.layers else None,
-            progress=not args.quiet,
+        settings = ProbingSettings(
+            n_folds=5, seed=args.seed, formats=("html",), num_threads=1,
+            layers=tuple(int(v) for v in args.layers.split(",")) if args.layers else None,
         )  # fmt: skip
+        outputs = run_probing(model, dataset, out, settings, progress=not args.quiet)
         seconds = time.perf_counter() - t0
     for path in out.glob("*.safetensors"):  # directions: large binaries, rerun to get them
         path.unlink()
@@ -129,7 +129,12 @@ def _cosine(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def part_solver(args) -> None:
-    from lens_emotion.probing import DEFAULT_MAX_ITER, _cv_plan, _label_setup, _logreg_scores
+    from lens_emotion.probing.emotions import (
+        DEFAULT_MAX_ITER,
+        _cv_plan,
+        _label_setup,
+        _logreg_scores,
+    )
 
     torch.set_num_threads(1)
     model, dataset = load(args.n, args.seed)
@@ -228,7 +233,11 @@ def part_solver(args) -> None:
 
 def _torch_folds(x, y, k, plan, C, tol, max_iter):
     """The 5 fold fits in one batched torch L-BFGS solve, as probe_emotions ran them before."""
-    from lens_emotion.probe_models import balanced_weights, fit_logistic_batched, fit_standardizer
+    from lens_emotion.probing.solvers import (
+        balanced_weights,
+        fit_logistic_batched,
+        fit_standardizer,
+    )
 
     n = len(y)
     g_mean, g_scale = fit_standardizer(x)

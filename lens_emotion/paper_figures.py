@@ -117,16 +117,17 @@ class FiguresOutputs:
 
 
 def _probing(model: Any, data: _Data, options: dict[str, Any], out: Path, seed: int) -> dict:
-    from lens_emotion.workflows import run_probing
+    from lens_emotion.probing import ProbingSettings, run_probing
 
-    result = run_probing(model, data.crowd_envent(), out, seed=seed, **options)
+    settings = ProbingSettings(**{**options, "seed": seed})
+    result = run_probing(model, data.crowd_envent(), out, settings)
     return dict(result.figures)
 
 
 def _patching(model: Any, data: _Data, options: dict[str, Any], out: Path, seed: int) -> dict:
     from lens_emotion.patching import PatchingSettings, run_patching
 
-    options = dict(options)
+    options = {k: tuple(v) if isinstance(v, list) else v for k, v in options.items()}
     progress = bool(options.pop("progress", True))
     # The config's own `formats` governs the figures written here; the run folder keeps HTML.
     settings = PatchingSettings(**{"formats": ("html",), **options, "seed": seed})

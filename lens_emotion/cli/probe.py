@@ -11,6 +11,7 @@ from lens_emotion.cli.common import (
     add_progress_args,
     check_layers,
     choice_list,
+    command_string,
     float_list,
     formats_arg,
     layer_list,
@@ -23,13 +24,17 @@ from lens_emotion.cli.common import (
 from lens_emotion.errors import LensEmotionError
 
 HELP = "per-layer emotion and appraisal probes (Tak et al. 1)"
-DEFAULT_ALPHA = "1,10,100,1000,10000"
 
 
 def add_parser(sub: Any) -> argparse.ArgumentParser:
     """Register ``probe``."""
     from lens_emotion.activations import STORE_SITES
+    from lens_emotion.probing.workflow import ProbingSettings
     from lens_emotion.prompts import TEMPLATES
+
+    defaults = ProbingSettings()  # every default below is read from the settings class
+    alphas = defaults.alpha if isinstance(defaults.alpha, tuple) else (defaults.alpha,)
+    default_alpha = ",".join(f"{a:g}" for a in alphas)
 
     p = sub.add_parser("probe", help=HELP, description=HELP)
     add_model_args(p)
@@ -40,18 +45,18 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
         help="a second dataset file (same --dataset format): fit on --data-path, also report "
         "accuracy on this one (external validation)",
     )
-    p.add_argument("--template", default="emotion-list", choices=sorted(TEMPLATES))
+    p.add_argument("--template", default=defaults.template, choices=sorted(TEMPLATES))
+    default_sites = ",".join(defaults.sites)
     p.add_argument(
         "--sites",
-        type=choice_list(STORE_SITES, "attn_out,mlp_out,resid_post"),
-        default=("attn_out", "mlp_out", "resid_post"),
-        help=f"comma-separated sites, any of {','.join(STORE_SITES)} "
-        "(default: attn_out,mlp_out,resid_post)",
+        type=choice_list(STORE_SITES, default_sites),
+        default=defaults.sites,
+        help=f"comma-separated sites, any of {','.join(STORE_SITES)} (default: {default_sites})",
     )
     p.add_argument(
         "--layers",
         type=layer_list,
-        default=None,
+        default=defaults.layers,
         help="probe only these layers, e.g. 0,12,20-29 (default: all; the store keeps all)",
     )
     p.add_argument(
@@ -62,26 +67,32 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     p.add_argument(
         "--last-k",
         type=positive_int,
-        default=1,
+        default=defaults.last_k,
         help="also probe each of the last k positions of resid_post",
     )
-    p.add_argument("--folds", type=positive_int, default=5, help="cross-validation folds")
-    p.add_argument("--C", type=positive_float, default=1.0, help="inverse L2 strength (logreg)")
+    p.add_argument(
+        "--folds", type=positive_int, default=defaults.n_folds, help="cross-validation folds"
+    )
+    p.add_argument(
+        "--C", type=positive_float, default=defaults.C, help="inverse L2 strength (logreg)"
+    )
     p.add_argument(
         "--alpha",
         type=float_list("1000 or 1,10,100", positive=True),
-        default=float_list(DEFAULT_ALPHA, positive=True)(DEFAULT_ALPHA),
+        default=tuple(float(a) for a in alphas),
         help="ridge penalty of the appraisal probes, or a comma-separated grid chosen per "
-        f"appraisal inside each training fold (default: {DEFAULT_ALPHA})",
+        f"appraisal inside each training fold (default: {default_alpha})",
     )
-    p.add_argument("--probe", default="logreg", choices=["logreg", "mlp"])
-    formats_arg(p)
-    p.add_argument("--store", default=None, help="activation store folder (default: cache)")
-    p.add_argument("--batch-size", type=positive_int, default=16)
+    p.add_argument("--probe", default=defaults.probe_model, choices=["logreg", "mlp"])
+    formats_arg(p, default=",".join(defaults.formats))
+    p.add_argument(
+        "--store", default=defaults.store_dir, help="activation store folder (default: cache)"
+    )
+    p.add_argument("--batch-size", type=positive_int, default=defaults.batch_size)
     p.add_argument(
         "--threads",
         type=positive_int,
-        default=None,
+        default=defaults.num_threads,
         help="torch threads for probe fits (1 is fastest on a busy CPU)",
     )
     add_progress_args(p)
@@ -92,52 +103,53 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> int:
     """Run ``probe``; prints the best layer per site."""
     from lens_emotion.data import load_dataset
-    from lens_emotion.workflows import run_probing
+    from lens_emotion.probing import workflow
+    from lens_emotion.probing.workflow import ProbingSettings
 
     if args.folds < 2:
         raise LensEmotionError(f"--folds must be at least 2, got {args.folds}.")
     dataset = load_data_from_args(args)
-    extra: dict[str, Any] = {}
+    eval_dataset = None
     if args.eval_data_path is not None:
         kwargs = {"text_column": args.text_column} if args.dataset == "crowd-envent" else {}
-        extra["eval_dataset"] = load_dataset(args.dataset, path=args.eval_data_path, **kwargs)
+        eval_dataset = load_dataset(args.dataset, path=args.eval_data_path, **kwargs)
     model = load_model_from_args(args)
-    sites = list(args.sites)
     check_layers(args.layers, model.n_layers, "--layers")
-    if args.layers:
-        extra["layers"] = list(args.layers)
+    settings = ProbingSettings(
+        template=args.template,
+        sites=tuple(args.sites),
+        layers=tuple(args.layers) if args.layers else None,
+        last_k=args.last_k,
+        agreeing_only=args.agreeing_only,
+        n_folds=args.folds,
+        C=args.C,
+        alpha=tuple(args.alpha) if len(args.alpha) > 1 else args.alpha[0],
+        probe_model=args.probe,
+        formats=tuple(args.formats),
+        store_dir=args.store,
+        batch_size=args.batch_size,
+        seed=args.seed,
+        num_threads=args.threads,
+    )
     try:
-        outputs = run_probing(
+        outputs = workflow.run_probing(
             model,
             dataset,
             args.out,
-            template=args.template,
-            sites=sites,
-            last_k=args.last_k,
-            agreeing_only=args.agreeing_only,
-            n_folds=args.folds,
-            C=args.C,
-            alpha=list(args.alpha) if len(args.alpha) > 1 else args.alpha[0],
-            probe_model=args.probe,
-            formats=list(args.formats),
-            store_dir=args.store,
-            batch_size=args.batch_size,
-            seed=args.seed,
-            num_threads=args.threads,
+            settings,
             progress=not args.quiet,
-            **extra,
+            command=command_string(),
+            eval_dataset=eval_dataset,
         )
     except (LensEmotionError, ValueError) as exc:
         raise LensEmotionError(f"{exc}{store_hint(args.store)}") from exc
-    table = outputs.emotion.table
-    for site in sites:
-        rows = table[table.site == site]
-        best = rows.loc[rows.accuracy_mean.idxmax()]
+    summary = outputs.summary()
+    for site in settings.sites:
+        best = summary["best"][site]
         print(
-            f"{site:<11} best layer {int(best.layer):>2}: accuracy {best.accuracy_mean:.3f} "
-            f"(majority {best.majority_baseline:.3f}, shuffled {best.shuffled_control:.3f})"
+            f"{site:<11} best layer {best['layer']:>2}: accuracy {best['accuracy_mean']:.3f} "
+            f"(majority {best['majority_baseline']:.3f}, shuffled {best['shuffled_control']:.3f})"
         )
-    embed = outputs.embedding.iloc[0]
-    print(f"embedding (resid_pre 0): accuracy {embed.accuracy_mean:.3f}")
-    print(f"probed {outputs.n_rows} rows; wrote {len(outputs.files)} files to {args.out}")
+    print(f"embedding (resid_pre 0): accuracy {summary['embedding_accuracy']:.3f}")
+    print(f"probed {summary['n_rows']} rows; wrote {summary['n_files']} files to {args.out}")
     return 0

@@ -12,30 +12,26 @@ def probing_step(
     model: Any, dataset: Any, config: DemoConfig, out: Path, report: Any, progress: bool, seed: int
 ) -> dict[str, Any]:
     """Per-layer emotion and appraisal probes with their alignment."""
-    from lens_emotion.workflows import run_probing
+    from lens_emotion.probing import ProbingSettings, run_probing
 
     folds = min(config.probe_folds, min(dataset.label_counts().values()))
-    outputs = run_probing(
-        model,
-        dataset,
-        out / "probing",
-        sites=config.probe_sites,
+    settings = ProbingSettings(
+        sites=tuple(config.probe_sites),
         n_folds=folds,
         seed=seed,
-        progress=progress,
         num_threads=1,
         batch_size=config.batch_size,
     )
+    outputs = run_probing(model, dataset, out / "probing", settings, progress=progress)
     table = outputs.emotion.table
+    summary = outputs.summary()
     metrics: dict[str, Any] = {}
     for site in config.probe_sites:
-        rows = table[table.site == site]
-        best = rows.loc[rows.accuracy_mean.idxmax()]
+        best = summary["best"][site]
         metrics[f"{site}: best layer (accuracy ± sd)"] = (
-            f"{int(best.layer)} ({best.accuracy_mean:.3f} ± {best.accuracy_sd:.3f})"
+            f"{best['layer']} ({best['accuracy_mean']:.3f} ± {best['accuracy_sd']:.3f})"
         )
-    embed = outputs.embedding.iloc[0]
-    metrics["embedding baseline (resid_pre of block 0)"] = f"{embed.accuracy_mean:.3f}"
+    metrics["embedding baseline (resid_pre of block 0)"] = f"{summary['embedding_accuracy']:.3f}"
     metrics["majority baseline"] = f"{table.majority_baseline.iloc[0]:.3f}"
     figures = [outputs.emotion.figure(), outputs.emotion.heatmap()]
     if outputs.appraisal is not None:

@@ -1,23 +1,25 @@
-"""Torch probe classifiers and regressors.
+"""The fits behind the probes: scikit-learn logistic regression, ridge, MLP, standardisation.
 
-:mod:`lens_emotion.probing` uses :func:`fit_mlp`, :func:`ridge_fit`, :func:`fit_standardizer`,
-:func:`balanced_weights` and :func:`to_raw_space`. Its linear emotion probes are scikit-learn's
-``LogisticRegression``: the batched torch solver below was only 1.1x faster than scikit-learn on
-one SmolLM2 layer x 5 folds (``benchmarks/results/probes.json``), which does not justify a
-hand-written solver; it stays here, tested against scikit-learn, for that benchmark.
-
-* :func:`fit_logistic_batched`: many independent L2 multinomial logistic regressions solved at
-  once (e.g. 5 CV folds x {probe, shuffled-label control} + the final all-rows fit), sharing
-  one feature matrix. Each problem minimises scikit-learn's objective
-  ``sum_i w_i CE(W x_i + b, y_i) + ||W||^2 / (2C)``
-  on features standardised with that problem's own mean and scale (the intercept is not
-  penalised), with torch's L-BFGS (strong-Wolfe line search). Standardisation is folded into
-  the weights, so all problems share one ``(n, d) @ (d, B*K)`` matrix product per evaluation.
-* :func:`fit_logistic_regression`: the single-problem convenience wrapper, returning a
-  :class:`LinearProbe` whose weights live in the raw (unstandardised) feature space.
+* :func:`fit_logistic_sklearn`: one class-balanced L2 logistic regression (scikit-learn's
+  lbfgs) on standardised rows, with :func:`objective_grad_max`, the largest gradient entry of
+  its objective at the returned weights (what ``converged`` means in the probe tables). The
+  emotion probes (:mod:`lens_emotion.probing.emotions`) use it for every fit.
+* :func:`fit_threads`: the torch and BLAS thread pools of the fits (one BLAS thread by default).
+* :func:`fit_standardizer`, :func:`balanced_weights`, :func:`to_raw_space`: train-rows-only
+  standardisation, scikit-learn's balanced class weights, standardised-to-raw weight mapping.
 * :func:`fit_mlp`: a small one-hidden-layer MLP probe (Adam, weight decay, early stopping).
 * :func:`ridge_fit`: closed-form multi-target ridge regression for many penalties at once
   (eigendecomposition of the Gram matrix), with leave-one-out errors for choosing the penalty.
+* :func:`fit_logistic_batched` / :func:`fit_logistic_regression`: many independent L2
+  multinomial logistic regressions solved at once with torch's L-BFGS (strong-Wolfe line
+  search, preconditioned), each minimising scikit-learn's objective
+  ``sum_i w_i CE(W x_i + b, y_i) + ||W||^2 / (2C)`` on features standardised with that
+  problem's own mean and scale (intercept not penalised); standardisation is folded into the
+  weights, so all problems share one ``(n, d) @ (d, B*K)`` matrix product per evaluation.
+  The emotion probes no longer use it (only 1.1x faster than scikit-learn on one SmolLM2
+  layer x 5 folds, ``benchmarks/results/probes.json``); :mod:`lens_emotion.geometry` fits its
+  emotion vectors with :func:`fit_logistic_regression`, and ``benchmarks/bench_probes.py``
+  times it, so it stays here, tested against scikit-learn.
 
 Every function is deterministic: L-BFGS and the closed forms involve no randomness, and the
 MLP draws from a :class:`torch.Generator` seeded by its ``seed`` argument.
@@ -27,6 +29,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import NamedTuple
@@ -43,9 +46,12 @@ __all__ = [
     "balanced_weights",
     "fit_logistic_batched",
     "fit_logistic_regression",
+    "fit_logistic_sklearn",
     "fit_mlp",
     "fit_standardizer",
+    "fit_threads",
     "logits_batched",
+    "objective_grad_max",
     "ridge_fit",
     "to_raw_space",
     "torch_threads",
@@ -139,6 +145,109 @@ def _threads_for(flops: int) -> Iterator[None]:
         yield
     finally:
         torch.set_num_threads(before)
+
+
+def objective_grad_max(
+    xs: Float[np.ndarray, "n d"],
+    y: Int[np.ndarray, " n"],
+    weights: Float[np.ndarray, " n"],
+    coef: Float[np.ndarray, "K d"],
+    intercept: Float[np.ndarray, " K"],
+    C: float,
+) -> float:
+    """Largest gradient entry of scikit-learn's normalised L2 logistic objective at a solution.
+
+    Objective (``sklearn.linear_model.LogisticRegression``, lbfgs):
+    ``(sum_i s_i loss_i + ||W||^2 / (2C)) / sum_i s_i`` with ``s_i`` the class-balanced
+    weights; multinomial cross-entropy for ``K > 2`` classes (``coef`` is ``(K, d)``),
+    the binomial loss for two (``coef`` is ``(1, d)``). The intercept is not penalised.
+
+    Args:
+        xs: Standardised training rows.
+        y: Class index of each row.
+        weights: Per-row class-balanced weights (:func:`balanced_weights`).
+        coef: Weights in the standardised space (scikit-learn's ``coef_``).
+        intercept: Intercepts (scikit-learn's ``intercept_``).
+        C: Inverse L2 strength.
+
+    Returns:
+        The largest absolute entry of the gradient (weights and intercepts).
+    """
+    total = float(weights.sum())
+    logits = xs @ coef.T + intercept
+    if coef.shape[0] == 1:  # binary: one logit for class 1
+        resid = 1.0 / (1.0 + np.exp(-logits[:, 0])) - (y == 1)
+        resid = (resid * weights)[:, None]
+    else:
+        p = np.exp(logits - logits.max(axis=1, keepdims=True))
+        p /= p.sum(axis=1, keepdims=True)
+        p[np.arange(len(y)), y] -= 1.0
+        resid = p * weights[:, None]
+    g_w = (resid.T @ xs + coef / C) / total
+    g_b = resid.sum(axis=0) / total
+    return float(max(np.abs(g_w).max(), np.abs(g_b).max()))
+
+
+@contextlib.contextmanager
+def fit_threads(num_threads: int | None) -> Iterator[None]:
+    """Threads of the probe fits: torch's (as :func:`torch_threads`) and the BLAS pool.
+
+    scikit-learn's lbfgs fits here are many small matrix products (rows x d_model), for which a
+    multi-threaded BLAS pool mostly waits on itself: on this 2-core CPU one (site, layer) of
+    130 rows took 70.6 s with the default pool against 4.3 s single-threaded while another job
+    ran. So the BLAS pool gets ``num_threads`` threads, and 1 when ``None``.
+    """
+    from threadpoolctl import threadpool_limits
+
+    with torch_threads(num_threads), threadpool_limits(limits=num_threads or 1, user_api="blas"):
+        yield
+
+
+def fit_logistic_sklearn(
+    xs: Float[np.ndarray, "n d"],
+    y: Int[np.ndarray, " n"],
+    k: int,
+    C: float,
+    max_iter: int,
+    tol: float,
+) -> tuple[Float[np.ndarray, "K d"], Float[np.ndarray, " K"], int, float]:
+    """One class-balanced L2 logistic regression (scikit-learn, lbfgs) on standardised rows.
+
+    ``LogisticRegression(C=C, class_weight="balanced", max_iter=max_iter, tol=tol)``; its
+    ``ConvergenceWarning`` is silenced because convergence is judged on the returned weights
+    with :func:`objective_grad_max` instead.
+
+    Args:
+        xs: Standardised training rows.
+        y: Class index of each row, in ``[0, k)``.
+        k: Number of classes of the whole problem (some may be absent from ``y``).
+        C: Inverse L2 strength.
+        max_iter: lbfgs iteration limit.
+        tol: scikit-learn's ``tol``.
+
+    Returns:
+        ``(coef (K, d), intercept (K,), n_iter, grad_max)``; a binary fit's single logit
+        ``w`` becomes the two rows ``(-w/2, w/2)``, which rank the classes identically.
+    """
+    from sklearn.exceptions import ConvergenceWarning
+    from sklearn.linear_model import LogisticRegression
+
+    clf = LogisticRegression(C=C, class_weight="balanced", max_iter=max_iter, tol=tol)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)  # judged below, on the gradient
+        clf.fit(xs, y)
+    weights = balanced_weights(y, k)
+    grad = objective_grad_max(xs, y, weights, clf.coef_, clf.intercept_, C)
+    coef = np.zeros((k, xs.shape[1]))
+    intercept = np.zeros(k)
+    classes = clf.classes_.astype(int)
+    if clf.coef_.shape[0] == 1:
+        coef[classes[0]], coef[classes[1]] = -clf.coef_[0] / 2, clf.coef_[0] / 2
+        intercept[classes[0]], intercept[classes[1]] = -clf.intercept_[0] / 2, clf.intercept_[0] / 2
+    else:
+        coef[classes], intercept[classes] = clf.coef_, clf.intercept_
+        intercept[np.setdiff1d(np.arange(k), classes)] = -np.inf  # never predicted
+    return coef, intercept, int(np.max(clf.n_iter_)), grad
 
 
 class LogisticFit(NamedTuple):

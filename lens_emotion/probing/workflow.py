@@ -1,19 +1,99 @@
-"""End-to-end workflows shared by the CLI, the demo and the notebooks.
+"""The end-to-end probing run behind ``lens-emotion probe``, the demo and the paper figures.
 
-Each workflow wires library functions together (load → prompts → activations → analysis →
-files) and holds no analysis logic of its own.
+:func:`run_probing` wires the library together (agreeing filter → prompts → activations →
+emotion probes, embedding baseline, appraisal probes and alignment, optional evaluation on a
+second dataset and last-k positions → files) and is the only probing code that writes files
+and the manifest. Its options are one frozen :class:`ProbingSettings`.
 """
 
 from __future__ import annotations
 
-import time
+import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from lens_emotion.io import write_json_atomic
-from lens_emotion.manifest import report_step, run_manifest, seed_everything
+import pandas as pd
+import plotly.graph_objects as go
+
+from lens_emotion.activations import ActivationStore, extract_activations
+from lens_emotion.data import EmotionDataset
+from lens_emotion.manifest import StepTimer, report_step, seed_everything, write_manifest
+from lens_emotion.models import EmotionModel
+from lens_emotion.probing.appraisals import (
+    AlignmentResult,
+    AppraisalProbeResult,
+    appraisal_alignment,
+    probe_appraisals,
+)
+from lens_emotion.probing.emotions import (
+    EmotionProbeResult,
+    PositionProbeResult,
+    evaluate_emotion_probes,
+    probe_emotions,
+    probe_positions,
+)
+from lens_emotion.probing.store import ProbeError
+from lens_emotion.prompts import PromptTemplate, build_prompts
+from lens_emotion.viz.export import write_figure
+
+__all__ = ["ProbingOutputs", "ProbingSettings", "run_probing"]
+
+
+@dataclass(frozen=True)
+class ProbingSettings:
+    """Options of a probing run (all recorded in the manifest under ``"settings"``).
+
+    The CLI (``lens-emotion probe``), the demo and the ``[probing]`` table of a figures config
+    read their defaults from here.
+
+    Attributes:
+        template: Prompt template whose last token is probed.
+        sites: Sites to probe. ``resid_pre`` of block 0 is always probed too, as the
+            embedding baseline.
+        layers: Probe only these layers (``None``: all). Activations are still extracted for
+            every layer, so a later run over all layers reuses the same cached store.
+        last_k: Also probe each of the last ``k`` positions of ``resid_post`` (k > 1).
+        agreeing_only: Probe only rows the model classifies correctly (the paper's filter).
+        calibrate: Calibration used for the agreeing filter.
+        n_folds: Cross-validation folds.
+        C: Inverse L2 strength of the emotion probes.
+        alpha: Ridge penalty of the appraisal probes, or a grid from which each appraisal's
+            penalty is chosen inside every training fold (leave-one-out), the default.
+        probe_model: ``"logreg"`` or ``"mlp"``.
+        formats: Figure formats (``"html"``, ``"png"``, ``"svg"``, ``"pdf"``).
+        store_dir: Where to keep the activation store (``None``: the cache, by request hash).
+        batch_size: Prompts per forward pass.
+        seed: Seed for folds, controls and subsets.
+        num_threads: Torch threads for the probe fits (``None``: leave torch's setting; the
+            BLAS pool gets one thread); 1 is fastest on a busy CPU.
+    """
+
+    template: str = "emotion-list"
+    sites: Sequence[str] = ("attn_out", "mlp_out", "resid_post")
+    layers: Sequence[int] | None = None
+    last_k: int = 1
+    agreeing_only: bool = False
+    calibrate: bool | str = "mean"
+    n_folds: int = 5
+    C: float = 1.0
+    alpha: float | Sequence[float | int] = (1.0, 10.0, 100.0, 1000.0, 10000.0)
+    probe_model: str = "logreg"
+    formats: Sequence[str] = ("html",)
+    store_dir: str | Path | None = None
+    batch_size: int = 16
+    seed: int = 0
+    num_threads: int | None = None
+
+    def __post_init__(self) -> None:
+        # Lists (from a TOML table or a caller) become tuples, so the settings stay immutable.
+        object.__setattr__(self, "sites", tuple(self.sites))
+        object.__setattr__(self, "formats", tuple(self.formats))
+        if self.layers is not None:
+            object.__setattr__(self, "layers", tuple(int(x) for x in self.layers))
+        if not isinstance(self.alpha, int | float):
+            object.__setattr__(self, "alpha", tuple(self.alpha))
 
 
 @dataclass(frozen=True)
@@ -25,7 +105,8 @@ class ProbingOutputs:
         embedding: Probe table of the embedding baseline (``resid_pre`` of block 0).
         appraisal: The appraisal-probe result (``None`` if the data has no appraisals).
         alignment: Emotion–appraisal alignment (``None`` without appraisals).
-        positions: Last-k-token probe table (``None`` if only the last token was stored).
+        positions: The last-k-token probe result (``None`` if only the last token was
+            stored).
         store: The activation store used.
         files: Every file written, relative to the output folder.
         figures: Named Plotly figures.
@@ -34,74 +115,80 @@ class ProbingOutputs:
             layer) (:func:`lens_emotion.probing.evaluate_emotion_probes`); ``None`` without
             ``eval_dataset``.
         eval_store: The evaluation dataset's activation store (``None`` without one).
+        settings: The settings of the run.
     """
 
-    emotion: Any
-    embedding: Any
-    appraisal: Any | None
-    alignment: Any | None
-    positions: Any | None
-    store: Any
+    emotion: EmotionProbeResult
+    embedding: pd.DataFrame
+    appraisal: AppraisalProbeResult | None
+    alignment: AlignmentResult | None
+    positions: PositionProbeResult | None
+    store: ActivationStore
     files: dict[str, str]
-    figures: dict[str, Any]
+    figures: dict[str, go.Figure]
     n_rows: int
-    evaluation: Any | None = None
-    eval_store: Any | None = None
+    evaluation: pd.DataFrame | None = None
+    eval_store: ActivationStore | None = None
+    settings: ProbingSettings = field(default_factory=ProbingSettings)
+
+    def summary(self) -> dict[str, Any]:
+        """Headline numbers of the run (what ``lens-emotion probe`` prints).
+
+        Returns:
+            ``{"n_rows", "n_files", "best": {site: {...}}, "embedding_accuracy",
+            "appraisal" (or ``None``), "alignment" (or ``None``), "positions" (or ``None``),
+            "evaluation": {site: best eval accuracy} (or ``None``)}``; ``best`` is
+            :meth:`EmotionProbeResult.summary`'s.
+        """
+        evaluation = None
+        if self.evaluation is not None and len(self.evaluation):
+            evaluation = {
+                str(site): float(rows["eval_accuracy"].max())
+                for site, rows in self.evaluation.groupby("site", sort=False)
+            }
+        return {
+            "n_rows": self.n_rows,
+            "n_files": len(self.files),
+            "best": self.emotion.summary()["best"],
+            "embedding_accuracy": float(self.embedding["accuracy_mean"].iloc[0]),
+            "appraisal": None if self.appraisal is None else self.appraisal.summary(),
+            "alignment": None if self.alignment is None else self.alignment.summary(),
+            "positions": None if self.positions is None else self.positions.summary(),
+            "evaluation": evaluation,
+        }
 
 
 def run_probing(
-    model: Any,
-    dataset: Any,
+    model: EmotionModel,
+    data: EmotionDataset,
     out: str | Path,
-    template: str = "emotion-list",
-    sites: Sequence[str] = ("attn_out", "mlp_out", "resid_post"),
-    last_k: int = 1,
-    agreeing_only: bool = False,
-    calibrate: bool | str = "mean",
-    n_folds: int = 5,
-    C: float = 1.0,
-    alpha: float | Sequence[float] = (1.0, 10.0, 100.0, 1e3, 1e4),
-    probe_model: str = "logreg",
-    formats: Sequence[str] = ("html",),
-    store_dir: str | Path | None = None,
-    batch_size: int = 16,
-    seed: int = 0,
+    settings: ProbingSettings | None = None,
+    *,
     progress: bool = True,
-    num_threads: int | None = None,
-    eval_dataset: Any | None = None,
-    layers: Sequence[int] | None = None,
+    command: str | None = None,
+    eval_dataset: EmotionDataset | None = None,
 ) -> ProbingOutputs:
     """Extract activations, probe emotions and appraisals per layer, and write everything.
 
+    Files in ``out``: ``probe_emotions.csv`` / ``_folds.csv`` / ``.json`` and the direction
+    files, ``probe_embedding_baseline.csv``, with appraisals ``probe_appraisals.*`` and
+    ``alignment.csv``, with ``eval_dataset`` ``probe_emotions_eval.csv``, with
+    ``last_k > 1`` ``probe_positions.*``, the figures under ``figures/`` and
+    ``manifest.json``.
+
     Args:
-        model: An :class:`~lens_emotion.models.EmotionModel`.
-        dataset: An :class:`~lens_emotion.data.EmotionDataset` (crowd-enVENT-like).
+        model: The model.
+        data: A crowd-enVENT-like dataset (labels; appraisals if it has them).
         out: Output folder.
-        template: Prompt template whose last token is probed.
-        sites: Sites to probe. ``resid_pre`` of block 0 is always probed too, as the
-            embedding baseline.
-        last_k: Also probe each of the last ``k`` positions of ``resid_post`` (k > 1).
-        agreeing_only: Probe only rows the model classifies correctly (the paper's filter).
-        calibrate: Calibration used for the agreeing filter.
-        n_folds: Cross-validation folds.
-        C: Inverse L2 strength of the emotion probes.
-        alpha: Ridge penalty of the appraisal probes, or a grid from which each appraisal's
-            penalty is chosen inside every training fold (leave-one-out), the default.
-        probe_model: ``"logreg"`` or ``"mlp"``.
-        formats: Figure formats (``"html"``, ``"png"``, ``"svg"``, ``"pdf"``).
-        store_dir: Where to keep the activation store (default: the cache, by request hash).
-        batch_size: Prompts per forward pass.
-        seed: Seed for folds, controls and subsets.
-        progress: Show progress bars.
-        num_threads: Torch threads for the probe fits (1 is fastest on a busy CPU).
-        eval_dataset: A second :class:`~lens_emotion.data.EmotionDataset` to test on: the
-            emotion probes fitted on *all* (selected) training rows are scored on its rows,
-            per (site, layer), with the same prompt (the training dataset's label list) and
-            sites; written to ``probe_emotions_eval.csv``. Its rows whose label is not a
-            training label are dropped (with a warning, counted in the manifest). The
-            manifest records both datasets' hashes (``data`` and ``eval_data``).
-        layers: Probe only these layers (default: all). Activations are still extracted for
-            every layer, so a later run over all layers reuses the same cached store.
+        settings: The run's options (default: :class:`ProbingSettings`'s defaults).
+        progress: Show progress bars and one line per finished step.
+        command: The command line for the manifest (default: ``sys.argv``).
+        eval_dataset: A second dataset to test on: the emotion probes fitted on *all*
+            (selected) training rows are scored on its rows, per (site, layer), with the same
+            prompt (the training dataset's label list) and sites; written to
+            ``probe_emotions_eval.csv``. Its rows whose label is not a training label are
+            dropped (with a warning, counted in the manifest). The manifest records both
+            datasets' hashes (``data`` and ``eval_data``).
 
     Returns:
         The :class:`ProbingOutputs`.
@@ -111,70 +198,58 @@ def run_probing(
             ``probe_model`` is not ``"logreg"`` (only linear probes have directions to
             evaluate).
     """
-    from lens_emotion.activations import extract_activations
     from lens_emotion.inference import infer_emotions
-    from lens_emotion.viz import write_figure
-    from lens_emotion.probing import (
-        ProbeError,
-        appraisal_alignment,
-        probe_appraisals,
-        probe_emotions,
-        probe_positions,
-    )
-    from lens_emotion.prompts import build_prompts
 
-    if eval_dataset is not None and probe_model != "logreg":
+    s = settings if settings is not None else ProbingSettings()
+    dataset = data
+    sites = list(s.sites)
+    layers = None if s.layers is None else list(s.layers)
+    if eval_dataset is not None and s.probe_model != "logreg":
         raise ProbeError(
             f"eval_dataset needs probe_model='logreg' (the MLP probe keeps no directions to "
-            f"score another dataset with), not {probe_model!r}."
+            f"score another dataset with), not {s.probe_model!r}."
         )
-    seed_everything(seed)
+    seed_everything(s.seed)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    timings: dict[str, float] = {}
-    started = time.perf_counter()
+    timer = StepTimer("probe", verbose=progress)
     mask = None
-    if agreeing_only:
-        result = infer_emotions(
-            model, dataset, template, batch_size=batch_size, calibrate=calibrate, progress=progress
+    if s.agreeing_only:
+        with timer.step("agreeing filter"):
+            result = infer_emotions(
+                model, dataset, s.template, batch_size=s.batch_size, calibrate=s.calibrate,
+                progress=progress,
+            )  # fmt: skip
+            mask = result.correct
+    prompts = build_prompts(model, dataset.texts, dataset.labels, dataset.label_names, s.template)
+    with timer.step("extraction"):
+        store = extract_activations(
+            model,
+            prompts,
+            sites=sites,
+            positions=s.last_k,
+            out_dir=s.store_dir,
+            dataset=dataset,
+            batch_size=s.batch_size,
+            seed=s.seed,
+            progress=progress,
         )
-        mask = result.correct
-        timings["agreeing_filter_s"] = report_step(
-            "probe", "agreeing filter", time.perf_counter() - started, progress
-        )
-    prompts = build_prompts(model, dataset.texts, dataset.labels, dataset.label_names, template)
-    t0 = time.perf_counter()
-    store = extract_activations(
-        model,
-        prompts,
-        sites=list(sites),
-        positions=last_k,
-        out_dir=store_dir,
-        dataset=dataset,
-        batch_size=batch_size,
-        seed=seed,
-        progress=progress,
-    )
-    timings["extraction_s"] = report_step("probe", "extraction", time.perf_counter() - t0, progress)
 
-    t0 = time.perf_counter()
-    emotion = probe_emotions(
-        store,
-        dataset.labels,
-        label_names=dataset.label_names,
-        sites=list(sites),
-        layers=None if layers is None else list(layers),
-        n_folds=n_folds,
-        seed=seed,
-        C=C,
-        mask=mask,
-        model=probe_model,
-        progress=progress,
-        num_threads=num_threads,
-    )
-    timings["emotion_probes_s"] = report_step(
-        "probe", "emotion probes", time.perf_counter() - t0, progress
-    )
+    with timer.step("emotion probes"):
+        emotion = probe_emotions(
+            store,
+            dataset.labels,
+            label_names=dataset.label_names,
+            sites=sites,
+            layers=layers,
+            n_folds=s.n_folds,
+            seed=s.seed,
+            C=s.C,
+            mask=mask,
+            model=s.probe_model,
+            progress=progress,
+            num_threads=s.num_threads,
+        )
     # Embedding baseline: resid_pre of block 0 (the forward pass stops after layer 0).
     embed_store = extract_activations(
         model,
@@ -182,20 +257,20 @@ def run_probing(
         sites=["resid_pre"],
         layers=[0],
         dataset=dataset,
-        batch_size=batch_size,
-        seed=seed,
+        batch_size=s.batch_size,
+        seed=s.seed,
         progress=False,
     )
     embedding = probe_emotions(
         embed_store,
         dataset.labels,
         label_names=dataset.label_names,
-        n_folds=n_folds,
-        seed=seed,
-        C=C,
+        n_folds=s.n_folds,
+        seed=s.seed,
+        C=s.C,
         mask=mask,
         progress=False,
-        num_threads=num_threads,
+        num_threads=s.num_threads,
         fit_directions=False,
     ).table
     files = _relative(emotion.save(out), out)
@@ -205,25 +280,22 @@ def run_probing(
 
     appraisal = alignment = None
     if dataset.appraisals is not None:
-        t0 = time.perf_counter()
-        appraisal = probe_appraisals(
-            store,
-            dataset.appraisals,
-            dataset.appraisal_names,
-            sites=list(sites),
-            layers=None if layers is None else list(layers),
-            alpha=alpha,
-            n_folds=n_folds,
-            seed=seed,
-            mask=mask,
-            progress=progress,
-            num_threads=num_threads,
-        )
-        align_site = "resid_post" if "resid_post" in sites else sites[0]
-        alignment = appraisal_alignment(emotion, appraisal, site=align_site)
-        timings["appraisal_probes_s"] = report_step(
-            "probe", "appraisal probes", time.perf_counter() - t0, progress
-        )
+        with timer.step("appraisal probes"):
+            appraisal = probe_appraisals(
+                store,
+                dataset.appraisals,
+                dataset.appraisal_names,
+                sites=sites,
+                layers=layers,
+                alpha=_alpha_arg(s.alpha),
+                n_folds=s.n_folds,
+                seed=s.seed,
+                mask=mask,
+                progress=progress,
+                num_threads=s.num_threads,
+            )
+            align_site = "resid_post" if "resid_post" in sites else sites[0]
+            alignment = appraisal_alignment(emotion, appraisal, site=align_site)
         files.update(_relative(appraisal.save(out), out))
         files.update(_relative(alignment.save(out), out))
         figures["probe_appraisals"] = appraisal.figure()
@@ -234,85 +306,85 @@ def run_probing(
     evaluation = eval_store = None
     eval_info: dict[str, Any] | None = None
     if eval_dataset is not None:
-        t0 = time.perf_counter()
-        evaluation, eval_store, eval_info = _evaluate_on(
-            model, emotion, eval_dataset, dataset.label_names, prompts.template, sites,
-            store_dir, batch_size, seed, progress,
-        )  # fmt: skip
+        with timer.step("eval"):
+            evaluation, eval_store, eval_info = _evaluate_on(
+                model, emotion, eval_dataset, dataset.label_names, prompts.template, sites,
+                s.store_dir, s.batch_size, s.seed, progress,
+            )  # fmt: skip
         evaluation.to_csv(out / "probe_emotions_eval.csv", index=False)
         files["probe_emotions_eval.csv"] = "probe_emotions_eval.csv"
-        timings["eval_s"] = report_step("probe", "eval", time.perf_counter() - t0, progress)
 
     positions = None
-    if last_k > 1:
+    if s.last_k > 1:
         positions = probe_positions(
             store,
             dataset.labels,
             label_names=dataset.label_names,
             site="resid_post",
-            layers=None if layers is None else list(layers),
-            n_folds=n_folds,
-            seed=seed,
+            layers=layers,
+            n_folds=s.n_folds,
+            seed=s.seed,
             mask=mask,
             progress=progress,
-            num_threads=num_threads,
+            num_threads=s.num_threads,
         )
         files.update(_relative(positions.save(out), out))
         figures["probe_positions"] = positions.figure()
 
     for name, fig in figures.items():
-        for path in write_figure(fig, out / "figures" / name, formats=formats):
+        for path in write_figure(fig, out / "figures" / name, formats=s.formats):
             files[f"figures/{path.name}"] = str(path.relative_to(out))
-    timings["total_s"] = report_step("probe", "total", time.perf_counter() - started, progress)
+    report_step("probe", "total", timer.total(), progress)
     n_rows = int(mask.sum()) if mask is not None else len(dataset)
-    manifest = run_manifest(
-        seed=seed,
+    write_manifest(
+        out,
+        seed=s.seed,
         model=model,
         dataset=dataset,
         template=prompts.template,
+        settings=s,
+        timer=timer,
+        command=command,
         extra={
             "analysis": "probing",
-            "sites": list(sites),
-            "layers": None if layers is None else [int(x) for x in layers],
-            "last_k": last_k,
-            "agreeing_only": agreeing_only,
+            "sites": sites,
+            "layers": layers,
+            "last_k": s.last_k,
+            "agreeing_only": s.agreeing_only,
             "n_rows_probed": n_rows,
-            "n_folds": n_folds,
-            "C": C,
-            "alpha": alpha,
-            "probe_model": probe_model,
+            "n_folds": s.n_folds,
+            "C": s.C,
+            "alpha": _alpha_arg(s.alpha),
+            "probe_model": s.probe_model,
             "activation_store": str(store.root),
-            "timings_s": timings,
             **({"eval_data": eval_info} if eval_info is not None else {}),
         },
     )
-    write_json_atomic(out / "manifest.json", manifest)
     files["manifest.json"] = "manifest.json"
     return ProbingOutputs(
         emotion, embedding, appraisal, alignment, positions, store, files, figures, n_rows,
-        evaluation, eval_store,
+        evaluation, eval_store, s,
     )  # fmt: skip
 
 
+def _alpha_arg(alpha: float | Sequence[float | int]) -> float | list[float]:
+    """The ridge penalty as the probes take it: one number, or a list to choose from."""
+    return float(alpha) if isinstance(alpha, int | float) else [float(a) for a in alpha]
+
+
 def _evaluate_on(
-    model: Any,
-    emotion: Any,
-    eval_dataset: Any,
+    model: EmotionModel,
+    emotion: EmotionProbeResult,
+    eval_dataset: EmotionDataset,
     label_names: Sequence[str],
-    template: Any,
+    template: PromptTemplate,
     sites: Sequence[str],
     store_dir: str | Path | None,
     batch_size: int,
     seed: int,
     progress: bool,
-) -> tuple[Any, Any, dict[str, Any]]:
+) -> tuple[pd.DataFrame, ActivationStore, dict[str, Any]]:
     """Extract the evaluation rows' activations and score the all-rows probes on them."""
-    import warnings
-
-    from lens_emotion.activations import extract_activations
-    from lens_emotion.probing import ProbeError, evaluate_emotion_probes
-    from lens_emotion.prompts import build_prompts
-
     known = set(emotion.label_names)
     keep = [i for i, lab in enumerate(eval_dataset.labels) if lab in known]
     dropped = len(eval_dataset) - len(keep)

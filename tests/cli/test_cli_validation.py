@@ -80,7 +80,7 @@ def test_help_of_every_command_renders(capsys):
 
 def test_an_error_after_extraction_says_the_rerun_reuses_the_store(monkeypatch, tmp_path, capsys):
     import lens_emotion.models
-    import lens_emotion.workflows
+    import lens_emotion.probing.workflow
 
     class _Model:
         n_layers = 4
@@ -89,7 +89,7 @@ def test_an_error_after_extraction_says_the_rerun_reuses_the_store(monkeypatch, 
         raise ValueError("something went wrong after the activations were stored")
 
     monkeypatch.setattr(lens_emotion.models, "load_model", lambda *a, **k: _Model())
-    monkeypatch.setattr(lens_emotion.workflows, "run_probing", fail_after_extraction)
+    monkeypatch.setattr(lens_emotion.probing.workflow, "run_probing", fail_after_extraction)
     store = tmp_path / "store"
     argv = ["probe", "--dataset", "sample", "--store", str(store), "--alpha", "1000"]
     assert main([*argv, "--out", str(tmp_path / "out")]) == 2

@@ -5,21 +5,13 @@ import pandas as pd
 import pytest
 
 from lens_emotion.cli import main
-from lens_emotion.workflows import run_probing
+from lens_emotion.probing.workflow import ProbingSettings, run_probing
 
 
 def test_run_probing_writes_tables_figures_and_manifest(tiny_llama, sample_dataset, tmp_path):
     out = tmp_path / "probe"
-    outputs = run_probing(
-        tiny_llama,
-        sample_dataset,
-        out,
-        last_k=2,
-        n_folds=3,
-        store_dir=tmp_path / "store",
-        progress=False,
-        num_threads=1,
-    )
+    settings = ProbingSettings(last_k=2, n_folds=3, store_dir=tmp_path / "store", num_threads=1)
+    outputs = run_probing(tiny_llama, sample_dataset, out, settings, progress=False)
     table = pd.read_csv(out / "probe_emotions.csv")
     assert list(table.columns[:7]) == [
         "site",
@@ -131,10 +123,11 @@ def test_run_probing_tests_on_a_second_dataset(tiny_llama, sample_dataset, tmp_p
     train, held = sample_dataset.subset(train_rows), sample_dataset.subset(eval_rows)
     out = tmp_path / "probe"
     with pytest.warns(UserWarning, match="dropped 5 of 65 evaluation rows"):
-        outputs = run_probing(
-            tiny_llama, train, out, sites=("resid_post", "attn_out"), n_folds=2,
-            store_dir=tmp_path / "store", progress=False, num_threads=1, eval_dataset=held,
+        settings = ProbingSettings(
+            sites=("resid_post", "attn_out"), n_folds=2, store_dir=tmp_path / "store",
+            num_threads=1,
         )  # fmt: skip
+        outputs = run_probing(tiny_llama, train, out, settings, progress=False, eval_dataset=held)
     table = pd.read_csv(out / "probe_emotions_eval.csv")
     assert list(table.columns) == [
         "site", "layer", "eval_accuracy", "eval_macro_f1", "eval_majority_baseline", "n_eval",
@@ -164,16 +157,17 @@ def test_run_probing_eval_dataset_needs_linear_probes(tiny_llama, sample_dataset
 
     with pytest.raises(LensEmotionError, match="probe_model='logreg'"):
         run_probing(
-            tiny_llama, sample_dataset, tmp_path / "o", probe_model="mlp",
+            tiny_llama, sample_dataset, tmp_path / "o", ProbingSettings(probe_model="mlp"),
             eval_dataset=sample_dataset, progress=False,
         )  # fmt: skip
 
 
 def test_run_probing_layers_probes_only_those(tiny_llama, sample_dataset, tmp_path):
-    outputs = run_probing(
-        tiny_llama, sample_dataset, tmp_path / "o", sites=("resid_post",), n_folds=2,
-        store_dir=tmp_path / "store", progress=False, num_threads=1, layers=[1],
+    settings = ProbingSettings(
+        sites=("resid_post",), n_folds=2, store_dir=tmp_path / "store", num_threads=1,
+        layers=[1],
     )  # fmt: skip
+    outputs = run_probing(tiny_llama, sample_dataset, tmp_path / "o", settings, progress=False)
     assert list(outputs.emotion.table["layer"]) == [1]
     assert set(outputs.appraisal.table["layer"]) == {1}
     assert outputs.store.layers == tuple(range(tiny_llama.n_layers))  # extraction: all layers
