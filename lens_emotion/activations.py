@@ -23,12 +23,16 @@ twice reuses the store; a request that differs in any field is recomputed.
 
 **Engines.** ``engine="bridge"`` reads the TransformerLens hook points of the bridge
 (``blocks.{l}.hook_attn_out`` ...). ``engine="plain"`` attaches PyTorch hooks at the same
-points of the plain transformers modules (decoder-layer output = ``resid_post``, attention
-output = ``attn_out``, MLP output = ``mlp_out``, ``o_proj`` input = ``z``) and is about 25%
-faster on CPU because the bridge re-implements attention step by step. It is offered only for
-pre-norm RMSNorm decoders (Llama, Mistral, Qwen2/3), where compatibility mode does not change
-these activations, and is checked against the bridge on a probe prompt before first use
-(``engine="auto"`` falls back to the bridge if they disagree). The tests compare both.
+points of the plain transformers modules, found by the family adapter of
+:mod:`lens_emotion.architecture` (decoder-layer input/output = ``resid_pre``/``resid_post``,
+attention output - after Gemma's and OLMo 2's post-attention norm - = ``attn_out``, MLP output
+= ``mlp_out``, pre-MLP norm input = ``resid_mid``, output-projection input = ``z``), and is
+about 25% faster on CPU because the bridge re-implements attention step by step. It covers
+Llama, Mistral, Qwen2/3, Gemma 2/3, Phi-3, OLMo 2, GPT-2 and GPT-NeoX (GPT-NeoX's parallel
+residual has no ``resid_mid``); LayerNorm families' values are converted to the bridge's
+centred convention. It is checked against the bridge on a probe prompt before first use
+(``engine="auto"`` falls back to the bridge if they disagree, or where the architecture has
+no adapter). The tests compare both on every family.
 """
 
 from __future__ import annotations
