@@ -60,6 +60,7 @@ def run(args: argparse.Namespace) -> int:
 
     kwargs = pairs_run_kwargs(args)
     progress, command = kwargs.pop("progress"), kwargs.pop("command")
+    kwargs["sites"], kwargs["formats"] = tuple(kwargs["sites"]), tuple(kwargs["formats"])
     settings = PatchingSettings(
         span=args.span,
         layers=tuple(args.layers) if args.layers else None,

@@ -91,4 +91,11 @@ def test_clean_activations_agree_between_engines(tiny_llama, sample_dataset):
 
 def test_unknown_site_is_rejected(tiny_llama, sample_dataset):
     with pytest.raises(PatchingError, match="Unknown sites"):
-        run_variants(tiny_llama, [[1, 2, 3]], [Variant("resid_mid", (0,))], None, [1], "fast")
+        run_variants(
+            tiny_llama,
+            [[1, 2, 3]],
+            [Variant("resid_mid", (0,))],
+            lambda variant, layer, rows: torch.zeros(len(rows), tiny_llama.d_model),
+            [1],
+            "fast",
+        )

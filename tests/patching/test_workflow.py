@@ -85,8 +85,6 @@ def test_settings_are_the_cli_defaults():
     assert tuple(args.sites) == defaults.sites and args.layers is defaults.layers
     assert (args.no_heads, args.no_ablations, args.no_control) == (False, False, False)
     assert defaults.heads and defaults.ablations and defaults.control
-    # lists from a TOML config become tuples
-    assert PatchingSettings(sites=["mlp_out"], layers=[1], formats=["html"]).sites == ("mlp_out",)
 
 
 def test_run_patching_writes_what_its_results_save(tiny_llama, sample_dataset, tmp_path):
