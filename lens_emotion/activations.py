@@ -64,6 +64,7 @@ from lens_emotion.architecture import (
     unsupported_reason,
 )
 from lens_emotion.batching import length_batches
+from lens_emotion.early_stop import StopForward, stop_forward, stoppable
 from lens_emotion.errors import LensEmotionError
 from lens_emotion.io import write_json_atomic
 from lens_emotion.manifest import package_versions
@@ -87,8 +88,8 @@ class ActivationStoreError(LensEmotionError, ValueError):
     """A store request or an on-disk store is invalid."""
 
 
-class _StopForward(Exception):
-    """Raised inside a hook to end the forward pass after the last needed layer."""
+_StopForward = StopForward
+"""Former private name of :class:`lens_emotion.early_stop.StopForward` (kept as an alias)."""
 
 
 def _hash_json(obj: Any) -> str:
@@ -282,7 +283,7 @@ def _plain_hooks(
         def post_block(module, args, output, layer=layer):
             keep("resid_post", layer, _first(output))
             if layer == last_layer:
-                raise _StopForward
+                stop_forward()
 
         handles.append(arch.layer(layer).register_forward_hook(post_block))
     try:
@@ -294,7 +295,7 @@ def _plain_hooks(
 
 def _run_plain(model: Any, input_ids: Tensor, mask: Tensor) -> None:
     positions_ids = (mask.long().cumsum(-1) - 1).clamp(min=0)
-    with contextlib.suppress(_StopForward):
+    with stoppable():
         architecture(model).base(
             input_ids=input_ids, attention_mask=mask, position_ids=positions_ids, use_cache=False
         )
@@ -318,10 +319,10 @@ def _run_bridge(
         hooks.append((model.hook_name(site, layer), keep))
 
     def stop(act, hook):
-        raise _StopForward
+        stop_forward()
 
     hooks.append((model.hook_name("resid_post", last_layer), stop))
-    with contextlib.suppress(_StopForward):
+    with stoppable():
         model.bridge.run_with_hooks(
             input_ids, attention_mask=mask, fwd_hooks=hooks, return_type=None
         )

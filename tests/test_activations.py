@@ -141,10 +141,14 @@ def test_bad_requests_fail_clearly(tiny_llama, prompts, tmp_path):
         store.get("resid_post", 1)
 
 
-def test_plain_engine_is_refused_for_unsupported_architectures(tiny_gpt2):
-    assert resolve_engine(tiny_gpt2, "auto") == "bridge"
+def test_plain_engine_is_refused_for_unsupported_architectures(tmp_path):
+    from types import SimpleNamespace
+
+    (tmp_path / "config.json").write_text(json.dumps({"architectures": ["BertForMaskedLM"]}))
+    unsupported = SimpleNamespace(path=tmp_path)  # GPT-2 has an adapter now; BERT has none
+    assert resolve_engine(unsupported, "auto") == "bridge"
     with pytest.raises(ActivationStoreError, match="engine='bridge'"):
-        resolve_engine(tiny_gpt2, "plain")
+        resolve_engine(unsupported, "plain")
 
 
 _CHILD = """

@@ -149,7 +149,7 @@ def test_unsupported_hook_names_use_the_bridge(tiny_llama, tiny_prompts):
 def test_gpt2_models_run_on_the_bridge(tiny_gpt2, rows):
     prompts = build_prompts(tiny_gpt2, rows.texts, rows.labels, rows.label_names, "emotion-list")
     hooks = steering_hooks(tiny_gpt2, _direction(64, 3), 3.0, 1)
-    assert resolve_intervention_engine(tiny_gpt2, hooks) == "bridge"
+    assert resolve_intervention_engine(tiny_gpt2, hooks) == "plain"  # GPT-2 has an adapter
     got = readout_many(tiny_gpt2, prompts, [[], hooks], batch_size=6, progress=False)
     np.testing.assert_allclose(got[0], label_logprobs(tiny_gpt2, prompts, 6, False), atol=1e-4)
     text = generate_with_hooks(tiny_gpt2, rows.texts[:2], hooks, 3, progress=False)
