@@ -197,7 +197,11 @@ def promotion_figure(table: pd.DataFrame, title: str | None = None) -> go.Figure
             if not control:
                 fig.add_trace(
                     ci_band(
-                        part["beta"], part["delta_p_ci_low"], part["delta_p_ci_high"], color, name
+                        part["beta"].to_numpy(),
+                        part["delta_p_ci_low"].to_numpy(),
+                        part["delta_p_ci_high"].to_numpy(),
+                        color,
+                        name,
                     )
                 )
             fig.add_trace(

@@ -644,8 +644,8 @@ def generation_sweep(
         generated.append(tuple(outs))
     n = len(texts)
     extra = {
-        "condition": np.repeat(np.arange(len(conditions)), n),
-        "text_index": np.tile(np.arange(n), len(conditions)),
+        "condition": np.repeat(np.arange(len(conditions)), n).tolist(),
+        "text_index": np.tile(np.arange(n), len(conditions)).tolist(),
     }
     frame = score_replies(
         judge, replies, [labels[0]] * len(replies), readout=readout, extra=extra, progress=progress

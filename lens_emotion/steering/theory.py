@@ -214,7 +214,9 @@ def required_combos(predictions: Sequence[TheoryPrediction] = THEORY_PREDICTIONS
     return list(dict.fromkeys(p.combo for p in predictions))
 
 
-def holm_adjust(p_values: Sequence[float]) -> Float[np.ndarray, " m"]:
+def holm_adjust(
+    p_values: Sequence[float] | Float[np.ndarray, " m"],
+) -> Float[np.ndarray, " m"]:
     """Holm's step-down adjusted p-values (NaNs are left out of the family and stay NaN).
 
     With the ``m`` p-values sorted ascending, ``p_(j)`` is adjusted to
@@ -242,7 +244,7 @@ def holm_adjust(p_values: Sequence[float]) -> Float[np.ndarray, " m"]:
     return out
 
 
-def _one_sided_p(mean: float, se: float, df: float, expected: int) -> float:
+def _one_sided_p(mean: float, se: float, df: int, expected: int) -> float:
     """p-value of a one-sided t-test that ``mean`` lies on the ``expected`` side of 0."""
     signed = expected * mean
     if not np.isfinite(se) or se <= 0.0:
@@ -392,13 +394,16 @@ def check_predictions(
 
 
 def validate_theory_cell(
-    theory_cell: tuple[int, float] | None, layers: Sequence[int], betas: Sequence[float]
+    theory_cell: tuple[int, float | int] | None,
+    layers: Sequence[int],
+    betas: Sequence[float | int],
 ) -> tuple[int, float] | None:
     """Check that a pre-registered cell ``(layer, step)`` is in a sweep grid.
 
     Args:
-        theory_cell: ``(layer, step)`` with ``step > 0``; every prediction is judged at
-            ``beta = sign * step``. ``None`` (Holm over all cells) passes through.
+        theory_cell: ``(layer, step)`` with ``step > 0`` (an int step is read as a float);
+            every prediction is judged at ``beta = sign * step``. ``None`` (Holm over all
+            cells) passes through.
         layers: Swept centre layers.
         betas: Swept betas.
 

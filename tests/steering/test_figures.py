@@ -13,7 +13,7 @@ LABELS = ("joy", "sadness", "anger")
 
 @pytest.fixture
 def sweep():
-    conds = build_conditions({"+p": {2: np.ones(3)}}, [2], [-1, 0, 1], n_controls=1)
+    conds = build_conditions({"+p": {2: np.ones(3)}}, [2], [-1.0, 0.0, 1.0], n_controls=1)
     rng = np.random.default_rng(0)
     picks = rng.integers(0, 3, size=(len(conds), 12))
     values = np.eye(3)[picks]

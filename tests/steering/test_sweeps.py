@@ -38,12 +38,12 @@ def test_bootstrap_ci_brackets_the_mean_and_shrinks_with_n():
 # --------------------------------------------------------------------------- conditions
 
 
-def test_build_conditions_counts_windows_and_controls():
+def test_build_conditions_counts_windows_and_controls(tiny_llama):
     vecs = {name: {x: np.ones(8) * (x + 1) for x in range(5)} for name in ("+p", "+o")}
-    conds = build_conditions(vecs, [1, 3], [-2, 0, 2], n_controls=2, seed=5, span=3)
+    conds = build_conditions(vecs, [1, 3], [-2.0, 0.0, 2.0], n_controls=2, seed=5, span=3)
     steered = [c for c in conds if not c.control and c.combo != "clean"]
     controls = [c for c in conds if c.control]
-    assert conds[0].combo == "clean" and conds[0].hooks(None) == []
+    assert conds[0].combo == "clean" and conds[0].hooks(tiny_llama) == []
     assert len(steered) == 2 * 2 * 2 and len(controls) == 2 * 2 * 2
     assert sorted(steered[0].vectors) == [0, 1, 2]
     assert {c.seed for c in controls} == {5, 6}
@@ -57,7 +57,7 @@ def test_build_conditions_counts_windows_and_controls():
 
 def _synthetic_sweep() -> SweepOutcome:
     labels = ("joy", "sadness", "anger")
-    conds = build_conditions({"+p": {0: np.ones(4)}}, [0], [-1, 1], n_controls=2)
+    conds = build_conditions({"+p": {0: np.ones(4)}}, [0], [-1.0, 1.0], n_controls=2)
     n = 10
     values = np.zeros((len(conds), n, 3))
     for k, c in enumerate(conds):
@@ -127,7 +127,7 @@ class _EchoReadout:
         return ["sadness" if i % 2 == 0 else "anger" for i in range(len(texts))]
 
 
-def test_generation_tables_report_masked_raw_named_fluency_and_kappa(monkeypatch):
+def test_generation_tables_report_masked_raw_named_fluency_and_kappa(monkeypatch, tiny_llama):
     import lens_emotion.steering.sweeps as steering_mod
 
     replies = {0: " so much joy, I was happy and glad it all worked out", 1: " fine"}
@@ -140,11 +140,18 @@ def test_generation_tables_report_masked_raw_named_fluency_and_kappa(monkeypatch
         ]
 
     monkeypatch.setattr(steering_mod, "generate_with_hooks", fake_generate)
-    monkeypatch.setattr(steering_mod, "steering_hooks", lambda *a, **k: [("hook", None)])
+    monkeypatch.setattr(
+        steering_mod, "steering_hooks", lambda *a, **k: [("hook", lambda act, hook: None)]
+    )
     monkeypatch.setattr(steering_mod, "generation_prompts", lambda m, t, i, p: (list(t), False))
-    conds = build_conditions({"+p": {0: np.ones(4)}}, [0], [0, 1], n_controls=2)
+    conds = build_conditions({"+p": {0: np.ones(4)}}, [0], [0.0, 1.0], n_controls=2)
     sweep = generation_sweep(
-        None, ["a", "b", "c", "d"], conds, _WordJudge(), progress=False, readout=_EchoReadout()
+        tiny_llama,
+        ["a", "b", "c", "d"],
+        conds,
+        _WordJudge(),
+        progress=False,
+        readout=_EchoReadout(),
     )
     assert sweep.replies is not None and len(sweep.replies) == len(conds) * 4
     full = sweep.proportions(n_boot=100)
@@ -173,7 +180,7 @@ def test_readout_and_generation_sweeps_on_a_tiny_model(tiny_llama, sample_datase
     rows = sample_dataset.sample(8, seed=2)
     prompts = build_prompts(tiny_llama, rows.texts, rows.labels, rows.label_names)
     d = torch.randn(64, generator=torch.Generator().manual_seed(0)).numpy()
-    conds = build_conditions({"+p": {0: d, 1: d}}, [0, 1], [-4, 0, 4], n_controls=1)
+    conds = build_conditions({"+p": {0: d, 1: d}}, [0, 1], [-4.0, 0.0, 4.0], n_controls=1)
     readout = readout_sweep(tiny_llama, prompts, conds, batch_size=4, progress=False)
     assert readout.values.shape == (len(conds), 8, 13)
     np.testing.assert_allclose(readout.values.sum(-1), 1.0, atol=1e-9)
@@ -206,7 +213,7 @@ def test_real_readout_sweep(smollm2, real_probes):
     rows, prompts, _, appraisal, emotion = real_probes
     sub = first_prompts(prompts, 6)
     v = combo_vector(appraisal, "resid_post", 12, AppraisalCombo.parse("pleasantness"))
-    conds = build_conditions({"+pleasantness": {12: v}}, [12], [-8, 0, 8], n_controls=1)
+    conds = build_conditions({"+pleasantness": {12: v}}, [12], [-8.0, 0.0, 8.0], n_controls=1)
     sweep = readout_sweep(smollm2, sub, conds, scale="rms", progress=False)
     assert isinstance(sweep.conditions[0], SteeringCondition)
     shift = np.abs(sweep.values[1:] - sweep.values[0]).max()

@@ -124,12 +124,10 @@ def test_tiny_run_writes_every_output(tiny_llama, sample_dataset, tmp_path):
     assert summary["generation"]["outcome"] == "generation"
 
 
-def test_settings_normalise_lists_and_keep_the_cli_defaults():
-    settings = SteeringSettings(
-        combos=[AppraisalCombo.parse("pleasantness,other_responsblt", "+,-")], layers=[3]
-    )
+def test_settings_parse_combos_and_keep_the_cli_defaults():
+    combo = AppraisalCombo.parse("pleasantness,other_responsblt", "+,-")
+    settings = SteeringSettings(combos=(combo.name,), layers=(3,))
     assert settings.combos == ("+pleasantness,-other_responsblt",)
-    assert settings.layers == (3,)
     assert [c.name for c in settings.appraisal_combos()] == ["+pleasantness,-other_responsblt"]
     defaults = SteeringSettings()
     assert defaults.betas == (-8.0, -4.0, 0.0, 4.0, 8.0) and defaults.formats == ("html",)
