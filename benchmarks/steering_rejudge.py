@@ -28,8 +28,14 @@ import torch
 
 from lens_emotion.io import write_json_atomic, write_text_atomic
 from lens_emotion.judge import load_judge, score_replies
-from lens_emotion.steering import GENERATION_PREFIX, SteeringCondition, SweepOutcome
-from lens_emotion.theory import annotate_checks, check_predictions, summarize_checks
+from lens_emotion.steering import (
+    GENERATION_PREFIX,
+    SteeringCondition,
+    SweepOutcome,
+    annotate_checks,
+    check_predictions,
+    summarize_checks,
+)
 
 
 def main() -> None:
@@ -101,7 +107,7 @@ def main() -> None:
         ids=tuple(ids),
         replies=frame[keep],
     )
-    table = sweep.table(n_boot=1000, seed=args.seed)
+    table = sweep.proportions(n_boot=1000, seed=args.seed)
     checks = annotate_checks(check_predictions(sweep, n_boot=args.n_boot, seed=args.seed))
     summary = summarize_checks(checks)
     out = Path(args.out)

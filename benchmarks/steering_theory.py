@@ -34,8 +34,7 @@ from safetensors.numpy import save_file
 from lens_emotion.data import default_crowd_envent_path, load_crowd_envent
 from lens_emotion.io import write_json_atomic, write_text_atomic
 from lens_emotion.models import load_model
-from lens_emotion.steering import AppraisalCombo, conditions_frame
-from lens_emotion.steering_workflow import run_steering
+from lens_emotion.steering import AppraisalCombo, SteeringSettings, conditions_frame, run_steering
 
 
 def _floats(text: str) -> list[float]:
@@ -78,15 +77,12 @@ def main() -> None:
     started = time.perf_counter()
     model = load_model("smollm2-135m-instruct", device="cpu")
     data = load_crowd_envent(default_crowd_envent_path())
-    outputs = run_steering(
-        model,
-        data,
-        args.out,
-        [AppraisalCombo.parse("pleasantness,other_responsblt", "+,+")],
-        _ints(args.layers),
-        _floats(args.betas),
-        gen_betas=_floats(args.gen_betas),
-        gen_layers=_ints(args.gen_layers),
+    settings = SteeringSettings(
+        combos=(AppraisalCombo.parse("pleasantness,other_responsblt", "+,+").name,),
+        layers=tuple(_ints(args.layers)),
+        betas=tuple(_floats(args.betas)),
+        gen_betas=tuple(_floats(args.gen_betas)),
+        gen_layers=tuple(_ints(args.gen_layers)),
         gen_n=args.gen_n,
         gen_controls=args.gen_controls,
         n=args.n,
@@ -99,12 +95,12 @@ def main() -> None:
         theory_generation=args.generate,
         generate=args.generate,
         max_new_tokens=args.max_new_tokens,
-        promote=[e for e in args.promote.split(",") if e],
-        promote_betas=_floats(args.promote_betas),
+        promote=tuple(e for e in args.promote.split(",") if e),
+        promote_betas=tuple(_floats(args.promote_betas)),
         promote_controls=args.promote_controls,
         seed=args.seed,
-        command="benchmarks/steering_theory.py",
     )
+    outputs = run_steering(model, data, args.out, settings, command="benchmarks/steering_theory.py")
     out = Path(args.out)
     save_file(
         {"values": np.ascontiguousarray(outputs.readout.values, dtype=np.float32)},
@@ -123,7 +119,7 @@ def main() -> None:
         "model": manifest["model"],
         "settings": {k: manifest[k] for k in manifest if k not in ("model", "versions")},
         "judge": outputs.judge,
-        "theory_summary": outputs.summary.to_dict(orient="records"),
+        "theory_summary": outputs.theory_summary.to_dict(orient="records"),
         "theory_checks": outputs.checks.to_dict(orient="records"),
         "promotion": None
         if outputs.promotion is None
@@ -133,7 +129,7 @@ def main() -> None:
     }
     write_json_atomic(Path(args.summary), summary)
     cols = ["outcome", "method", "prediction", "cells", "cells_passed", "min_p_holm", "verdict"]
-    print(outputs.summary[cols].to_string())
+    print(outputs.theory_summary[cols].to_string())
 
 
 if __name__ == "__main__":
