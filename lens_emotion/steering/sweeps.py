@@ -22,7 +22,6 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from functools import cached_property
 from pathlib import Path
 from typing import Any, Literal
 
@@ -255,6 +254,7 @@ class SweepOutcome:
     replies: pd.DataFrame | None = field(default=None, repr=False)
     n_boot: int = 1000
     boot_seed: int = 0
+    _table: pd.DataFrame | None = field(default=None, init=False, repr=False, compare=False)
 
     @property
     def frame(self) -> pd.DataFrame:
@@ -351,10 +351,12 @@ class SweepOutcome:
         frame = pd.concat(parts, ignore_index=True)
         return summarise_replies(frame, ["group_combo", "group_layer", "group_beta", "emotion"])
 
-    @cached_property
+    @property
     def table(self) -> pd.DataFrame:
         """:meth:`proportions` with this sweep's ``n_boot`` and ``boot_seed`` (computed once)."""
-        return self.proportions(self.n_boot, self.boot_seed)
+        if self._table is None:
+            object.__setattr__(self, "_table", self.proportions(self.n_boot, self.boot_seed))
+        return self._table
 
     def to_frame(self) -> pd.DataFrame:
         """:attr:`table` as a new DataFrame."""
