@@ -621,7 +621,7 @@ def probe_emotions(
             (``params["convergence_check"]``).
         num_threads: Torch threads during the fits (``None``: leave torch's setting). Use 1
             when other processes keep the CPU busy.
-        mlp_options: Extra keyword arguments of :func:`lens_emotion.probe_models.fit_mlp`.
+        mlp_options: Extra keyword arguments of :func:`lens_emotion.probing.solvers.fit_mlp`.
 
     Returns:
         The :class:`EmotionProbeResult`.

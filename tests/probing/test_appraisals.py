@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -119,3 +120,30 @@ def test_alignment_end_to_end(result, store):
     m = align.matrix(3)
     assert m.loc["joy", "pleasantness"] == m["pleasantness"].max()
     assert m.loc["joy", "pleasantness"] > 0.5
+
+
+def test_appraisal_and_alignment_results_follow_the_result_protocol(planted, tmp_path: Path):
+    from lens_emotion.results import AnalysisResult
+
+    store, y, names = planted
+    res = probe_appraisals(
+        store, y, names, sites="resid_post", layers=[2, 3], n_folds=3, progress=False
+    )
+    emotion, appraisal = fake_results()
+    align = appraisal_alignment(emotion, appraisal)
+    for result in (res, align):
+        assert isinstance(result, AnalysisResult)
+        assert not callable(result.table) and isinstance(result.to_frame(), pd.DataFrame)
+        assert isinstance(result.figure(), go.Figure)
+        json.dumps(result.summary())
+    summary = res.summary()
+    assert summary["best_appraisal"]["pleasantness"]["r2_mean"] > 0.9
+    assert summary["best_appraisal"]["noise_a"]["r2_mean"] < 0.05
+    means = res.table.groupby("layer")["r2_mean"].mean()
+    assert summary["best"]["resid_post"] == {
+        "layer": int(means.idxmax()),
+        "mean_r2": float(means.max()),
+    }
+    strongest = align.summary()["strongest"]
+    assert abs(strongest["cosine"]) == pytest.approx(1.0)
+    assert align.summary()["max_abs_cosine"] == pytest.approx(1.0)

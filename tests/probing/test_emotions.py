@@ -288,3 +288,28 @@ def test_smollm2_probe_matches_sklearn_at_real_size(smollm2, crowd_envent):
         b = ref[-1].coef_.ravel()
         cosine = float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b)))
         assert cosine >= 0.99, (f, cosine)
+
+
+def test_results_follow_the_result_protocol(result, store, tmp_path: Path):
+    from lens_emotion.results import AnalysisResult
+
+    positions = probe_positions(
+        store, store.label_names, site="resid_post", layers=[2, 3], n_folds=3, progress=False
+    )
+    for res in (result, positions):
+        assert isinstance(res, AnalysisResult)
+        assert not callable(res.table) and isinstance(res.to_frame(), pd.DataFrame)
+        assert isinstance(res.figure(), go.Figure)
+        json.dumps(res.summary())  # JSON-ready
+    summary = result.summary()
+    table = result.table
+    for site in SITES:
+        rows = table[table["site"] == site]
+        assert summary["best"][site]["layer"] == int(rows.loc[rows.accuracy_mean.idxmax(), "layer"])
+        assert summary["best"][site]["accuracy_mean"] == rows.accuracy_mean.max()
+    assert summary["best"]["resid_post"]["layer"] == 3  # the planted signal peaks last
+    assert summary["n_rows"] == sum(COUNTS) and summary["n_folds"] == 4
+    assert summary["n_unconverged"] == 0
+    by_position = positions.summary()["best"]
+    assert set(by_position) == {"-2", "-1"} and by_position["-1"]["layer"] == 3
+    assert by_position["-1"]["accuracy_mean"] > by_position["-2"]["accuracy_mean"]

@@ -183,3 +183,25 @@ def test_num_threads_is_restored(store):
     )  # fmt: skip
     assert torch.get_num_threads() == before
     assert res.table["accuracy_mean"].iloc[0] > 0.5
+
+
+def test_sklearn_fit_reports_its_own_gradient_and_splits_a_binary_logit():
+    """fit_logistic_sklearn's grad_max is the objective's gradient (independent numpy check);
+    a two-class fit's single logit becomes two rows ranking the classes the same way."""
+    from lens_emotion.probing.solvers import fit_logistic_sklearn, objective_grad_max
+
+    x, y = toy(n=300, d=10, seed=9)
+    xs = (x - x.mean(0)) / x.std(0)
+    coef, intercept, n_iter, grad = fit_logistic_sklearn(xs, y, 4, 1.0, 1000, 1e-8)
+    assert coef.shape == (4, 10) and n_iter > 0
+    assert grad == pytest.approx(_objective_grad_max(x, y, 4, 1.0, coef, intercept), rel=1e-6)
+    assert grad <= 1e-6
+    short = fit_logistic_sklearn(xs, y, 4, 1.0, 2, 1e-8)
+    assert short[3] > 1e-4  # stopped at the iteration limit: a large gradient, reported
+    w = balanced_weights(y, 4)
+    assert objective_grad_max(xs, y, w, short[0], short[1], 1.0) == pytest.approx(short[3])
+    yb = (y > 1).astype(np.int64)
+    coef_b, icpt_b, _, _ = fit_logistic_sklearn(xs, yb, 2, 1.0, 1000, 1e-8)
+    np.testing.assert_allclose(coef_b[0], -coef_b[1])
+    ref = LogisticRegression(C=1.0, class_weight="balanced", max_iter=1000, tol=1e-8).fit(xs, yb)
+    np.testing.assert_array_equal((xs @ coef_b.T + icpt_b).argmax(1), ref.predict(xs))

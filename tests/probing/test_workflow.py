@@ -36,6 +36,16 @@ def test_run_probing_writes_tables_figures_and_manifest(tiny_llama, sample_datas
     assert manifest["data"]["sha256"] == sample_dataset.fingerprint()
     assert len(manifest["model"]["weight_sha256"]) == 64
     assert outputs.store.root == tmp_path / "store"
+    assert manifest["settings"]["n_folds"] == 3 and manifest["settings"]["last_k"] == 2
+    assert manifest["settings"]["store_dir"] == str(tmp_path / "store")
+    assert manifest["alpha"] == [1.0, 10.0, 100.0, 1000.0, 10000.0]
+    summary = outputs.summary()
+    json.dumps(summary)
+    assert summary["n_rows"] == len(sample_dataset) and summary["n_files"] == len(outputs.files)
+    assert set(summary["best"]) == {"attn_out", "mlp_out", "resid_post"}
+    assert summary["embedding_accuracy"] == outputs.embedding["accuracy_mean"].iloc[0]
+    assert summary["positions"]["best"].keys() == {"-2", "-1"}
+    assert summary["appraisal"] is not None and summary["evaluation"] is None
 
 
 def test_probe_cli_agreeing_only(tiny_llama_dir, tmp_path, capsys):
@@ -171,3 +181,29 @@ def test_run_probing_layers_probes_only_those(tiny_llama, sample_dataset, tmp_pa
     assert list(outputs.emotion.table["layer"]) == [1]
     assert set(outputs.appraisal.table["layer"]) == {1}
     assert outputs.store.layers == tuple(range(tiny_llama.n_layers))  # extraction: all layers
+
+
+def test_settings_are_the_one_source_of_the_defaults():
+    """The probe CLI's defaults are ProbingSettings' defaults; lists become tuples."""
+    import argparse
+
+    from lens_emotion.cli import probe as probe_cli
+
+    sub = argparse.ArgumentParser().add_subparsers()
+    args = probe_cli.add_parser(sub).parse_args(["--out", "x"])
+    d = ProbingSettings()
+    assert (args.template, tuple(args.sites), args.layers, args.last_k) == (
+        d.template, d.sites, d.layers, d.last_k,
+    )  # fmt: skip
+    assert (args.folds, args.C, tuple(args.alpha), args.probe) == (
+        d.n_folds, d.C, d.alpha, d.probe_model,
+    )  # fmt: skip
+    assert (tuple(args.formats), args.store, args.batch_size, args.threads) == (
+        d.formats, d.store_dir, d.batch_size, d.num_threads,
+    )  # fmt: skip
+    s = ProbingSettings(sites=["resid_post"], layers=[3, 1], alpha=[1, 10], formats=["png"])
+    assert s.sites == ("resid_post",) and s.layers == (3, 1)
+    assert s.alpha == (1, 10) and s.formats == ("png",)
+    assert ProbingSettings(alpha=100.0).alpha == 100.0
+    with pytest.raises(TypeError):
+        ProbingSettings(sitez=("x",))  # a misspelt option is refused, as in a figures config
