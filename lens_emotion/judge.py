@@ -63,7 +63,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from numbers import Integral
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, no_type_check, runtime_checkable
 
 import numpy as np
 import pandas as pd
@@ -103,6 +103,7 @@ __all__ = [
     "JudgeDataError",
     "JudgeInputError",
     "ReadoutJudge",
+    "ReplyJudge",
     "SentenceEmbedder",
     "corpus_embeddings",
     "embedder_folder",
@@ -460,6 +461,19 @@ def _softmax(logits: np.ndarray) -> np.ndarray:
     shifted = logits - logits.max(axis=1, keepdims=True)
     expd = np.exp(shifted)
     return expd / expd.sum(axis=1, keepdims=True)
+
+
+@runtime_checkable
+class ReplyJudge(Protocol):
+    """What :func:`score_replies` needs of a judge: ``predict`` (and a ``labels`` tuple).
+
+    :class:`EmotionJudge` is one; tests and users may pass their own. ``labels`` is not part
+    of the protocol class itself, so that ``isinstance``/``issubclass`` checks work.
+    """
+
+    def predict(self, texts: Sequence[str], *args: Any, **kwargs: Any) -> Any:
+        """One label per text."""
+        ...
 
 
 @dataclass
@@ -1101,8 +1115,9 @@ def _judge_labels(judge: Any, texts: Sequence[str], **kwargs: Any) -> list[str]:
     return labels
 
 
+@no_type_check  # validates its input itself, with clear errors
 def score_replies(
-    judge: EmotionJudge,
+    judge: ReplyJudge,
     replies: Sequence[str],
     targets: Sequence[str],
     *,
@@ -1238,7 +1253,7 @@ def wilson_interval(successes: int, n: int, z: float = 1.959963984540054) -> tup
     return max(0.0, centre - half), min(1.0, centre + half)
 
 
-def _kappa(a: Sequence[str], b: Sequence[str]) -> float:
+def _kappa(a: Sequence[str] | pd.Series, b: Sequence[str] | pd.Series) -> float:
     import warnings
 
     from sklearn.metrics import cohen_kappa_score

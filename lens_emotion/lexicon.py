@@ -48,6 +48,7 @@ import json
 import re
 from collections.abc import Iterable
 from functools import lru_cache
+from typing import no_type_check
 
 from lens_emotion.errors import LensEmotionError
 
@@ -235,7 +236,7 @@ class LexiconError(LensEmotionError, ValueError):
     """An emotion name that the lexicon does not list."""
 
 
-def _check_emotion(emotion: str) -> str:
+def _check_emotion(emotion: object) -> str:
     if not isinstance(emotion, str):
         raise LexiconError(
             f"emotion must be a string such as 'anger', got {type(emotion).__name__}"
@@ -262,6 +263,7 @@ def _compiled(keys: tuple[str, ...]) -> re.Pattern[str]:
     return re.compile(r"\b(?:" + "|".join(_form_regex(f) for f in forms) + r")\b", re.IGNORECASE)
 
 
+@no_type_check  # validates its input itself, with a clear error
 def emotion_pattern(emotions: str | Iterable[str] | None = None) -> re.Pattern[str]:
     """A compiled, case-insensitive, word-boundary regex of emotions' word forms.
 
@@ -290,7 +292,7 @@ def emotion_pattern(emotions: str | Iterable[str] | None = None) -> re.Pattern[s
     return _compiled(keys)
 
 
-def _check_text(text: str) -> str:
+def _check_text(text: object) -> str:
     if not isinstance(text, str):
         raise LexiconError(
             f"text must be a string, got {type(text).__name__}; convert it with str() first"
@@ -298,6 +300,7 @@ def _check_text(text: str) -> str:
     return text
 
 
+@no_type_check  # validates its input itself, with a clear error
 def names_emotion(text: str, emotion: str) -> bool:
     """Whether ``text`` contains one of ``emotion``'s word forms.
 
@@ -307,6 +310,7 @@ def names_emotion(text: str, emotion: str) -> bool:
     return emotion_pattern(emotion).search(_check_text(text)) is not None
 
 
+@no_type_check  # validates its input itself, with a clear error
 def names_any_emotion(text: str) -> bool:
     """Whether ``text`` contains a word form of any listed emotion.
 
@@ -316,6 +320,7 @@ def names_any_emotion(text: str) -> bool:
     return emotion_pattern(None).search(_check_text(text)) is not None
 
 
+@no_type_check  # validates its input itself, with a clear error
 def mask_emotion_words(text: str, mask: str = DEFAULT_MASK) -> str:
     """Replace every emotion word form (of *all* listed emotions) by ``mask``.
 

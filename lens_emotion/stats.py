@@ -16,6 +16,7 @@ import warnings
 from collections.abc import Iterator, Sequence
 
 import numpy as np
+import pandas as pd
 from jaxtyping import Float
 
 from lens_emotion.errors import LensEmotionError
@@ -36,11 +37,11 @@ def _quiet_nan() -> Iterator[None]:
 
 
 def bootstrap_mean_ci(
-    values: Float[np.ndarray, "n ..."] | Sequence[float],
+    values: Float[np.ndarray, "n ..."] | Sequence[float] | pd.Series | pd.DataFrame,
     n_boot: int = 1000,
     seed: int = 0,
     level: float = 0.95,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+) -> tuple[np.ndarray | np.floating, np.ndarray | np.floating, np.ndarray | np.floating]:
     """Mean over the first axis with a percentile-bootstrap confidence interval.
 
     Rows are resampled together, so the columns' intervals come from the same draws.
@@ -52,7 +53,7 @@ def bootstrap_mean_ci(
         level: Coverage of the interval.
 
     Returns:
-        ``(mean, low, high)``, each of the trailing shape (0-d arrays for 1-D input). With a
+        ``(mean, low, high)``, each of the trailing shape (NumPy scalars for 1-D input). With a
         single row the interval is the mean itself.
 
     Raises:
@@ -75,8 +76,8 @@ def bootstrap_mean_ci(
 
 
 def cluster_bootstrap(
-    values: Sequence[float] | np.ndarray,
-    clusters: Sequence[str],
+    values: Sequence[float] | np.ndarray | pd.Series,
+    clusters: Sequence[str] | np.ndarray | pd.Series,
     n_boot: int = 2000,
     seed: int = 0,
     level: float = 0.95,
@@ -96,8 +97,6 @@ def cluster_bootstrap(
     Raises:
         StatsError: ``values`` is empty.
     """
-    import pandas as pd
-
     x = np.asarray(values, dtype=np.float64)
     if x.size == 0:
         raise StatsError("cannot bootstrap an empty set of values.")

