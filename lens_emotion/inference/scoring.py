@@ -43,7 +43,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 import torch
-from jaxtyping import Float
+from jaxtyping import Bool, Float, Int
 from sklearn.metrics import confusion_matrix, f1_score
 from tqdm.auto import tqdm
 
@@ -139,7 +139,7 @@ def resolve_calibration(template_name: str, calibrate: bool | str | None) -> str
     return "none" if mode is None else mode
 
 
-def heldout_split(n: int, fraction: float = 0.5, seed: int = 0) -> np.ndarray:
+def heldout_split(n: int, fraction: float = 0.5, seed: int = 0) -> Bool[np.ndarray, " n"]:
     """Boolean mask of the calibration rows of ``mean-heldout`` (the rest are scored).
 
     ``round(fraction * n)`` rows (at least 1, at most ``n - 1``) drawn by a seeded permutation
@@ -196,7 +196,9 @@ def label_logprobs(
     return out
 
 
-def _normalised(logprobs: np.ndarray) -> np.ndarray:
+def _normalised(
+    logprobs: Float[np.ndarray, "n n_labels"],
+) -> Float[np.ndarray, "n n_labels"]:
     """Log-probabilities renormalised over the label set (rows sum to 1 in prob space)."""
     shifted = logprobs - logprobs.max(axis=1, keepdims=True)
     return shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
@@ -233,16 +235,16 @@ class InferenceResult:
     ids: tuple[str, ...]
     labels: tuple[str, ...]
     label_names: tuple[str, ...]
-    logprobs: np.ndarray = field(repr=False)
-    scores: np.ndarray = field(repr=False)
+    logprobs: Float[np.ndarray, "n n_labels"] = field(repr=False)
+    scores: Float[np.ndarray, "n n_labels"] = field(repr=False)
     predictions: tuple[str, ...]
     template: str
     calibration: str | None
-    calibration_offset: np.ndarray = field(repr=False)
+    calibration_offset: Float[np.ndarray, " n_labels"] = field(repr=False)
     label_tokens: LabelTokens = field(repr=False)
     seconds: float = 0.0
-    scored: np.ndarray | None = field(default=None, repr=False)
-    content_free_offset: np.ndarray | None = field(default=None, repr=False)
+    scored: Bool[np.ndarray, " n"] | None = field(default=None, repr=False)
+    content_free_offset: Float[np.ndarray, " n_labels"] | None = field(default=None, repr=False)
     calibration_seed: int = 0
     heldout_fraction: float = 0.5
 
@@ -250,7 +252,7 @@ class InferenceResult:
         return len(self.ids)
 
     @property
-    def scored_mask(self) -> np.ndarray:
+    def scored_mask(self) -> Bool[np.ndarray, " n"]:
         """Boolean mask of the scored rows (all rows unless ``mean-heldout``)."""
         if self.scored is None:
             return np.ones(len(self), dtype=bool)
@@ -262,7 +264,7 @@ class InferenceResult:
         return int(self.scored_mask.sum())
 
     @property
-    def correct(self) -> np.ndarray:
+    def correct(self) -> Bool[np.ndarray, " n"]:
         """Boolean mask over all rows: scored, and the prediction equals the human label."""
         return (np.asarray(self.predictions) == np.asarray(self.labels)) & self.scored_mask
 
@@ -285,13 +287,13 @@ class InferenceResult:
         return _macro_f1(gold, pred, self.label_names)
 
     @property
-    def confusion(self) -> np.ndarray:
+    def confusion(self) -> Int[np.ndarray, "n_labels n_labels"]:
         """Confusion matrix of the scored rows, rows = human label, columns = prediction."""
         gold, pred = self._scored_pairs()
         return confusion_matrix(gold, pred, labels=list(self.label_names))
 
     @property
-    def probabilities(self) -> np.ndarray:
+    def probabilities(self) -> Float[np.ndarray, "n n_labels"]:
         """Label probabilities renormalised over the label set (uncalibrated)."""
         return np.exp(_normalised(self.logprobs))
 
@@ -310,7 +312,7 @@ class InferenceResult:
             for lab in self.label_names
         }
 
-    def calibration_table(self) -> dict[str, dict[str, Any]]:
+    def calibration_table(self) -> dict[str, dict[str, Any] | None]:
         """Accuracy and macro-F1 under every calibration, from this result's log-probs.
 
         ``"content-free"`` is ``None`` unless its offset was computed (``infer_emotions``
@@ -376,9 +378,7 @@ class InferenceResult:
             "calibration_rows": _calibration_rows_note(self),
             "accuracy": self.accuracy,
             "macro_f1": self.macro_f1,
-            "accuracy_by_calibration": {
-                k: (None if v is None else v["accuracy"]) for k, v in table.items()
-            },
+            "accuracy_by_calibration": _accuracy_by_calibration(table),
             "calibrations": table,
             "label_names": list(self.label_names),
             "per_label": self.counts(),
@@ -426,9 +426,7 @@ class InferenceResult:
             "calibration": self.calibration,
             "accuracy": self.accuracy,
             "macro_f1": self.macro_f1,
-            "accuracy_by_calibration": {
-                k: (None if v is None else v["accuracy"]) for k, v in by.items()
-            },
+            "accuracy_by_calibration": _accuracy_by_calibration(by),
             "prompts_per_second": len(self) / self.seconds if self.seconds else None,
         }
 
@@ -460,6 +458,11 @@ class InferenceResult:
         return [csv_path, write_json_atomic(folder / "metrics.json", metrics)]
 
 
+def _accuracy_by_calibration(table: dict[str, dict[str, Any] | None]) -> dict[str, Any]:
+    """``{calibration: accuracy}`` of a :meth:`InferenceResult.calibration_table`."""
+    return {k: (None if v is None else v["accuracy"]) for k, v in table.items()}
+
+
 def _macro_f1(gold: Sequence[str], pred: Sequence[str], label_names: Sequence[str]) -> float:
     present = [lab for lab in label_names if lab in set(gold)]
     if not present:
@@ -482,7 +485,7 @@ def _calibration_rows_note(result: InferenceResult) -> str:
 
 def _content_free_offset(
     model: EmotionModel, template: PromptTemplate, label_names: Sequence[str], batch_size: int
-) -> np.ndarray:
+) -> Float[np.ndarray, " n_labels"]:
     texts = list(CONTENT_FREE_TEXTS)
     prompt_set = build_prompts(model, texts, [label_names[0]] * len(texts), label_names, template)
     logprobs = label_logprobs(model, prompt_set, batch_size, progress=False)
