@@ -40,17 +40,27 @@ if TYPE_CHECKING:
 __all__ = ["AttentionPatterns", "capture_patterns"]
 
 
+def _distinct_below(values: Sequence[int] | None, n: int) -> tuple[int, ...] | None:
+    """``values`` as ints (``range(n)`` for ``None``).
+
+    Returns ``None`` when they are empty, repeated or not all in ``0..n-1``.
+    """
+    if values is None:
+        return tuple(range(n))
+    out = tuple(int(v) for v in values)
+    if not out or len(set(out)) != len(out) or any(not 0 <= v < n for v in out):
+        return None
+    return out
+
+
 def check_layers(model: EmotionModel, layers: Sequence[int] | None) -> tuple[int, ...]:
     """``layers`` as a tuple (default all), checked against the model.
 
     Raises:
         AttentionError: Empty, out of range or repeated layers.
     """
-    if layers is None:
-        return tuple(range(model.n_layers))
-    out = tuple(int(layer) for layer in layers)
-    bad = [layer for layer in out if not 0 <= layer < model.n_layers]
-    if not out or bad or len(set(out)) != len(out):
+    out = _distinct_below(layers, model.n_layers)
+    if out is None:
         raise AttentionError(
             f"layers {list(layers)} are invalid for a {model.n_layers}-layer model; pass "
             f"distinct layers in 0..{model.n_layers - 1} (or None for all)."
@@ -64,11 +74,8 @@ def check_heads(model: EmotionModel, heads: Sequence[int] | None) -> tuple[int, 
     Raises:
         AttentionError: Empty, out of range or repeated heads.
     """
-    if heads is None:
-        return tuple(range(model.n_heads))
-    out = tuple(int(h) for h in heads)
-    bad = [h for h in out if not 0 <= h < model.n_heads]
-    if not out or bad or len(set(out)) != len(out):
+    out = _distinct_below(heads, model.n_heads)
+    if out is None:
         raise AttentionError(
             f"heads {list(heads)} are invalid: the model has {model.n_heads} query heads "
             f"({model.n_kv_heads} key/value heads); pass distinct heads in "
