@@ -188,9 +188,7 @@ def run(args: argparse.Namespace) -> int:
             f"--promote: unknown emotion(s) {', '.join(unknown)}; choose from "
             f"{', '.join(CROWD_ENVENT_EMOTIONS)}."
         )
-    combo = AppraisalCombo.parse(
-        ",".join(args.appraisal), ",".join(args.signs) if args.signs else None
-    )
+    combo = AppraisalCombo.parse(args.appraisal, args.signs)
     if args.controls < 2 and not args.no_theory:
         raise LensEmotionError("--controls must be at least 2 for the theory checks, e.g. 10.")
     theory_cell = None
