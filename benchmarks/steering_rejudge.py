@@ -1,6 +1,6 @@
 """Re-judge committed steering generations with the masked judge and redo the theory checks.
 
-Reads a run folder's ``generations.jsonl`` (written by :func:`lens_emotion.steering_workflow.
+Reads a run folder's ``generations.jsonl`` (written by :func:`lens_emotion.steering.
 run_steering`), scores every reply with :func:`lens_emotion.judge.score_replies` (the judge
 reads the reply with every emotion word form masked: the primary label; and unmasked), builds
 the generation :class:`~lens_emotion.steering.SweepOutcome` from the masked labels and runs the
