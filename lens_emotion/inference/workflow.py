@@ -80,9 +80,10 @@ class InferenceSettings:
         from lens_emotion.prompts import get_template
         from lens_emotion.viz.export import STATIC_FORMATS
 
-        # TOML arrays arrive as lists: store tuples (hashable, as the defaults)
-        object.__setattr__(self, "label_names", tuple(self.label_names or ()))
-        object.__setattr__(self, "formats", tuple(self.formats))
+        # TOML arrays arrive as lists, a lone format as a string: store tuples (as the defaults)
+        for name in ("label_names", "formats"):
+            value = getattr(self, name) or ()
+            object.__setattr__(self, name, (value,) if isinstance(value, str) else tuple(value))
         get_template(self.template)  # TemplateError naming the known templates
         resolve_calibration(self.template, self.calibrate)  # CalibrationError if unknown
         if not 0.0 < self.heldout_fraction < 1.0:

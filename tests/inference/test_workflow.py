@@ -99,6 +99,7 @@ def test_settings_are_checked_when_made():
     # TOML arrays arrive as lists and become tuples; bools mean what infer_emotions says
     settings = InferenceSettings(formats=["html", "svg"], label_names=["joy", "anger"])
     assert settings.formats == ("html", "svg") and settings.label_names == ("joy", "anger")
+    assert InferenceSettings(formats="png").formats == ("png",)
     assert InferenceSettings(calibrate=True).calibration == "content-free"
     assert InferenceSettings(template="control-first-word").calibration == "none"
     assert dataclasses.is_dataclass(settings) and dataclasses.fields(settings)
