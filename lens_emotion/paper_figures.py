@@ -27,8 +27,9 @@ config, its hash, the model and data hashes and the timings.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
-import inspect
+import importlib
 import sys
 import time
 import tomllib
@@ -116,79 +117,68 @@ class FiguresOutputs:
 # --------------------------------------------------------------------------------------------
 
 
-def _probing(model: Any, data: _Data, options: dict[str, Any], out: Path, seed: int) -> dict:
-    from lens_emotion.probing import ProbingSettings, run_probing
+@dataclass(frozen=True)
+class _Analysis:
+    """Where an analysis' workflow lives: ``lens_emotion.<package>.<settings>`` and ``.<run>``.
 
-    settings = ProbingSettings(**{**options, "seed": seed})
-    result = run_probing(model, data.crowd_envent(), out, settings)
-    return dict(result.figures)
+    ``data`` names the dataset it runs on: ``"crowd_envent"`` or ``"sev"``.
+    """
+
+    name: str
+    settings: str
+    run: str
+    data: str = "crowd_envent"
+
+    @property
+    def package(self) -> str:
+        return f"lens_emotion.{self.name}"
+
+    def settings_class(self) -> type:
+        return getattr(importlib.import_module(self.package), self.settings)
+
+    def workflow(self) -> Callable[..., Any]:
+        return getattr(importlib.import_module(self.package), self.run)
+
+    def fields(self) -> set[str]:
+        """Options a config table may set: the settings' fields (the seed is the config's)."""
+        return {f.name for f in dataclasses.fields(self.settings_class())} - {"seed"}
 
 
-def _patching(model: Any, data: _Data, options: dict[str, Any], out: Path, seed: int) -> dict:
-    from lens_emotion.patching import PatchingSettings, run_patching
-
-    options = {k: tuple(v) if isinstance(v, list) else v for k, v in options.items()}
-    progress = bool(options.pop("progress", True))
-    # The config's own `formats` governs the figures written here; the run folder keeps HTML.
-    settings = PatchingSettings(**{"formats": ("html",), **options, "seed": seed})
-    result = run_patching(model, data.crowd_envent(), out, settings, progress=progress)
-    return dict(result.figures)
-
-
-def _attribution(model: Any, data: _Data, options: dict[str, Any], out: Path, seed: int) -> dict:
-    from lens_emotion.attribution import AttributionSettings, run_attribution
-
-    settings = AttributionSettings(**{**options, "seed": seed})
-    result = run_attribution(model, data.crowd_envent(), out, settings)
-    return dict(result.figures)
+_ANALYSES: dict[str, _Analysis] = {
+    "inference": _Analysis("inference", "InferenceSettings", "run_inference"),
+    "probing": _Analysis("probing", "ProbingSettings", "run_probing"),
+    "patching": _Analysis("patching", "PatchingSettings", "run_patching"),
+    "attribution": _Analysis("attribution", "AttributionSettings", "run_attribution"),
+    "attention": _Analysis("attention", "AttentionSettings", "run_attention"),
+    "steering": _Analysis("steering", "SteeringSettings", "run_steering"),
+    "circuits": _Analysis("circuits", "CircuitSettings", "run_circuits", data="sev"),
+}
 
 
-def _attention(model: Any, data: _Data, options: dict[str, Any], out: Path, seed: int) -> dict:
-    from lens_emotion.attention.workflow import AttentionSettings, run_attention
+def _tuples(value: Any) -> Any:
+    """TOML arrays as tuples (the settings dataclasses are frozen and hold tuples)."""
+    return tuple(_tuples(v) for v in value) if isinstance(value, list) else value
 
+
+def _run_analysis(
+    name: str, model: Any, data: _Data, options: Mapping[str, Any], out: Path, seed: int
+) -> dict[str, Any]:
+    """Run one analysis' workflow into ``out``; returns ``{figure name: Plotly figure}``.
+
+    The same for every analysis: the config table's options become the analysis' settings
+    dataclass (with the config's seed), and its ``run_<x>(model, data, out, settings)`` runs.
+    The run folder keeps HTML figures unless the table sets ``formats``; the config's own
+    ``formats`` governs the figures written beside the manifest.
+    """
+    spec = _ANALYSES[name]
     options = dict(options)
     progress = bool(options.pop("progress", True))
-    settings = AttentionSettings(**{**options, "seed": seed})
-    result = run_attention(model, data.crowd_envent(), out, settings, progress=progress)
-    return dict(result.figures)
-
-
-def _steering(model: Any, data: _Data, options: dict[str, Any], out: Path, seed: int) -> dict:
-    from lens_emotion.steering.workflow import SteeringSettings, run_steering
-
-    fields = {k: tuple(v) if isinstance(v, list) else v for k, v in options.items()}
-    settings = SteeringSettings(**{**fields, "seed": seed})
-    result = run_steering(model, data.crowd_envent(), out, settings)
-    return dict(result.figures)
-
-
-def _circuits(model: Any, data: _Data, options: dict[str, Any], out: Path, seed: int) -> dict:
-    from lens_emotion.circuits.workflow import CircuitSettings, run_circuits
-
-    settings = CircuitSettings(**options)
-    result = run_circuits(model, data.sev(), out, seed=seed, settings=settings)
-    return dict(result.figures)
-
-
-def _inference(model: Any, data: _Data, options: dict[str, Any], out: Path, seed: int) -> dict:
-    from lens_emotion.inference import InferenceSettings, run_inference
-
-    options = dict(options)
-    progress = bool(options.pop("progress", True))
-    settings = InferenceSettings(seed=seed, **options)
-    outputs = run_inference(model, data.crowd_envent(), out, settings, progress=progress)
+    fields = {k: _tuples(v) for k, v in options.items()}
+    fields.setdefault("formats", ("html",))
+    settings = spec.settings_class()(**{**fields, "seed": seed})
+    outputs = spec.workflow()(model, getattr(data, spec.data)(), out, settings, progress=progress)
     return dict(outputs.figures)
 
-
-_ANALYSES: dict[str, tuple[Callable[..., dict], str]] = {
-    "inference": (_inference, "lens_emotion.inference.infer_emotions"),
-    "probing": (_probing, "lens_emotion.workflows.run_probing"),
-    "patching": (_patching, "lens_emotion.patching_workflow.run_patching"),
-    "attribution": (_attribution, "lens_emotion.attribution.run_attribution"),
-    "attention": (_attention, "lens_emotion.attention.attention_mass"),
-    "steering": (_steering, "lens_emotion.steering_workflow.run_steering"),
-    "circuits": (_circuits, "lens_emotion.circuits.workflow.CircuitSettings"),
-}
 
 #: Analyses a config may name, in the order they run.
 ANALYSES: tuple[str, ...] = tuple(_ANALYSES)
@@ -227,22 +217,14 @@ class _Data:
 
 
 def _check_options(name: str, options: Mapping[str, Any]) -> None:
-    """Refuse keyword arguments the analysis' workflow does not take."""
-    target_path = _ANALYSES[name][1]
-    params = inspect.signature(_target(name)).parameters
-    reserved = {"model", "dataset", "sev", "out", "out_dir", "seed", "settings", "combos"}
-    allowed = {p for p in params if p not in reserved}
-    if name == "attention":
-        allowed |= {"rows", "template"}
-    if name == "steering":
-        allowed |= {"combos", "layers"}
-    if name == "inference":
-        allowed |= {"template"}
+    """Refuse options that are not fields of the analysis' settings dataclass."""
+    spec = _ANALYSES[name]
+    allowed = spec.fields() | {"progress"}
     unknown = sorted(set(options) - allowed)
     if unknown:
         raise FiguresConfigError(
-            f"[{name}] has unknown option(s) {unknown}; {target_path} accepts: "
-            f"{', '.join(sorted(allowed))}."
+            f"[{name}] has unknown option(s) {unknown}; {spec.package}.{spec.settings} "
+            f"accepts: {', '.join(sorted(allowed))}."
         )
 
 
@@ -366,10 +348,9 @@ def make_figures(
         t0 = time.perf_counter()
         print(f"[figures] {name} ...", file=sys.stderr, flush=True)
         options = dict(config.analyses[name])
-        if name != "circuits" and "progress" in inspect.signature(_target(name)).parameters:
-            options.setdefault("progress", progress)
+        options.setdefault("progress", progress)
         try:
-            figures = _ANALYSES[name][0](model, data, options, out / "runs" / name, config.seed)
+            figures = _run_analysis(name, model, data, options, out / "runs" / name, config.seed)
         except LensEmotionError as exc:
             # One analysis' bad input must not throw away the others' (long) work.
             outputs.failed[name] = f"{type(exc).__name__}: {exc}"
@@ -402,10 +383,3 @@ def make_figures(
     outputs.manifest = manifest
     write_json_atomic(out / "manifest.json", manifest)
     return outputs
-
-
-def _target(name: str) -> Callable[..., Any]:
-    import importlib
-
-    module_name, attr = _ANALYSES[name][1].rsplit(".", 1)
-    return getattr(importlib.import_module(module_name), attr)
