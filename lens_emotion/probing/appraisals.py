@@ -101,7 +101,7 @@ class AppraisalProbeResult:
             )
         return np.asarray(x, dtype=np.float64) @ self.directions[key].T + self.intercepts[key]
 
-    def save(self, out_dir: str | Path) -> list[Path]:
+    def save(self, out: str | Path) -> list[Path]:
         """Write ``probe_appraisals.csv``, ``probe_appraisals.json`` and the directions.
 
         Directions and intercepts go to ``probe_appraisal_directions.safetensors`` and
@@ -110,7 +110,7 @@ class AppraisalProbeResult:
         Returns:
             The written paths.
         """
-        out = Path(out_dir)
+        out = Path(out)
         meta = {
             "names": list(self.appraisal_names),
             "position": self.position,
@@ -385,9 +385,9 @@ class AlignmentResult:
         grid = sub.pivot(index="emotion", columns="appraisal", values="cosine")
         return grid.reindex(index=list(self.emotion_names), columns=list(self.appraisal_names))
 
-    def save(self, out_dir: str | Path) -> list[Path]:
+    def save(self, out: str | Path) -> list[Path]:
         """Write ``alignment.csv``."""
-        path = Path(out_dir) / "alignment.csv"
+        path = Path(out) / "alignment.csv"
         return [write_text_atomic(path, self.table.to_csv(index=False))]
 
     def figure(

@@ -467,8 +467,8 @@ class EmotionProbeResult:
         """A copy of :attr:`table`."""
         return self.table.copy()
 
-    def save(self, out_dir: str | Path) -> list[Path]:
-        """Write the results to ``out_dir``.
+    def save(self, out: str | Path) -> list[Path]:
+        """Write the results to ``out``.
 
         Files: ``probe_emotions.csv`` (:attr:`table`), ``probe_emotions_folds.csv``,
         ``probe_emotions.json`` (label names, params, manifest) and, when there are
@@ -479,7 +479,7 @@ class EmotionProbeResult:
         Returns:
             The written paths.
         """
-        out = Path(out_dir)
+        out = Path(out)
         paths = [
             write_text_atomic(out / "probe_emotions.csv", self.table.to_csv(index=False)),
             write_text_atomic(out / "probe_emotions_folds.csv", self.folds.to_csv(index=False)),
@@ -858,9 +858,9 @@ class PositionProbeResult:
         """A copy of :attr:`table`."""
         return self.table.copy()
 
-    def save(self, out_dir: str | Path) -> list[Path]:
+    def save(self, out: str | Path) -> list[Path]:
         """Write ``probe_positions.csv`` and ``probe_positions.json`` (params, manifest)."""
-        out = Path(out_dir)
+        out = Path(out)
         info = {"label_names": list(self.label_names), "params": self.params}
         info["manifest"] = self.manifest
         return [

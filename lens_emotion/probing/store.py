@@ -190,7 +190,7 @@ def load_directions(
 
     path = Path(path)
     if not path.is_file():
-        raise ProbeError(f"no directions file at {path}; write one with result.save(out_dir).")
+        raise ProbeError(f"no directions file at {path}; write one with result.save(out).")
     out: dict[tuple[str, int], np.ndarray] = {}
     with safe_open(str(path), framework="numpy") as handle:
         raw_meta = handle.metadata() or {}
