@@ -460,7 +460,7 @@ def annotate_checks(
         cells = rows.groupby(cell_keys, sort=False).agg(
             cell_p=("p", "max"), cell_passed=("passed", "all")
         )
-        cells["cell_p_holm"] = holm_adjust(cells["cell_p"].to_numpy())
+        cells["cell_p_holm"] = holm_adjust(cells["cell_p"].to_numpy(dtype=np.float64))
         cells["cell_passed_holm"] = cells["cell_p_holm"] < alpha
         index = [(int(la), float(b)) for la, b in cells.index]
         if theory_cell is not None:
