@@ -29,6 +29,7 @@ COMMANDS: dict[str, str] = {
     "geometry": "geometry",
     "figures": "figures",
     "demo": "demo",
+    "sweep": "sweep",
 }
 
 

@@ -20,6 +20,7 @@ pytestmark = pytest.mark.integration
 COVERED = {"models", "data", "infer", "probe", "inspect", "patch", "attribute", "steer"}
 COVERED |= {"circuits", "figures", "demo", "geometry"}
 COVERED |= {"geometry"}  # its defaults test: tests/geometry/test_cli.py
+COVERED |= {"sweep"}  # its defaults test: tests/sweep/test_cli.py
 
 
 def test_every_command_has_a_defaults_test():
