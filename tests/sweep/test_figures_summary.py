@@ -1,0 +1,104 @@
+"""Cross-model figures and the summary, on a long table with planted localisations."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from lens_emotion.sweep import (
+    TABLE_COLUMNS,
+    localisation,
+    model_summary,
+    patching_depth_figure,
+    peak_vs_stabilisation_figure,
+    probe_depth_figure,
+    sweep_figures,
+    template_robustness_figure,
+    write_summary,
+)
+
+
+def _planted(models=(("m5", 5), ("m9", 9)), templates=("t1", "t2")) -> pd.DataFrame:
+    """Probe accuracy plateaus at depth 0.5; MHSA transfer peaks at 0.25, FFN at 0.75."""
+    rows = []
+    for model, n in models:
+        depth = np.arange(n) / (n - 1)
+        for template in templates:
+            curves = {
+                ("probe", "resid_post", "accuracy"): np.where(depth >= 0.5, 0.8, 0.2 + depth),
+                ("probe", "attn_out", "accuracy"): 0.1 + 0.2 * depth,
+                ("patch", "attn_out", "transfer"): 1 - 3 * np.abs(depth - 0.25),
+                ("patch", "mlp_out", "transfer"): 1 - 3 * np.abs(depth - 0.75),
+            }
+            for (analysis, site, metric), values in curves.items():
+                for layer, value in enumerate(values):
+                    rows.append(
+                        {"model": model, "family": "llama", "n_layers": n, "template": template,
+                         "analysis": analysis, "seed": 0, "site": site, "layer": layer,
+                         "relative_depth": depth[layer], "metric": metric, "value": value,
+                         "ci_low": value - 0.01, "ci_high": value + 0.01, "status": "done",
+                         "error": None}
+                    )  # fmt: skip
+    table = pd.DataFrame(rows, columns=list(TABLE_COLUMNS))
+    table["layer"] = table["layer"].astype("Int64")
+    return table
+
+
+def test_localisation_recovers_the_planted_depths():
+    loc = localisation(_planted())
+    assert len(loc) == 4
+    assert loc["probe_plateau_depth"].tolist() == pytest.approx([0.5] * 4)
+    assert loc["attn_peak_depth"].tolist() == pytest.approx([0.25] * 4)
+    assert loc["mlp_peak_depth"].tolist() == pytest.approx([0.75] * 4)
+    assert loc["ffn_later"].tolist() == [True] * 4
+    m9 = loc[loc.model == "m9"].iloc[0]
+    assert (m9.probe_plateau_layer, m9.attn_peak_layer, m9.mlp_peak_layer) == (4, 2, 6)
+    assert m9.attn_peak_ci_low == pytest.approx(0.99) and m9.probe_best_accuracy == 0.8
+
+
+def test_model_summary_and_files(tmp_path):
+    table = _planted()
+    failed = table.iloc[:1].assign(
+        analysis="infer", status="failed", error="boom", metric="status", value=np.nan
+    )
+    table = pd.concat([table, failed], ignore_index=True)
+    per_model = model_summary(table).set_index("model")
+    assert per_model.loc["m5", "ffn_later"] == "2/2" and per_model.loc["m5", "n_failed"] == 1
+    assert per_model.loc["m9", "attn_peak_depth"] == pytest.approx(0.25)
+    paths = write_summary(table, tmp_path, "planted", {"probe": "figures/probe.html"})
+    md = paths[0].read_text()
+    assert "| m9 | llama | 9 | 0.50 [" in md and "2/2" in md and "boom" in md
+    assert "<table>" in paths[1].read_text() and "figures/probe.html" in md
+
+
+def test_depth_figures_have_a_line_per_model_and_a_panel_per_site():
+    table = _planted()
+    fig = probe_depth_figure(table)
+    lines = [t for t in fig.data if t.mode == "lines+markers"]
+    assert len(lines) == 2 * 2  # two models x two sites
+    assert {t.name for t in lines} == {"m5", "m9"}
+    assert len(fig.layout.annotations) == 2  # one subplot title per site
+    assert all(0 <= x <= 1 for t in lines for x in t.x)
+    patch = patching_depth_figure(table, template="t1")
+    bands = [t for t in patch.data if t.fill == "toself"]
+    assert len(bands) == 4  # one template, one seed: CI bands are drawn
+    m9_attn = next(t for t in patch.data if t.name == "m9" and t.mode == "lines+markers")
+    assert float(m9_attn.x[int(np.argmax(m9_attn.y))]) == pytest.approx(0.25)
+
+
+def test_peak_vs_plateau_and_template_robustness_figures():
+    fig = peak_vs_stabilisation_figure(_planted())
+    markers = [t for t in fig.data if t.mode == "markers+text"]
+    assert {t.name for t in markers} == {"m5", "m9"}
+    assert all(list(t.x) == pytest.approx([0.5, 0.5]) for t in markers)
+    assert all(list(t.y) == pytest.approx([0.25, 0.25]) for t in markers)
+    robust = template_robustness_figure(_planted())
+    assert [a.text for a in robust.layout.annotations] == ["m5", "m9"]
+    assert len(robust.data) == 2 * 3  # per model: plateau, MHSA peak, FFN peak
+    assert set(sweep_figures(_planted())) == {
+        "probe_accuracy_by_depth",
+        "patching_transfer_by_depth",
+        "mhsa_peak_vs_probe_plateau",
+        "template_robustness",
+    }
