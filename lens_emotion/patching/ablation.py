@@ -20,7 +20,7 @@ import pandas as pd
 import torch
 from torch import Tensor
 
-from lens_emotion.io import write_text_atomic
+from lens_emotion.io import write_csv_atomic
 from lens_emotion.patching.engines import clean_activations, resolve_method, run_variants
 from lens_emotion.patching.fast import Variant
 from lens_emotion.patching.heads import HeadPatchingResult
@@ -77,9 +77,7 @@ class AblationResult:
 
     def save(self, out: str | Path) -> list[Path]:
         """Write ``ablations.csv`` (the table) into ``out``; returns its path in a list."""
-        out = Path(out)
-        out.mkdir(parents=True, exist_ok=True)
-        return [write_text_atomic(out / "ablations.csv", self.table.to_csv(index=False))]
+        return [write_csv_atomic(Path(out) / "ablations.csv", self.table)]
 
     def figure(self, title: str | None = None) -> go.Figure:
         """Kept rate against center layer: one line per site, one panel per mode."""

@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 from jaxtyping import Float
 
-from lens_emotion.io import write_text_atomic
+from lens_emotion.io import write_csv_atomic
 from lens_emotion.patching.engines import resolve_method, run_variants
 from lens_emotion.patching.fast import Variant
 from lens_emotion.patching.pairs import PatchingError, PatchPairs
@@ -121,9 +121,7 @@ class HeadPatchingResult:
 
     def save(self, out: str | Path) -> list[Path]:
         """Write ``heads.csv`` (the table) into ``out``; returns its path in a list."""
-        out = Path(out)
-        out.mkdir(parents=True, exist_ok=True)
-        return [write_text_atomic(out / "heads.csv", self.table.to_csv(index=False))]
+        return [write_csv_atomic(Path(out) / "heads.csv", self.table)]
 
     def figure(self, title: str | None = None) -> go.Figure:
         """Layer x head heatmap of the mean change in logit difference."""

@@ -44,7 +44,7 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
-from lens_emotion.io import write_text_atomic
+from lens_emotion.io import write_csv_atomic
 from lens_emotion.patching.engines import clean_activations, resolve_method, run_variants
 from lens_emotion.patching.fast import Variant
 from lens_emotion.patching.pairs import PatchingError, PatchPairs
@@ -281,14 +281,12 @@ class PatchingResult:
         Returns:
             The paths written.
         """
-        out = Path(out)
-        out.mkdir(parents=True, exist_ok=True)
         frames = {
             "patching.csv": self.table,
             "patching_per_pair.csv": self.per_pair,
             "pairs.csv": self.pairs.to_frame(),
         }
-        return [write_text_atomic(out / name, f.to_csv(index=False)) for name, f in frames.items()]
+        return [write_csv_atomic(Path(out) / name, frame) for name, frame in frames.items()]
 
     def figure(self, title: str | None = None) -> go.Figure:
         """Transfer rate against center layer, one line per site (with 95% CI bands)."""

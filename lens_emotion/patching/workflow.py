@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import pandas as pd
 
-from lens_emotion.io import write_text_atomic
+from lens_emotion.io import write_csv_atomic
 from lens_emotion.manifest import StepTimer, seed_everything, write_manifest
 from lens_emotion.patching.ablation import (
     AblationResult,
@@ -185,10 +185,6 @@ def _write_figures(
     return written, note
 
 
-def _csv(out: Path, name: str, frame: pd.DataFrame) -> Path:
-    return write_text_atomic(out / name, frame.to_csv(index=False))
-
-
 def run_patching(
     model: EmotionModel,
     data: EmotionDataset,
@@ -273,8 +269,8 @@ def run_patching(
         )
         control_result = timed("control_s", patch_sites, model, control_pairs, **grid, **common)
         comparison = compare_control(result, control_result)
-        files.append(_csv(out, "control_patching.csv", control_result.table))
-        files.append(_csv(out, "control_comparison.csv", comparison))
+        files.append(write_csv_atomic(out / "control_patching.csv", control_result.table))
+        files.append(write_csv_atomic(out / "control_comparison.csv", comparison))
         figures["control"] = transfer_figure(
             result.table,
             title=f"Emotion task (solid) vs control task (dashed), span {s.span}",
@@ -285,7 +281,7 @@ def run_patching(
                 "control_heads_s", patch_heads, model, control_pairs, layers=layers, **common
             )
             head_comparison = compare_heads(head_result, control_heads)
-            files.append(_csv(out, "control_heads.csv", control_heads.table))
+            files.append(write_csv_atomic(out / "control_heads.csv", control_heads.table))
             figures["control_heads"] = control_heads.figure(
                 title="Control task (first word): head patching, mean change in logit difference"
             )
