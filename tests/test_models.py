@@ -2,6 +2,7 @@ import hashlib
 import inspect
 import zipfile
 
+import numpy as np
 import pytest
 import torch
 
@@ -437,3 +438,67 @@ def test_smollm2_plain_model_is_zero_copy(smollm2):
     assert smollm2.plain_model_shares_weights
     n_plain = sum(p.numel() for p in smollm2.plain_model.parameters())
     assert n_plain > 100_000_000  # every weight of the 135M model, none duplicated
+
+
+# bf16 on the CPU against fp32, on SmolLM2 and the 52 real rows below (measured 2026-12-01):
+# label log-probs differ by at most 0.31 nats (tolerance 0.5), and the label argmax agrees on
+# 49 of 52 rows (0.94); the three that flip are near-ties in fp32. A flip needs a top-two
+# margin under 2 x tolerance, so every row with a wider margin must keep its argmax.
+BF16_LOGPROB_TOL = 0.5
+BF16_PATCH_TOL = 0.3
+# Fast patching in bf16 against the fp32 per-pair reference (4 pairs x 6 windows, measured
+# 2026-12-01): logit-difference changes within 0.12 (tolerance 0.3); 21 of 24 outcomes agree
+# (0.875): the flips are patched predictions that sit on a near-tie between two labels.
+BF16_OUTCOME_AGREEMENT = 0.8
+
+
+@pytest.fixture(scope="module")
+def smollm2_bf16():
+    return load_model("smollm2-135m-instruct", device="cpu", dtype="bfloat16")
+
+
+@pytest.mark.integration
+def test_smollm2_bf16_agrees_with_fp32_on_real_rows(smollm2, smollm2_bf16, crowd_envent):
+    from lens_emotion.inference import label_logprobs
+    from lens_emotion.prompts import build_prompts
+
+    assert smollm2_bf16.dtype == torch.bfloat16 and smollm2_bf16.plain_model_shares_weights
+    rows = crowd_envent.sample(52, seed=0)
+    prompts = build_prompts(smollm2, rows.texts, rows.labels, rows.label_names, "emotion-list")
+    fp32 = label_logprobs(smollm2, prompts, 13, progress=False)
+    bf16 = label_logprobs(smollm2_bf16, prompts, 13, progress=False)
+    assert bf16.dtype == fp32.dtype  # analyses get fp32 numbers either way
+    gap = abs(bf16 - fp32).max()
+    print(f"bf16 vs fp32 label log-probs: max |diff| {gap:.4f} nats")
+    assert gap < BF16_LOGPROB_TOL
+    top2 = -np.sort(-fp32, axis=1)[:, :2]
+    clear = (top2[:, 0] - top2[:, 1]) > 2 * BF16_LOGPROB_TOL  # rounding cannot flip these
+    same = fp32.argmax(1) == bf16.argmax(1)
+    print(f"argmax agrees on {same.mean():.3f} of rows; {clear.sum()} rows have a clear margin")
+    assert same[clear].all() and same.mean() >= 0.9
+
+
+@pytest.mark.integration
+def test_smollm2_fast_patching_in_bf16_matches_the_fp32_reference(
+    smollm2, smollm2_bf16, crowd_envent
+):
+    from lens_emotion.patching import draw_pairs, patch_sites
+
+    rows = crowd_envent.sample(78, seed=0)
+    pairs = draw_pairs(smollm2, rows, n_pairs=4, seed=0, progress=False)
+    kwargs = {"sites": ["resid_post", "attn_out"], "layers": [1, 15, 28], "n_boot": 10}
+    ref = patch_sites(smollm2, pairs, method="reference", progress=False, **kwargs)
+    fast = patch_sites(smollm2_bf16, pairs, method="fast", progress=False, **kwargs)
+    assert fast.method == "fast"
+    change = np.abs(
+        fast.per_pair.logit_diff_change.to_numpy() - ref.per_pair.logit_diff_change.to_numpy()
+    )
+    same = fast.per_pair.outcome.to_numpy() == ref.per_pair.outcome.to_numpy()
+    print(
+        f"bf16 fast vs fp32 reference: max |d logit-diff change| {change.max():.4f}, "
+        f"outcomes agree {same.mean():.3f}"
+    )
+    assert change.max() < BF16_PATCH_TOL
+    assert same.mean() >= BF16_OUTCOME_AGREEMENT
+    # a logit difference is two label scores, each within BF16_LOGPROB_TOL
+    assert np.abs(fast.clean_logit_diff - ref.clean_logit_diff).max() < 2 * BF16_LOGPROB_TOL
