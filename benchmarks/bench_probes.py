@@ -212,7 +212,7 @@ def part_solver(args) -> None:
         "what": (
             f"one (site, layer) x 5 stratified folds (seed 0), {k} classes, d = {x.shape[1]}, "
             f"C = {args.C}, class-balanced, standardised per training fold; ours: the 5 fold "
-            "problems in one batched preconditioned L-BFGS run (lens_emotion.probe_models."
+            "problems in one batched preconditioned L-BFGS run (lens_emotion.probing.solvers."
             "fit_logistic_batched, probe_emotions' solver until this benchmark); sklearn: "
             "probe_emotions' path now (lens_emotion.probing._logreg_scores: StandardScaler + "
             "LogisticRegression(lbfgs) fold by fold, plus the gradient check), without "

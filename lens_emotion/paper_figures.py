@@ -13,10 +13,10 @@ each with the keyword arguments of its workflow::
     # crowd_envent = "path/to/enVent_gen_Data.csv"   (default: the data root)
     # sev = "path/to/sev.jsonl"
 
-    [probing]               # lens_emotion.workflows.run_probing keyword arguments
+    [probing]               # fields of lens_emotion.probing.ProbingSettings
     sites = ["attn_out", "mlp_out", "resid_post"]
 
-    [patching]              # lens_emotion.patching_workflow.run_patching
+    [patching]              # fields of lens_emotion.patching.PatchingSettings
     n_pairs = 100
 
 Every analysis writes its own results (CSV/JSON, manifest) under ``OUT/runs/<analysis>/``;

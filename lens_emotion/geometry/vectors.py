@@ -331,7 +331,7 @@ def probe_vectors(
     """Weight vectors of an emotion probe per site and layer, in the raw activation space.
 
     One L2 multinomial logistic regression (class-balanced, fitted on standardised features,
-    :func:`lens_emotion.probe_models.fit_logistic_regression`) per site and layer on the
+    :func:`lens_emotion.probing.solvers.fit_logistic_regression`) per site and layer on the
     selected rows; its weights are mapped back to raw space and centred over the emotions.
 
     Args:
@@ -347,7 +347,7 @@ def probe_vectors(
         The ``"probe"`` :class:`EmotionVectorsResult` (``params["unconverged"]`` lists fits
         that stopped at the limit).
     """
-    from lens_emotion.probe_models import fit_logistic_regression
+    from lens_emotion.probing.solvers import fit_logistic_regression
 
     _check_acts(acts, labels, layers)
     rows = _rows(mask, len(labels))

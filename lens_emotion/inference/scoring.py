@@ -522,7 +522,7 @@ def control_rows(
 
     Drops texts whose first word starts with a whitespace-only token on this tokenizer (e.g.
     ``"16th"`` on tokenizers that split digits), with a :class:`DroppedRowsWarning` that says
-    how many; :func:`infer_emotions` and :func:`lens_emotion.pairs.draw_pairs` call this for
+    how many; :func:`infer_emotions` and :func:`lens_emotion.patching.draw_pairs` call this for
     the control template, so both see the same rows.
 
     Args:
