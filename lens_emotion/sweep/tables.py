@@ -22,10 +22,16 @@ Mapping, per analysis:
 - **geometry** (the run's ``summary()``): ``peak_valence_r`` at its layer (with CI),
   ``peak_arousal_r``, ``peak_text_pleasantness_rho``, ``peak_rsa_rho`` and the other numeric
   headline numbers, at the peak layer where the summary names one.
-- **attribute, attention, steer, circuits** (the run's ``summary()``): every numeric scalar
-  of the summary as a metric named by its key path (``a.b.c``); a ``layer`` key beside the
-  numbers gives their layer, and ``ci_low``/``ci_high`` (or ``*_ci_low``/``*_ci_high``)
-  their interval.
+- **attribute** (``attribution.csv``, whole sites only): per (site, layer) ``atp_effect``
+  (95% normal interval from its sd over pairs) and, where patched too, ``patch_effect``.
+- **attention** (``attention_mass_layers.csv``): site ``attention``, per layer
+  ``mass_<group>_<normalise>`` (the share of the final token's attention on that token group,
+  with its bootstrap CI).
+- **steer** (``readout.csv``, steered rows; controls left out): site ``resid_post`` (the
+  steering site), per layer ``proportion[<combo>, beta=<b>, <emotion>]`` with its CI.
+- **circuits** (the run's ``summary()``): every numeric scalar of the summary as a metric
+  named by its key path (``a.b.c``); a ``layer`` key beside the numbers gives their layer,
+  and ``ci_low``/``ci_high`` (or ``*_ci_low``/``*_ci_high``) their interval.
 """
 
 from __future__ import annotations
@@ -216,18 +222,40 @@ def geometry_rows(folder: Path, record: Mapping[str, Any]) -> list[dict[str, Any
 
 
 def attribute_rows(folder: Path, record: Mapping[str, Any]) -> list[dict[str, Any]]:
-    """Rows of an attribution job: the numeric scalars of its summary (module docstring)."""
-    return _summary_rows(record.get("summary") or {})
+    """Rows of an attribution job: AtP effect per whole site and layer (and patching's)."""
+    table = pd.read_csv(folder / "attribution.csv")
+    table = table[table["head"].isna()] if "head" in table else table
+    rows: list[dict[str, Any]] = []
+    for item in table.itertuples(index=False):
+        half = 1.96 * float(item.atp_std) / np.sqrt(max(1, int(item.n_pairs)))
+        effect = float(item.atp_effect)
+        rows.append(_row(item.site, item.layer, "atp_effect", effect, effect - half, effect + half))
+        if pd.notna(item.patch_effect):
+            rows.append(_row(item.site, item.layer, "patch_effect", item.patch_effect))
+    return rows
 
 
 def attention_rows(folder: Path, record: Mapping[str, Any]) -> list[dict[str, Any]]:
-    """Rows of an attention job: the numeric scalars of its summary (module docstring)."""
-    return _summary_rows(record.get("summary") or {})
+    """Rows of an attention job: attention mass per layer and token group (bootstrap CI)."""
+    table = pd.read_csv(folder / "attention_mass_layers.csv")
+    return [
+        _row("attention", item.layer, f"mass_{item.group}_{item.normalise}", item.mean,
+             item.ci_low, item.ci_high)
+        for item in table.itertuples(index=False)
+    ]  # fmt: skip
 
 
 def steer_rows(folder: Path, record: Mapping[str, Any]) -> list[dict[str, Any]]:
-    """Rows of a steering (readout) job: the numeric scalars of its summary."""
-    return _summary_rows(record.get("summary") or {})
+    """Rows of a steering (readout) job: emotion shares per layer, combo and beta (CI)."""
+    table = pd.read_csv(folder / "readout.csv")
+    table = table[~table["control"].astype(bool)]
+    site = (record.get("settings") or {}).get("site", "resid_post")
+    return [
+        _row(site, item.layer,
+             f"proportion[{item.appraisal_combo}, beta={item.beta:+g}, {item.emotion}]",
+             item.proportion, item.ci_low, item.ci_high)
+        for item in table.itertuples(index=False)
+    ]  # fmt: skip
 
 
 def circuits_rows(folder: Path, record: Mapping[str, Any]) -> list[dict[str, Any]]:

@@ -107,3 +107,32 @@ def test_build_table_is_rebuilt_not_appended_and_keeps_failed_jobs(tmp_path):
     assert set(done["analysis"]) == {"probe"}
     deep = done[(done.metric == "accuracy") & (done.site == "resid_post")]
     assert deep["relative_depth"].tolist() == [0.0, 0.25, 0.5, 0.75, 1.0]
+
+
+def test_attribute_attention_and_steer_rows(tmp_path):
+    from lens_emotion.sweep.tables import attention_rows, attribute_rows, steer_rows
+
+    pd.DataFrame(
+        [{"site": "attn_out", "layer": 1, "head": None, "atp_effect": 0.2, "atp_std": 0.1,
+          "atp_abs_mean": 0.2, "n_pairs": 4, "patch_effect": 0.25},
+         {"site": "attn_out", "layer": 1, "head": 3, "atp_effect": 0.9, "atp_std": 0.1,
+          "atp_abs_mean": 0.9, "n_pairs": 4, "patch_effect": None}]
+    ).to_csv(tmp_path / "attribution.csv", index=False)  # fmt: skip
+    rows = pd.DataFrame(attribute_rows(tmp_path, {})).set_index("metric")
+    assert rows.loc["atp_effect", "value"] == 0.2  # the head row is left out
+    assert rows.loc["atp_effect", "ci_high"] == pytest.approx(0.2 + 1.96 * 0.1 / 2)
+    assert rows.loc["patch_effect", "value"] == 0.25
+    pd.DataFrame(
+        [{"layer": 2, "group": "context", "normalise": "total", "mean": 0.3, "ci_low": 0.2,
+          "ci_high": 0.4, "n": 8}]
+    ).to_csv(tmp_path / "attention_mass_layers.csv", index=False)  # fmt: skip
+    (row,) = attention_rows(tmp_path, {})
+    assert (row["metric"], row["layer"], row["ci_low"]) == ("mass_context_total", 2, 0.2)
+    pd.DataFrame(
+        [{"appraisal_combo": "+pleasantness", "layer": 4, "beta": 8.0, "emotion": "joy",
+          "proportion": 0.5, "ci_low": 0.4, "ci_high": 0.6, "control": False},
+         {"appraisal_combo": "random-0", "layer": 4, "beta": 8.0, "emotion": "joy",
+          "proportion": 0.1, "ci_low": 0.0, "ci_high": 0.2, "control": True}]
+    ).to_csv(tmp_path / "readout.csv", index=False)  # fmt: skip
+    (row,) = steer_rows(tmp_path, {"settings": {"site": "resid_post"}})
+    assert row["metric"] == "proportion[+pleasantness, beta=+8, joy]" and row["value"] == 0.5

@@ -107,3 +107,50 @@ def test_a_model_that_fails_to_load_is_reported_and_the_others_run(
     assert len(bad) == 1 and bad["status"].iloc[0] == "failed" and bad["error"].iloc[0]
     assert (table[table.model == "a"]["status"] == "done").all()
     assert "Failed jobs" in (tmp_path / "out" / "summary.md").read_text()
+
+
+def test_geometry_attention_attribution_and_steering_land_in_the_table(
+    tmp_path, tiny_pair, make_config
+):
+    extra = """
+[settings.geometry]
+n_boot = 20
+n_perm = 19
+n_random = 10
+keyword_control = false
+
+[settings.attention]
+rows = 8
+n_boot = 20
+
+[settings.attribute]
+n_pairs = 4
+agreeing_only = false
+heads = false
+
+[settings.steer]
+n = 10
+n_probe = 28
+n_folds = 2
+n_boot = 20
+theory = false
+n_controls = 2
+layers = [1]
+"""
+    config = make_config(
+        tmp_path / "s.toml",
+        tiny_pair[:1],
+        analyses=("geometry", "attention", "attribute", "steer"),
+        extra=extra,
+    )
+    outputs = run_sweep(config, tmp_path / "out", progress=False)
+    assert not outputs.failed
+    table = outputs.table
+    valence = table[(table.analysis == "geometry") & (table.metric == "peak_valence_r")]
+    assert len(valence) == 1 and valence["layer"].notna().all()
+    assert valence["relative_depth"].between(0, 1).all()
+    assert valence["ci_low"].iloc[0] <= valence["value"].iloc[0] <= valence["ci_high"].iloc[0]
+    assert table[table.analysis == "attention"]["metric"].str.startswith("mass_").all()
+    assert set(table[table.analysis == "attribute"]["metric"]) >= {"atp_effect"}
+    steer = table[table.analysis == "steer"]
+    assert len(steer) and (steer["layer"] == 1).all()
