@@ -220,11 +220,13 @@ def main() -> None:
         "benchmark": "plain extraction vs transformers floor; cached patching grid vs reference",
         "command": "python benchmarks/bench_families.py " + " ".join(os.sys.argv[1:]),
         "threads": args.threads,
-        "models": [bench_model(alias, data, args) for alias in args.models],
+        "models": [],
     }
-    result["total_seconds"] = round(time.perf_counter() - started, 1)
-    result["load_average_at_end"] = os.getloadavg()
-    write_json_atomic(args.out, result)
+    for alias in args.models:  # written after each model, so a cut-off run keeps its results
+        result["models"].append(bench_model(alias, data, args))
+        result["total_seconds"] = round(time.perf_counter() - started, 1)
+        result["load_average_at_end"] = os.getloadavg()
+        write_json_atomic(args.out, result)
     print(f"wrote {args.out}")
 
 

@@ -35,14 +35,19 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from jaxtyping import Float
 from torch import Tensor
 
 from lens_emotion.architecture import ArchitectureError, architecture, unsupported_reason
-from lens_emotion.patching.fast import PATCH_SITES, Provider, Variant
+
+if TYPE_CHECKING:  # lens_emotion.patching imports this module (its "fast" engine)
+    from lens_emotion.patching.fast import Provider, Variant
+
+PATCH_SITES: tuple[str, ...] = ("attn_out", "mlp_out", "resid_post", "z")
+"""Sites a variant can overwrite (as :data:`lens_emotion.patching.fast.PATCH_SITES`)."""
 
 ATTENTION_NAME = "lens_emotion_last_token"
 """Name under which the last-token attention function is registered with transformers."""

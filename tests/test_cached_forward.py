@@ -128,6 +128,13 @@ def test_selected_and_repeated_rows_match_their_own_runs(family_model):
         torch.testing.assert_close(together[row], single[0], atol=1e-4, rtol=1e-4)
 
 
+def test_patch_sites_match_the_patching_package():
+    from lens_emotion.cached_forward import PATCH_SITES
+    from lens_emotion.patching.fast import PATCH_SITES as PATCHING_SITES
+
+    assert PATCH_SITES == PATCHING_SITES
+
+
 def test_unsupported_models_are_refused_with_a_reason(tmp_path):
     (tmp_path / "config.json").write_text(
         json.dumps({"architectures": ["T5ForConditionalGeneration"]})

@@ -4,10 +4,12 @@ Every engine takes target prompts, a list of :class:`~lens_emotion.patching.fast
 interventions and a value provider, and returns the label logits of every (prompt, variant)
 plus the clean label logits:
 
-* ``"fast"`` - :class:`~lens_emotion.patching.fast.LastTokenLlama`: one clean run per batch
-  of targets with cached keys/values, then only the last position is recomputed, from each
-  variant's first patched layer on, for all variants of all prompts of the batch at once.
-  Llama-family models only; verified against ``"bridge"`` before first use.
+* ``"fast"`` - :class:`~lens_emotion.cached_forward.CachedLastToken`: one clean run per batch
+  of targets with transformers' KV cache, then only the last position is recomputed through
+  the model's own decoder layers, from each variant's first patched layer on, for all variants
+  of all prompts of the batch at once. Every family of :mod:`lens_emotion.architecture`
+  (Llama, Mistral, Qwen2/3, Gemma 2/3, Phi-3, OLMo 2, GPT-2, GPT-NeoX); verified against
+  ``"bridge"`` before first use.
 * ``"bridge"`` - the plain full-sequence patch on the hooked TransformerBridge
   (``run_with_hooks`` with hooks that overwrite the last position), many (prompt, variant)
   rows per forward pass. Works for every architecture the bridge loads (e.g. GPT-2).
@@ -30,13 +32,8 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from lens_emotion.batching import length_batches
-from lens_emotion.patching.fast import (
-    PATCH_SITES,
-    LastTokenLlama,
-    Provider,
-    Variant,
-    fast_path_supported,
-)
+from lens_emotion.cached_forward import CachedLastToken, cached_path_reason
+from lens_emotion.patching.fast import PATCH_SITES, Provider, Variant
 from lens_emotion.patching.pairs import PatchingError
 
 if TYPE_CHECKING:
@@ -58,10 +55,10 @@ ACT_SITES: tuple[str, ...] = ("attn_out", "mlp_out", "resid_post", "z")
 """Last-position activations cached by :func:`clean_activations`."""
 
 
-def _fast_engine(model: EmotionModel) -> LastTokenLlama:
+def _fast_engine(model: EmotionModel) -> CachedLastToken:
     engine = getattr(model, "_last_token_engine", None)
     if engine is None:
-        engine = LastTokenLlama(model)
+        engine = CachedLastToken(model)
         model._last_token_engine = engine
     return engine
 
@@ -163,7 +160,7 @@ def fast_path_matches(model: EmotionModel, atol: float = 1e-3) -> bool:
     verdict = getattr(model, "_fast_patch_verified", None)
     if verdict is not None:
         return verdict
-    if not fast_path_supported(model):
+    if cached_path_reason(model) is not None:
         model._fast_patch_verified = False
         return False
     tokens = model.encode(["I felt calm when the rain finally stopped.", "My dog ran away."])
@@ -200,10 +197,11 @@ def resolve_method(model: EmotionModel, method: str) -> str:
     """
     if method not in METHODS:
         raise PatchingError(f"method must be one of {list(METHODS)}, not {method!r}.")
-    if method == "fast" and not fast_path_supported(model):
+    reason = cached_path_reason(model) if method == "fast" else None
+    if reason is not None:
         raise PatchingError(
-            "The fast last-position path re-implements Llama-family blocks only (Llama, "
-            "Qwen2); use method='bridge' (full-sequence patching) for this model, or 'auto'."
+            f"The fast path cannot run this model ({reason}); use method='bridge' "
+            "(full-sequence patching), or 'auto'."
         )
     if method == "auto":
         return "fast" if fast_path_matches(model) else "bridge"

@@ -60,13 +60,27 @@ def test_fast_bridge_and_reference_agree_on_tiny_llama(tiny_llama, sample_datase
     assert np.abs(_centred(ref_patched) - _centred(ref_clean)[:, None]).max() > 1e-3
 
 
-def test_gpt2_falls_back_to_full_sequence_patching(tiny_gpt2, sample_dataset):
-    assert resolve_method(tiny_gpt2, "auto") == "bridge"
-    with pytest.raises(PatchingError, match="bridge"):
-        resolve_method(tiny_gpt2, "fast")
+def test_gpt2_takes_the_general_fast_path(tiny_gpt2, sample_dataset):
+    assert resolve_method(tiny_gpt2, "auto") == "fast"  # cached path on GPT-2's own blocks
     variants = [Variant("attn_out", (0, 1)), Variant("resid_post", (1,)), Variant("z", (0,), 2)]
-    out = _run_all(tiny_gpt2, _tokens(tiny_gpt2, sample_dataset), variants, ("bridge", "reference"))
-    np.testing.assert_allclose(out["bridge"][0], out["reference"][0], atol=1e-4)
+    methods = ("fast", "bridge", "reference")
+    out = _run_all(tiny_gpt2, _tokens(tiny_gpt2, sample_dataset), variants, methods)
+    for method in ("fast", "bridge"):
+        np.testing.assert_allclose(
+            _centred(out[method][0]), _centred(out["reference"][0]), atol=1e-4
+        )
+
+
+def test_architectures_without_an_adapter_fall_back_to_the_bridge(tmp_path):
+    import json
+    from types import SimpleNamespace
+
+    (tmp_path / "config.json").write_text(json.dumps({"architectures": ["BertForMaskedLM"]}))
+    unsupported = SimpleNamespace(path=tmp_path)
+    assert not fast_path_matches(unsupported)
+    assert resolve_method(unsupported, "auto") == "bridge"
+    with pytest.raises(PatchingError, match="bridge"):
+        resolve_method(unsupported, "fast")
 
 
 def test_auto_uses_verified_fast_path(tiny_llama):
