@@ -1,4 +1,4 @@
-"""``lens-emotion patch`` end to end on a small real run (SmolLM2, real crowd-enVENT rows)."""
+"""``lens-emotion patch`` and run_patching end to end: settings on tiny models, a small real run."""
 
 import json
 
