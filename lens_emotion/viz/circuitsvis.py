@@ -194,7 +194,7 @@ def _tokens(tokens: Sequence[str]) -> list[str]:
 
 def attention_heads_view(
     tokens: Sequence[str],
-    attention: Float[np.ndarray, "head query key"],
+    attention: Float[np.ndarray, "head query key"] | Float[np.ndarray, "head key"],
     head_names: Sequence[str] | None = None,
     *,
     title: str = "Attention heads",
