@@ -55,8 +55,8 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
         "--ray-address",
         default=None,
         metavar="ADDR",
-        help="run the jobs on the Ray cluster at ADDR (e.g. auto, host:6379, "
-        "ray://host:10001); implies --ray",
+        help="run the jobs on the Ray cluster at ADDR (e.g. auto or host:6379 from a cluster "
+        "node; ray://host:10001 needs pip install 'ray[client]'); implies --ray",
     )
     p.add_argument(
         "--dry-run",

@@ -29,6 +29,10 @@ __all__ = [
 ]
 
 
+#: Legend under the panels (the panel titles sit where apply_style puts the legend).
+_BELOW = {"orientation": "h", "x": 0, "y": -0.28, "yanchor": "top"}
+
+
 def model_colors(models: Sequence[str]) -> dict[str, str]:
     """One colour per model, in order, from the shared palette."""
     palette = list(EMOTION_COLORS.values())
@@ -118,7 +122,8 @@ def depth_curves_figure(
     if curves.empty:
         fig.add_annotation(text=f"no {analysis} {metric} rows", showarrow=False)
     scope = f"template {template}" if template else "mean over templates"
-    return apply_style(fig, title or f"{analysis} {metric} by relative depth ({scope})")
+    fig = apply_style(fig, title or f"{analysis} {metric} by relative depth ({scope})")
+    return fig.update_layout(legend=_BELOW)
 
 
 def probe_depth_figure(table: pd.DataFrame, template: str | None = None) -> go.Figure:
@@ -224,7 +229,8 @@ def template_robustness_figure(table: pd.DataFrame) -> go.Figure:
             )
         fig.update_xaxes(title_text="template", row=1, col=col)
     fig.update_yaxes(title_text="relative depth", range=[-0.05, 1.05], row=1, col=1)
-    return apply_style(fig, "Template robustness: localisation per template")
+    fig = apply_style(fig, "Template robustness: localisation per template")
+    return fig.update_layout(legend=_BELOW)
 
 
 #: Figure name -> function of the table (what ``run_sweep`` writes under ``figures/``).

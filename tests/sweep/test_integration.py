@@ -25,10 +25,14 @@ def test_smollm2_sweep_matches_its_workflow_and_spans_the_depth(
             "data": {"name": "crowd-envent", "path": str(crowd_envent_path), "limit": 26},
             "settings": {
                 "infer": {"compare_calibrations": False},
-                "probe": {"sites": ["resid_post"], "n_folds": 2, "alpha": 1.0},
+                "probe": {
+                    "sites": ["resid_post"], "n_folds": 2, "alpha": 1.0,
+                    "layers": [0, 7, 14, 21, 29],
+                },
                 "patch": {
                     "n_pairs": 4, "sites": ["attn_out", "mlp_out"], "agreeing_only": False,
                     "heads": False, "ablations": False, "control": False,
+                    "layers": [1, 14, 28],
                 },
             },
             "models": [{"spec": "smollm2-135m-instruct", "name": "smollm2"}],
@@ -40,7 +44,9 @@ def test_smollm2_sweep_matches_its_workflow_and_spans_the_depth(
     assert set(table["family"]) == {"llama"} and set(table["n_layers"]) == {30}
     probe = table[(table.analysis == "probe") & (table.metric == "accuracy")]
     depths = probe[probe.site == "resid_post"].sort_values("layer")["relative_depth"]
-    assert np.allclose(depths, np.arange(30) / 29)
+    assert np.allclose(depths, np.array([0, 7, 14, 21, 29]) / 29)
+    transfer = table[(table.analysis == "patch") & (table.metric == "transfer")]
+    assert sorted(set(transfer["relative_depth"])) == pytest.approx([1 / 29, 14 / 29, 28 / 29])
     # the sweep runs the analysis's own workflow: the same call gives the same accuracy
     data = load_crowd_envent(crowd_envent_path, limit=26, seed=0)
     direct = run_inference(
