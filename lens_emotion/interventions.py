@@ -50,7 +50,7 @@ import json
 import re
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, no_type_check
 
 import numpy as np
 import torch
@@ -149,6 +149,7 @@ class DirectionHook:
         return self.apply_at(activation, -1 if self.positions == "last" else None)
 
 
+@no_type_check  # validates its input itself, with clear errors
 def direction_hook(
     direction: Float[Tensor, " d_model"] | np.ndarray,
     beta: float,
@@ -224,7 +225,7 @@ def steering_hooks(
     site: str = "resid_post",
     scale: Literal["none", "rms"] = "none",
     positions: Literal["last", "all"] = "last",
-) -> list[tuple[str, DirectionHook]]:
+) -> list[tuple[str, HookFn]]:
     """The same direction hook at one layer or a window of layers.
 
     Args:

@@ -42,7 +42,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import Any, no_type_check
 
 import torch
 from jaxtyping import Float, Int
@@ -794,6 +794,7 @@ class Placement:
         return kwargs
 
 
+@no_type_check  # validates its input itself, with clear errors
 def resolve_placement(
     device: str | torch.device | None = "auto",
     dtype: str | torch.dtype | None = "auto",
