@@ -8,9 +8,8 @@ pulled), on real crowd-enVENT texts (emotion-list prompts), in one process:
   same length-sorted, left-padded batches; interleaved over ``--repeats``.
 * **patching grid** - ``n_pairs`` (target, source) pairs x every centre layer x 3 sites
   (attn_out, mlp_out, resid_post), span 3, source values from one clean run per source:
-  the general cached path (:class:`lens_emotion.cached_forward.CachedLastToken`), the
-  hand-written Llama block (:class:`lens_emotion.patching.fast.LastTokenLlama`, Llama/Qwen2
-  only) and the per-pair full-sequence reference (``run_variants(method="reference")``, timed
+  the general cached path (:class:`lens_emotion.cached_forward.CachedLastToken`) and the
+  per-pair full-sequence reference (``run_variants(method="reference")``, timed
   on ``--ref-pairs`` pairs and extrapolated by target tokens). The fast engines run through
   ``run_variants(method="fast")`` with the engine under test installed as the model's
   last-token engine. Outcomes (argmax) and logit-difference changes are compared on the
@@ -40,7 +39,7 @@ from lens_emotion.io import write_json_atomic
 from lens_emotion.manifest import run_manifest
 from lens_emotion.models import load_model
 from lens_emotion.patching.engines import clean_activations, run_variants
-from lens_emotion.patching.fast import LastTokenLlama, Variant, fast_path_supported
+from lens_emotion.patching.fast import Variant
 from lens_emotion.prompts import build_prompts
 
 SITES = ("attn_out", "mlp_out", "resid_post")
@@ -148,8 +147,6 @@ def bench_model(alias, data, args):
     targets, sources = tokens[:k], tokens[1 : k + 1]
     variants = grid(model, args.span)
     engines = {"cached": CachedLastToken(model)}
-    if fast_path_supported(model):
-        engines["hand_written_llama"] = LastTokenLlama(model)
     times = {name: [] for name in engines}
     results = {}
     for _ in range(args.repeats):
@@ -188,11 +185,6 @@ def bench_model(alias, data, args):
             ),
             "max_abs_logit_diff_change_difference": float(np.abs(change - ref_change).max()),
         }
-    if "hand_written_llama" in engines:
-        patching["cached_over_hand_written_time_ratio"] = round(
-            statistics.median(times["cached"]) / statistics.median(times["hand_written_llama"]),
-            3,
-        )
     out["patching"] = patching
     print(alias, "patching", patching)
     out["manifest"] = run_manifest(seed=args.seed, model=model, template=prompts.template)

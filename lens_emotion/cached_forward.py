@@ -26,8 +26,8 @@ projections (Phi-3, GPT-NeoX), parallel residuals and absolute positions (GPT-2)
 
 Values read and written are in the bridge's convention
 (:meth:`~lens_emotion.architecture.Architecture.to_bridge`), so results equal the bridge's
-full-sequence patch (``tests/test_cached_forward.py``). The interface is that of
-:class:`lens_emotion.patching.fast.LastTokenLlama`.
+full-sequence patch (``tests/test_cached_forward.py``). It takes the
+:class:`lens_emotion.patching.fast.Variant` requests of :mod:`lens_emotion.patching.engines`.
 """
 
 from __future__ import annotations

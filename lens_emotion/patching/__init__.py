@@ -27,7 +27,7 @@ from lens_emotion.patching.engines import (
     resolve_method,
     run_variants,
 )
-from lens_emotion.patching.fast import LastTokenLlama, Variant, fast_path_supported
+from lens_emotion.patching.fast import Variant
 from lens_emotion.patching.figures import ablation_figure, head_heatmap, transfer_figure
 from lens_emotion.patching.heads import HEAD_COLUMNS, HeadPatchingResult, patch_heads
 from lens_emotion.patching.pairs import PatchingError, PatchPairs, draw_pairs
@@ -53,7 +53,6 @@ __all__ = [
     "CONTROL_TEMPLATE",
     "HEAD_COLUMNS",
     "HeadPatchingResult",
-    "LastTokenLlama",
     "METHODS",
     "OUTCOMES",
     "PatchPairs",
@@ -72,7 +71,6 @@ __all__ = [
     "compare_heads",
     "draw_pairs",
     "fast_path_matches",
-    "fast_path_supported",
     "head_heatmap",
     "patch_heads",
     "patch_sites",

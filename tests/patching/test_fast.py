@@ -1,10 +1,12 @@
-"""The last-position Llama engine: clean cache and patched steps, on a tiny GQA model."""
+"""The last-position engine (lens_emotion.cached_forward) on a tiny GQA Llama: clean cache and
+patched steps; the variants of lens_emotion.patching.fast."""
 
 import numpy as np
 import pytest
 import torch
 
-from lens_emotion.patching.fast import LastTokenLlama, Variant, fast_path_supported
+from lens_emotion.cached_forward import CachedLastToken, cached_path_reason
+from lens_emotion.patching.fast import Variant
 
 
 @pytest.fixture(scope="module")
@@ -45,7 +47,7 @@ def batch(gqa_model, sample_dataset):
 
 def test_clean_run_matches_transformers_and_bridge_hooks(gqa_model, batch):
     ids, mask, labels = batch
-    engine = LastTokenLlama(gqa_model)
+    engine = CachedLastToken(gqa_model)
     run = engine.clean(ids, mask, labels)
     hf_logits = gqa_model.last_logits(ids, mask, engine="plain")[:, labels]
     np.testing.assert_allclose(run.logits.numpy(), hf_logits.numpy(), atol=1e-5)
@@ -69,12 +71,11 @@ def test_clean_run_matches_transformers_and_bridge_hooks(gqa_model, batch):
     assert run.acts["z"].shape == (4, 5, 6, 12)
     # the key/value cache holds the 2 KV heads for every position but the last
     assert run.keys[0].shape == (5, 2, ids.shape[1] - 1, 12)
-    assert torch.isinf(run.key_bias).sum() == (mask[:, :-1] == 0).sum()
 
 
 def test_patching_with_own_activations_changes_nothing(gqa_model, batch):
     ids, mask, labels = batch
-    engine = LastTokenLlama(gqa_model)
+    engine = CachedLastToken(gqa_model)
     run = engine.clean(ids, mask, labels)
     variants = [
         Variant("attn_out", (0, 1, 2)),
@@ -96,7 +97,7 @@ def test_patching_with_own_activations_changes_nothing(gqa_model, batch):
 def test_each_query_head_is_patched_separately(gqa_model, batch):
     """Heads 0-2 share one KV head: patching each with another prompt's z gives 3 results."""
     ids, mask, labels = batch
-    engine = LastTokenLlama(gqa_model)
+    engine = CachedLastToken(gqa_model)
     run = engine.clean(ids, mask, labels)
     variants = [Variant("z", (1,), head=h) for h in range(6)]
 
@@ -116,6 +117,6 @@ def test_variant_start_layer():
     assert Variant("resid_post", (3, 4, 5)).start == 5  # the last overwrite fixes the stream
 
 
-def test_fast_path_supports_llama_only(gqa_model, tiny_gpt2):
-    assert fast_path_supported(gqa_model)
-    assert not fast_path_supported(tiny_gpt2)
+def test_cached_path_supports_llama_and_gpt2(gqa_model, tiny_gpt2):
+    assert cached_path_reason(gqa_model) is None
+    assert cached_path_reason(tiny_gpt2) is None
