@@ -44,6 +44,7 @@ import json
 import os
 import shutil
 import time
+import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -378,9 +379,12 @@ def resolve_engine(model: Any, engine: str) -> str:
         raise ActivationStoreError(
             f"The plain engine cannot run this model: {reason}; use engine='bridge'."
         )
-    supported = reason is None
     if engine == "auto":
-        return "plain" if supported and plain_engine_matches(model) else "bridge"
+        if reason is None and plain_engine_matches(model):
+            return "plain"
+        why = reason or "its values disagree with the bridge's hook values"
+        warnings.warn(f"extraction falls back to the bridge engine: {why}", stacklevel=2)
+        return "bridge"
     return engine
 
 

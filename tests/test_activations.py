@@ -146,7 +146,8 @@ def test_plain_engine_is_refused_for_unsupported_architectures(tmp_path):
 
     (tmp_path / "config.json").write_text(json.dumps({"architectures": ["BertForMaskedLM"]}))
     unsupported = SimpleNamespace(path=tmp_path)  # GPT-2 has an adapter now; BERT has none
-    assert resolve_engine(unsupported, "auto") == "bridge"
+    with pytest.warns(UserWarning, match="falls back to the bridge engine: .*BertForMaskedLM"):
+        assert resolve_engine(unsupported, "auto") == "bridge"
     with pytest.raises(ActivationStoreError, match="engine='bridge'"):
         resolve_engine(unsupported, "plain")
 

@@ -22,6 +22,7 @@ one clean run per source prompt, never re-run per patch).
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -204,7 +205,11 @@ def resolve_method(model: EmotionModel, method: str) -> str:
             "(full-sequence patching), or 'auto'."
         )
     if method == "auto":
-        return "fast" if fast_path_matches(model) else "bridge"
+        if fast_path_matches(model):
+            return "fast"
+        why = cached_path_reason(model) or "its values disagree with the bridge's hook values"
+        warnings.warn(f"patching falls back to the bridge engine: {why}", stacklevel=2)
+        return "bridge"
     return method
 
 

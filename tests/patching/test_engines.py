@@ -78,7 +78,8 @@ def test_architectures_without_an_adapter_fall_back_to_the_bridge(tmp_path):
     (tmp_path / "config.json").write_text(json.dumps({"architectures": ["BertForMaskedLM"]}))
     unsupported = SimpleNamespace(path=tmp_path)
     assert not fast_path_matches(unsupported)
-    assert resolve_method(unsupported, "auto") == "bridge"
+    with pytest.warns(UserWarning, match="falls back to the bridge engine: .*BertForMaskedLM"):
+        assert resolve_method(unsupported, "auto") == "bridge"
     with pytest.raises(PatchingError, match="bridge"):
         resolve_method(unsupported, "fast")
 
