@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import platform
 import random
 import sys
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from importlib.metadata import PackageNotFoundError, version
-from typing import Any
+from pathlib import Path
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
@@ -42,6 +44,49 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % (2**32))
     torch.manual_seed(seed)
+
+
+def start_run(seed: int, out: str | Path) -> Path:
+    """Seed every generator (:func:`seed_everything`) and create the output folder.
+
+    The first step of every ``run_<x>`` workflow.
+
+    Args:
+        seed: The run's seed.
+        out: The output folder (created with its parents if missing).
+
+    Returns:
+        ``out`` as a :class:`~pathlib.Path`.
+    """
+    seed_everything(seed)
+    folder = Path(out)
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+_Settings = TypeVar("_Settings")
+
+
+def override_seed_formats(
+    settings: _Settings, seed: int | None, formats: Sequence[str] | None
+) -> _Settings:
+    """``settings`` with ``seed`` and ``formats`` replaced where given (not ``None``).
+
+    Args:
+        settings: A frozen ``…Settings`` dataclass with ``seed`` and ``formats`` fields.
+        seed: A seed overriding ``settings.seed``, or ``None``.
+        formats: Figure formats overriding ``settings.formats``, or ``None``.
+
+    Returns:
+        ``settings`` itself when both are ``None``, else a replaced copy.
+    """
+    if seed is None and formats is None:
+        return settings
+    return dataclasses.replace(
+        settings,  # type: ignore[type-var]
+        seed=settings.seed if seed is None else int(seed),  # type: ignore[attr-defined]
+        formats=settings.formats if formats is None else tuple(formats),  # type: ignore[attr-defined]
+    )
 
 
 def run_manifest(

@@ -22,7 +22,7 @@ from lens_emotion.attribution.atp import (
 )
 from lens_emotion.attribution.compare import PatchingComparison, compare_with_patching
 from lens_emotion.io import write_text_atomic
-from lens_emotion.manifest import StepTimer, seed_everything, write_manifest
+from lens_emotion.manifest import StepTimer, start_run, write_manifest
 from lens_emotion.viz.export import write_figure_or_html
 
 if TYPE_CHECKING:
@@ -148,9 +148,7 @@ def run_attribution(
 
     settings = settings if settings is not None else AttributionSettings()
     s = settings
-    seed_everything(s.seed)
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    out = start_run(s.seed, out)
     timer = StepTimer("attribute", verbose=progress)
     with timer.step("pairs"):
         pairs = draw_pairs(

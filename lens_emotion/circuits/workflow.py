@@ -34,7 +34,6 @@ a disagreement note (:func:`~.modulation.summarise_generations`).
 
 from __future__ import annotations
 
-import dataclasses
 import sys
 import time
 from collections.abc import Sequence
@@ -87,7 +86,7 @@ from lens_emotion.circuits.sev_prompts import (
 )
 from lens_emotion.circuits.total_effect import total_effect_summary, total_effects
 from lens_emotion.io import write_json_atomic, write_text_atomic
-from lens_emotion.manifest import run_manifest, seed_everything
+from lens_emotion.manifest import override_seed_formats, run_manifest, start_run
 
 if TYPE_CHECKING:
     from lens_emotion.models import EmotionModel
@@ -399,16 +398,9 @@ def run_circuits(
     from lens_emotion.viz import write_figure_or_html
 
     settings = settings or CircuitSettings()
-    if seed is not None or formats is not None:
-        settings = dataclasses.replace(
-            settings,
-            seed=settings.seed if seed is None else int(seed),
-            formats=settings.formats if formats is None else tuple(formats),
-        )
+    settings = override_seed_formats(settings, seed, formats)
     seed, formats = settings.seed, settings.formats
-    seed_everything(seed)
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    out = start_run(seed, out)
     timings: dict[str, float] = {}
     files: list[str] = []
     clock = time.perf_counter()

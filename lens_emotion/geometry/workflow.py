@@ -28,7 +28,6 @@ Measures in ``geometry.csv`` are named ``{kind}.{measure}`` (``mean.pc1_valence_
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -49,7 +48,7 @@ from lens_emotion.geometry.vectors import (
     probe_vectors,
 )
 from lens_emotion.io import write_json_atomic, write_text_atomic
-from lens_emotion.manifest import StepTimer, run_manifest, seed_everything
+from lens_emotion.manifest import StepTimer, override_seed_formats, run_manifest, start_run
 
 if TYPE_CHECKING:
     from lens_emotion.data import EmotionDataset
@@ -337,16 +336,9 @@ def run_geometry(
     from lens_emotion.viz import write_figure
 
     settings = settings or GeometrySettings()
-    if seed is not None or formats is not None:
-        settings = dataclasses.replace(
-            settings,
-            seed=settings.seed if seed is None else int(seed),
-            formats=settings.formats if formats is None else tuple(formats),
-        )
+    settings = override_seed_formats(settings, seed, formats)
     seed, formats = settings.seed, settings.formats
-    seed_everything(seed)
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    out = start_run(seed, out)
     timer = StepTimer("geometry", verbose=progress)
     files: list[str] = []
     notes: list[str] = []

@@ -27,7 +27,7 @@ from lens_emotion.inference.scoring import (
     infer_emotions,
     resolve_calibration,
 )
-from lens_emotion.manifest import StepTimer, seed_everything, settings_dict, write_manifest
+from lens_emotion.manifest import StepTimer, settings_dict, start_run, write_manifest
 
 if TYPE_CHECKING:
     import plotly.graph_objects as go
@@ -180,11 +180,9 @@ def run_inference(
     from lens_emotion.viz.export import write_figure_or_html
 
     settings = settings or InferenceSettings()
-    seed_everything(settings.seed)
     template = get_template(settings.template)
     calibration = settings.calibration
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    out = start_run(settings.seed, out)
     timer = StepTimer("infer", verbose=progress)
     with timer.step("inference"):
         result = infer_emotions(

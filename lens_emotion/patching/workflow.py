@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import pandas as pd
 
 from lens_emotion.io import write_csv_atomic
-from lens_emotion.manifest import StepTimer, seed_everything, write_manifest
+from lens_emotion.manifest import StepTimer, start_run, write_manifest
 from lens_emotion.patching.ablation import (
     AblationResult,
     ablate_sites,
@@ -214,9 +214,7 @@ def run_patching(
         The :class:`PatchingOutputs`.
     """
     s = PatchingSettings() if settings is None else settings
-    seed_everything(s.seed)
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    out = start_run(s.seed, out)
     files: list[Path] = []
     layers = None if s.layers is None else list(s.layers)
     timer = StepTimer("patch", verbose=progress)

@@ -19,7 +19,7 @@ import plotly.graph_objects as go
 
 from lens_emotion.activations import ActivationStore, extract_activations
 from lens_emotion.data import EmotionDataset
-from lens_emotion.manifest import StepTimer, report_step, seed_everything, write_manifest
+from lens_emotion.manifest import StepTimer, report_step, start_run, write_manifest
 from lens_emotion.models import EmotionModel
 from lens_emotion.probing.appraisals import (
     AlignmentResult,
@@ -209,9 +209,7 @@ def run_probing(
             f"eval_dataset needs probe_model='logreg' (the MLP probe keeps no directions to "
             f"score another dataset with), not {s.probe_model!r}."
         )
-    seed_everything(s.seed)
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    out = start_run(s.seed, out)
     timer = StepTimer("probe", verbose=progress)
     mask = None
     if s.agreeing_only:

@@ -39,7 +39,7 @@ import plotly.graph_objects as go
 
 from lens_emotion.data import EmotionDataset
 from lens_emotion.io import write_json_atomic, write_text_atomic
-from lens_emotion.manifest import StepTimer, report_step, seed_everything, write_manifest
+from lens_emotion.manifest import StepTimer, report_step, start_run, write_manifest
 from lens_emotion.models import EmotionModel
 from lens_emotion.steering.promotion import PromotionResult, emotion_promotion
 from lens_emotion.steering.sweeps import (
@@ -431,9 +431,7 @@ def run_steering(
         raise SteeringError(f"methods must be 'unique' and/or 'raw', got {methods}.")
     seed = s.seed
     site, span = s.site, s.span
-    seed_everything(seed)
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    out = start_run(seed, out)
     timer = StepTimer("steer", verbose=progress)
     started = time.perf_counter()
     half = span // 2
