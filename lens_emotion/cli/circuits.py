@@ -14,9 +14,9 @@ from lens_emotion.cli.common import (
     add_model_args,
     add_progress_args,
     add_settings_args,
-    command_string,
     formats_arg,
     load_model_from_args,
+    run_workflow,
     settings_from_args,
 )
 from lens_emotion.errors import LensEmotionError
@@ -100,15 +100,7 @@ def run(args: argparse.Namespace) -> int:
             f"--check-layers {max(settings.check_layers)} is past the model's last layer; "
             f"use 0-{n - 1} or all."
         )
-    outputs = run_circuits(
-        model,
-        sev,
-        args.out,
-        settings,
-        progress=not args.quiet,
-        command=command_string(),
-        **extra,
-    )
+    outputs = run_workflow(run_circuits, model, sev, args, settings, **extra)
     check = outputs.head_check
     print(
         f"head decomposition vs ablation (a consistency check): max |diff| "

@@ -458,6 +458,44 @@ def store_hint(store: str | Path | None) -> str:
     return f" (activations are cached in {where}; rerun with a fixed option to continue)"
 
 
+_NO_STORE = object()
+
+
+def run_workflow(
+    run: Callable[..., Any],
+    model: Any,
+    data: Any,
+    args: argparse.Namespace,
+    settings: Any,
+    *extra: Any,
+    store: Any = _NO_STORE,
+    **kwargs: Any,
+) -> Any:
+    """Call a ``run_<x>`` workflow with the output folder, progress and command line of ``args``.
+
+    Args:
+        run: The workflow, ``run(model, data, out, settings, *extra, progress=..., command=...)``.
+        model: The loaded model.
+        data: The dataset (or SEV prompts) it runs on.
+        args: The parsed options (``--out``, ``--quiet``).
+        settings: The workflow's settings.
+        *extra: Further positional arguments of ``run``, after ``settings``.
+        store: The activation store folder; when given (even ``None``, the cache), an error
+            of the run gets the :func:`store_hint` rerun hint appended.
+        **kwargs: Further keyword arguments of ``run``.
+
+    Returns:
+        What ``run`` returns (its ``…Outputs``).
+    """
+    kwargs.update(progress=not args.quiet, command=command_string())
+    if store is _NO_STORE:
+        return run(model, data, args.out, settings, *extra, **kwargs)
+    try:
+        return run(model, data, args.out, settings, *extra, **kwargs)
+    except (LensEmotionError, ValueError) as exc:
+        raise LensEmotionError(f"{exc}{store_hint(store)}") from exc
+
+
 def _attribute_docs(cls: type) -> dict[str, str]:
     """``{field: description}`` from a Google-style ``Attributes:`` block."""
     doc = inspect.getdoc(cls) or ""

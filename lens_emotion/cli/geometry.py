@@ -16,9 +16,9 @@ from lens_emotion.cli.common import (
     add_progress_args,
     add_settings_args,
     check_layers,
-    command_string,
     formats_arg,
     load_model_from_args,
+    run_workflow,
     settings_from_args,
 )
 from lens_emotion.errors import LensEmotionError
@@ -101,15 +101,7 @@ def run(args: argparse.Namespace) -> int:
             f"--figure-layer {settings.figure_layer} is past the model's last layer; use "
             f"0-{model.n_layers - 1} or peak."
         )
-    outputs = run_geometry(
-        model,
-        data,
-        args.out,
-        settings,
-        sev,
-        progress=not args.quiet,
-        command=command_string(),
-    )
+    outputs = run_workflow(run_geometry, model, data, args, settings, sev)
     s = outputs.summary()
     low, high = s["peak_valence_ci"]
     print(

@@ -15,9 +15,9 @@ from lens_emotion.cli.common import (
     add_model_args,
     add_progress_args,
     add_settings_args,
-    command_string,
     load_data_from_args,
     load_model_from_args,
+    run_workflow,
     settings_from_args,
 )
 from lens_emotion.errors import LensEmotionError
@@ -71,9 +71,7 @@ def run(args: argparse.Namespace) -> int:
     settings = settings_from_args(args, InferenceSettings)
     dataset = load_data_from_args(args)
     model = load_model_from_args(args)
-    outputs = run_inference(
-        model, dataset, args.out, settings, progress=not args.quiet, command=command_string()
-    )
+    outputs = run_workflow(run_inference, model, dataset, args, settings)
     summary = outputs.summary()
     others = "  ".join(
         f"{name}={_number(value)}" for name, value in summary["accuracy_by_calibration"].items()

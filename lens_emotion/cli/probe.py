@@ -11,7 +11,6 @@ from lens_emotion.cli.common import (
     add_progress_args,
     check_layers,
     choice_list,
-    command_string,
     float_list,
     formats_arg,
     layer_list,
@@ -19,7 +18,7 @@ from lens_emotion.cli.common import (
     load_model_from_args,
     positive_float,
     positive_int,
-    store_hint,
+    run_workflow,
 )
 from lens_emotion.errors import LensEmotionError
 
@@ -131,18 +130,15 @@ def run(args: argparse.Namespace) -> int:
         seed=args.seed,
         num_threads=args.threads,
     )
-    try:
-        outputs = workflow.run_probing(
-            model,
-            dataset,
-            args.out,
-            settings,
-            progress=not args.quiet,
-            command=command_string(),
-            eval_dataset=eval_dataset,
-        )
-    except (LensEmotionError, ValueError) as exc:
-        raise LensEmotionError(f"{exc}{store_hint(args.store)}") from exc
+    outputs = run_workflow(
+        workflow.run_probing,
+        model,
+        dataset,
+        args,
+        settings,
+        store=args.store,
+        eval_dataset=eval_dataset,
+    )
     summary = outputs.summary()
     for site in settings.sites:
         best = summary["best"][site]

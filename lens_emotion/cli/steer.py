@@ -18,14 +18,13 @@ from lens_emotion.cli.common import (
     add_progress_args,
     check_layers,
     choice_list,
-    command_string,
     float_list,
     formats_arg,
     layer_list,
     load_data_from_args,
     load_model_from_args,
     positive_int,
-    store_hint,
+    run_workflow,
     string_list,
 )
 from lens_emotion.errors import LensEmotionError
@@ -241,17 +240,7 @@ def run(args: argparse.Namespace) -> int:
         formats=tuple(args.formats),
         seed=args.seed,
     )
-    try:
-        outputs = run_steering(
-            model,
-            dataset,
-            args.out,
-            settings,
-            progress=not args.quiet,
-            command=command_string(),
-        )
-    except (LensEmotionError, ValueError) as exc:
-        raise LensEmotionError(f"{exc}{store_hint(args.store)}") from exc
+    outputs = run_workflow(run_steering, model, dataset, args, settings, store=args.store)
     if outputs.judge is not None:
         validation = outputs.judge["validation"]
         acc = validation.get("accuracy_masked", validation.get("accuracy"))

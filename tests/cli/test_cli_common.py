@@ -13,8 +13,10 @@ from lens_emotion.cli.common import (
     float_list,
     join_signed_values,
     layer_list,
+    run_workflow,
     settings_from_args,
 )
+from lens_emotion.errors import LensEmotionError
 
 
 @pytest.mark.parametrize(
@@ -89,3 +91,24 @@ def test_settings_dataclass_becomes_options_with_its_defaults():
     for bad in (["--n-items", "0"], ["--mode", "first"], ["--windows", "5-3"]):
         with pytest.raises(SystemExit):
             parser.parse_args(bad)
+
+
+def test_run_workflow_passes_out_progress_command_and_adds_the_store_hint(tmp_path):
+    calls = []
+
+    def run(model, data, out, settings, *extra, progress, command, **kwargs):
+        calls.append((model, data, out, settings, extra, progress, command, kwargs))
+        if settings == "bad":
+            raise ValueError("bad settings")
+        return "outputs"
+
+    args = argparse.Namespace(out="outdir", quiet=True)
+    assert run_workflow(run, "m", "d", args, "s", "sev", eval_dataset="e") == "outputs"
+    model, data, out, settings, extra, progress, command, kwargs = calls[0]
+    assert (model, data, out, settings, extra) == ("m", "d", "outdir", "s", ("sev",))
+    assert progress is False and command.startswith("lens-emotion")
+    assert kwargs == {"eval_dataset": "e"}
+    with pytest.raises(ValueError, match="^bad settings$"):
+        run_workflow(run, "m", "d", args, "bad")
+    with pytest.raises(LensEmotionError, match=f"bad settings .*{tmp_path.name}"):
+        run_workflow(run, "m", "d", args, "bad", store=tmp_path)
