@@ -2,24 +2,14 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
-from lens_emotion.data import EmotionDataset
-from lens_emotion.demo.config import DemoConfig
-from lens_emotion.models import EmotionModel
+from lens_emotion.demo.context import StepContext
 
 
-def attention_step(
-    model: EmotionModel,
-    dataset: EmotionDataset,
-    config: DemoConfig,
-    out: Path,
-    report: Any,
-    progress: bool,
-    seed: int,
-) -> dict[str, Any]:
+def attention_step(ctx: StepContext) -> dict[str, Any]:
     """Final-token attention mass by token group, saliency and CircuitsVis views."""
+    model, dataset, config, out, report, progress, seed = ctx
     from lens_emotion.attention.workflow import AttentionSettings, run_attention
     from lens_emotion.viz.circuitsvis import attention_heads_view
 

@@ -2,24 +2,15 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
-from lens_emotion.demo.config import DemoConfig
+from lens_emotion.demo.context import StepContext
 from lens_emotion.demo.links import output_links
 
 
-def circuits_step(
-    model: Any,
-    sev: Any,
-    config: DemoConfig,
-    out: Path,
-    report: Any,
-    progress: bool,
-    seed: int,
-    judge: Any | None,
-) -> dict[str, Any]:
+def circuits_step(ctx: StepContext, judge: Any | None) -> dict[str, Any]:
     """Directions, head/neuron scores, ablation curves, sublayer influence and modulation."""
+    model, sev, config, out, report, progress, seed = ctx
     from lens_emotion.circuits.workflow import CircuitSettings, run_circuits
 
     folder = out / "circuits"

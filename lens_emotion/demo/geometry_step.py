@@ -2,27 +2,19 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
-from lens_emotion.demo.config import DemoConfig
+from lens_emotion.demo.context import StepContext
 from lens_emotion.demo.links import output_links
 
 
-def geometry_step(
-    model: Any,
-    dataset: Any,
-    config: DemoConfig,
-    out: Path,
-    report: Any,
-    progress: bool,
-    seed: int,
-) -> dict[str, Any]:
+def geometry_step(ctx: StepContext) -> dict[str, Any]:
     """Emotion vectors, PCA vs human valence/arousal, RSA, and the cross-paper comparison.
 
     Reuses the probing step's activation store (same request: no forward pass) and the
     circuits step's SEV directions (``circuits/directions.safetensors``) when it ran.
     """
+    model, dataset, config, out, report, progress, seed = ctx
     from lens_emotion.activations import extract_activations
     from lens_emotion.geometry import GeometrySettings, run_geometry
     from lens_emotion.prompts import build_prompts

@@ -2,31 +2,21 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from lens_emotion.demo.config import DemoConfig
+from lens_emotion.demo.context import StepContext
 
 if TYPE_CHECKING:
-    from lens_emotion.data import EmotionDataset
     from lens_emotion.inference import InferenceResult
-    from lens_emotion.models import EmotionModel
 
 
-def inference_step(
-    model: EmotionModel,
-    dataset: EmotionDataset,
-    config: DemoConfig,
-    out: Path,
-    report: Any,
-    progress: bool,
-    scores: dict[str, InferenceResult],
-) -> dict[str, Any]:
+def inference_step(ctx: StepContext, scores: dict[str, InferenceResult]) -> dict[str, Any]:
     """Emotion inference under each (template, calibration) run of the config.
 
     The uncalibrated result of each template is left in ``scores`` (by template name) for the
     later steps, which would otherwise score every row again.
     """
+    model, dataset, config, out, report, progress, _ = ctx
     from lens_emotion.inference import infer_emotions, recalibrate
     from lens_emotion.viz import label_distribution_figure
 
@@ -89,16 +79,9 @@ def _counts(values: Any) -> tuple[list[str], list[int]]:
     return [str(k) for k in counts.index], [int(v) for v in counts.values]
 
 
-def control_step(
-    model: EmotionModel,
-    dataset: EmotionDataset,
-    config: DemoConfig,
-    out: Path,
-    report: Any,
-    progress: bool,
-    scores: dict[str, InferenceResult],
-) -> dict[str, Any]:
+def control_step(ctx: StepContext, scores: dict[str, InferenceResult]) -> dict[str, Any]:
     """The non-emotional control task (first word of the context); its result joins ``scores``."""
+    model, dataset, config, out, report, progress, _ = ctx
     from lens_emotion.inference import infer_emotions
 
     result = infer_emotions(

@@ -2,27 +2,18 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
-from lens_emotion.demo.config import DemoConfig
+from lens_emotion.demo.context import StepContext
 from lens_emotion.demo.links import output_links
 
 
-def patching_step(
-    model: Any,
-    dataset: Any,
-    config: DemoConfig,
-    out: Path,
-    report: Any,
-    progress: bool,
-    seed: int,
-    scores: dict[str, Any],
-) -> dict[str, Any]:
+def patching_step(ctx: StepContext, scores: dict[str, Any]) -> dict[str, Any]:
     """Windowed patching per site, head patching, ablations and the control task.
 
     ``scores`` holds the inference step's uncalibrated results, reused to draw the pairs.
     """
+    model, dataset, config, out, report, progress, seed = ctx
     from lens_emotion.patching import PatchingSettings, run_patching
 
     folder = out / "patching"
@@ -84,17 +75,9 @@ def patching_step(
     }
 
 
-def attribution_step(
-    model: Any,
-    dataset: Any,
-    config: DemoConfig,
-    out: Path,
-    report: Any,
-    progress: bool,
-    seed: int,
-    scores: dict[str, Any],
-) -> dict[str, Any]:
+def attribution_step(ctx: StepContext, scores: dict[str, Any]) -> dict[str, Any]:
     """Attribution patching (AtP) and its agreement with real single-layer patching."""
+    model, dataset, config, out, report, progress, seed = ctx
     from lens_emotion.attribution import AttributionSettings, run_attribution
 
     folder = out / "attribution"

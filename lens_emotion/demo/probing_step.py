@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
-from lens_emotion.demo.config import DemoConfig
+from lens_emotion.demo.context import StepContext
 
 
-def probing_step(
-    model: Any, dataset: Any, config: DemoConfig, out: Path, report: Any, progress: bool, seed: int
-) -> dict[str, Any]:
+def probing_step(ctx: StepContext) -> dict[str, Any]:
     """Per-layer emotion and appraisal probes with their alignment."""
+    model, dataset, config, out, report, progress, seed = ctx
     from lens_emotion.probing import ProbingSettings, run_probing
 
     folds = min(config.probe_folds, min(dataset.label_counts().values()))

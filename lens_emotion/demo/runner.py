@@ -24,6 +24,7 @@ from typing import Any
 from lens_emotion.demo.attention_step import attention_step
 from lens_emotion.demo.circuits_step import circuits_step
 from lens_emotion.demo.config import DemoConfig
+from lens_emotion.demo.context import StepContext
 from lens_emotion.demo.geometry_step import geometry_step
 from lens_emotion.demo.inference_step import control_step, inference_step
 from lens_emotion.demo.patching_step import attribution_step, patching_step
@@ -174,17 +175,17 @@ def run_demo(
                 print(f"[demo] {name} skipped: {exc}", file=sys.stderr, flush=True)
                 report.add_section(f"{name} (skipped)", text=f"This step could not run: {exc}")
 
-    common = (config, out, report, progress)
+    ctx = StepContext(model, dataset, config, out, report, progress, seed)
     scores: dict[str, Any] = {}  # uncalibrated inference results by template, computed once
-    step("inference", inference_step, model, dataset, *common, scores)
-    step("control task", control_step, model, dataset, *common, scores)
-    step("probing", probing_step, model, dataset, *common, seed)
-    step("patching", patching_step, model, dataset, *common, seed, scores)
-    step("attribution", attribution_step, model, dataset, *common, seed, scores)
-    step("attention", attention_step, model, dataset, *common, seed)
-    step("steering", steering_step, model, dataset, *common, seed, judge_file)
-    step("circuits", _circuits, model, sev, config, out, report, progress, seed, judge_file)
-    step("geometry", geometry_step, model, dataset, *common, seed)
+    step("inference", inference_step, ctx, scores)
+    step("control task", control_step, ctx, scores)
+    step("probing", probing_step, ctx)
+    step("patching", patching_step, ctx, scores)
+    step("attribution", attribution_step, ctx, scores)
+    step("attention", attention_step, ctx)
+    step("steering", steering_step, ctx, judge_file)
+    step("circuits", _circuits, ctx._replace(dataset=sev), judge_file)
+    step("geometry", geometry_step, ctx)
     timer.timings["total"] = round(time.perf_counter() - started, 2)
     manifest = run_manifest(
         seed=seed,
@@ -206,22 +207,15 @@ def run_demo(
     return index
 
 
-def _circuits(
-    model: Any,
-    sev: Any,
-    config: DemoConfig,
-    out: Path,
-    report: Any,
-    progress: bool,
-    seed: int,
-    judge_file: Path,
-) -> dict[str, Any]:
+def _circuits(ctx: StepContext, judge_file: Path) -> dict[str, Any]:
     judge = None
-    if config.circuit_settings.get("generate", True):
+    if ctx.config.circuit_settings.get("generate", True):
         from lens_emotion.judge import load_judge
 
-        judge = load_judge(label_set="sev", data_path=judge_file, seed=seed, progress=progress)
-    return circuits_step(model, sev, config, out, report, progress, seed, judge)
+        judge = load_judge(
+            label_set="sev", data_path=judge_file, seed=ctx.seed, progress=ctx.progress
+        )
+    return circuits_step(ctx, judge)
 
 
 def _print_summary(

@@ -5,25 +5,16 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from lens_emotion.demo.config import DemoConfig
+from lens_emotion.demo.context import StepContext
 from lens_emotion.demo.links import output_links
 
 if TYPE_CHECKING:
-    from lens_emotion.data import EmotionDataset
-    from lens_emotion.models import EmotionModel
+    pass
 
 
-def steering_step(
-    model: EmotionModel,
-    dataset: EmotionDataset,
-    config: DemoConfig,
-    out: Path,
-    report: Any,
-    progress: bool,
-    seed: int,
-    judge_data_path: Path | None,
-) -> dict[str, Any]:
+def steering_step(ctx: StepContext, judge_data_path: Path | None) -> dict[str, Any]:
     """Readout and judged-generation sweeps of appraisal unique-effect vectors."""
+    model, dataset, config, out, report, progress, seed = ctx
     from lens_emotion.steering.workflow import SteeringSettings, run_steering
 
     folder = out / "steering"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from lens_emotion.demo.config import DemoConfig
+from lens_emotion.demo.context import StepContext
 
 
 def test_geometry_step_reuses_the_probing_store(tiny_llama, sample_dataset, tmp_path, monkeypatch):
@@ -26,7 +27,9 @@ def test_geometry_step_reuses_the_probing_store(tiny_llama, sample_dataset, tmp_
 
     monkeypatch.setattr(activations, "_capture", no_forward)
     report = Report("t")
-    summary = geometry_step(tiny_llama, sample_dataset, config, tmp_path, report, False, 0)
+    summary = geometry_step(
+        StepContext(tiny_llama, sample_dataset, config, tmp_path, report, False, 0)
+    )
     assert {"peak_valence_r", "peak_valence_layer", "peak_rsa_rho"} <= set(summary)
     assert "crosspaper_peak_diag_cos" not in summary  # no circuits step ran here
     assert (tmp_path / "geometry" / "geometry.csv").is_file()
