@@ -9,13 +9,14 @@ from lens_emotion.cli.common import (
     add_data_args,
     add_model_args,
     add_pairs_args,
-    add_progress_args,
+    add_progress_and_out_args,
     choice_list,
     formats_arg,
     load_data_from_args,
     load_model_from_args,
     pairs_run_kwargs,
     positive_int,
+    run_workflow,
 )
 
 HELP = "attribution patching (AtP) and its check against real patching"
@@ -47,8 +48,7 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
         default=defaults.batch_size,
         help=f"pairs per AtP pass (default: {defaults.batch_size})",
     )
-    add_progress_args(p)
-    p.add_argument("--out", required=True, help="output folder")
+    add_progress_and_out_args(p)
     return p
 
 
@@ -56,14 +56,10 @@ def run(args: argparse.Namespace) -> int:
     """Run ``attribute``; prints its cost and its agreement with real patching."""
     from lens_emotion.attribution import AttributionSettings, run_attribution
 
-    kwargs = pairs_run_kwargs(args)
-    progress, command = kwargs.pop("progress"), kwargs.pop("command")
-    settings = AttributionSettings(compare=not args.no_compare, **kwargs)
+    settings = AttributionSettings(compare=not args.no_compare, **pairs_run_kwargs(args))
     dataset = load_data_from_args(args)
     model = load_model_from_args(args)
-    outputs = run_attribution(
-        model, dataset, args.out, settings, progress=progress, command=command
-    )
+    outputs = run_workflow(run_attribution, model, dataset, args, settings)
     summary = outputs.summary()
     atp = summary["atp"]
     print(

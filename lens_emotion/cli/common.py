@@ -384,8 +384,6 @@ def pairs_run_kwargs(args: argparse.Namespace) -> dict[str, Any]:
         "method": args.method,
         "formats": list(args.formats),
         "batch_size": args.batch_size,
-        "progress": not args.quiet,
-        "command": command_string(),
     }
 
 
@@ -394,6 +392,12 @@ def add_progress_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--quiet", action="store_true", help="no progress bars or per-step lines (on by default)"
     )
+
+
+def add_progress_and_out_args(parser: argparse.ArgumentParser) -> None:
+    """Add ``--quiet`` (:func:`add_progress_args`) and the required ``--out`` folder."""
+    add_progress_args(parser)
+    parser.add_argument("--out", required=True, help="output folder")
 
 
 def add_calibrate_arg(parser: argparse.ArgumentParser, what: str) -> None:

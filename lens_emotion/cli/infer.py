@@ -13,7 +13,7 @@ from lens_emotion.cli.common import (
     add_calibrate_arg,
     add_data_args,
     add_model_args,
-    add_progress_args,
+    add_progress_and_out_args,
     add_settings_args,
     load_data_from_args,
     load_model_from_args,
@@ -52,8 +52,7 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     )
     add_calibrate_arg(p, "the label scores")
     add_settings_args(p, InferenceSettings, title="inference", skip=_NOT_OPTIONS)
-    add_progress_args(p)
-    p.add_argument("--out", required=True, help="output folder")
+    add_progress_and_out_args(p)
     return p
 
 

@@ -8,7 +8,7 @@ from typing import Any
 from lens_emotion.cli.common import (
     add_data_args,
     add_model_args,
-    add_progress_args,
+    add_progress_and_out_args,
     command_string,
     load_data_from_args,
     load_model_from_args,
@@ -27,8 +27,7 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     add_model_args(p)
     add_data_args(p, limit=DEFAULT_LIMIT)
     p.add_argument("--template", default=AttentionSettings.template, choices=sorted(TEMPLATES))
-    add_progress_args(p)
-    p.add_argument("--out", required=True, help="output folder")
+    add_progress_and_out_args(p)
     return p
 
 

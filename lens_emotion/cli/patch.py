@@ -9,7 +9,7 @@ from lens_emotion.cli.common import (
     add_data_args,
     add_model_args,
     add_pairs_args,
-    add_progress_args,
+    add_progress_and_out_args,
     check_layers,
     choice_list,
     formats_arg,
@@ -18,6 +18,7 @@ from lens_emotion.cli.common import (
     load_model_from_args,
     pairs_run_kwargs,
     positive_int,
+    run_workflow,
 )
 
 HELP = "activation patching, head patching, ablations, control (Tak et al. 2)"
@@ -49,8 +50,7 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     p.add_argument("--no-control", action="store_true", help="skip the control task")
     formats_arg(p, ",".join(defaults.formats))
     p.add_argument("--batch-size", type=positive_int, default=defaults.batch_size)
-    add_progress_args(p)
-    p.add_argument("--out", required=True, help="output folder")
+    add_progress_and_out_args(p)
     return p
 
 
@@ -59,7 +59,6 @@ def run(args: argparse.Namespace) -> int:
     from lens_emotion.patching import PatchingSettings, run_patching
 
     kwargs = pairs_run_kwargs(args)
-    progress, command = kwargs.pop("progress"), kwargs.pop("command")
     kwargs["sites"], kwargs["formats"] = tuple(kwargs["sites"]), tuple(kwargs["formats"])
     settings = PatchingSettings(
         span=args.span,
@@ -71,7 +70,7 @@ def run(args: argparse.Namespace) -> int:
     dataset = load_data_from_args(args)
     model = load_model_from_args(args)
     check_layers(args.layers, model.n_layers, "--layers")
-    outputs = run_patching(model, dataset, args.out, settings, progress=progress, command=command)
+    outputs = run_workflow(run_patching, model, dataset, args, settings)
     summary = outputs.summary()
     print(
         f"{summary['pairs']} pairs kept of {summary['n_candidates']} examined "

@@ -8,7 +8,7 @@ from typing import Any
 from lens_emotion.cli.common import (
     add_data_args,
     add_model_args,
-    add_progress_args,
+    add_progress_and_out_args,
     check_layers,
     choice_list,
     float_list,
@@ -94,8 +94,7 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
         default=defaults.num_threads,
         help="torch threads for probe fits (1 is fastest on a busy CPU)",
     )
-    add_progress_args(p)
-    p.add_argument("--out", required=True, help="output folder")
+    add_progress_and_out_args(p)
     return p
 
 

@@ -15,7 +15,7 @@ from typing import Any
 from lens_emotion.cli.common import (
     add_data_args,
     add_model_args,
-    add_progress_args,
+    add_progress_and_out_args,
     check_layers,
     choice_list,
     float_list,
@@ -162,8 +162,7 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     p.add_argument("--store", default=None, help="activation store folder (default: cache)")
     p.add_argument("--batch-size", type=positive_int, default=_DEFAULTS.batch_size)
     formats_arg(p, ",".join(_DEFAULTS.formats))
-    add_progress_args(p)
-    p.add_argument("--out", required=True, help="output folder")
+    add_progress_and_out_args(p)
     return p
 
 

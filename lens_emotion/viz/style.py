@@ -161,22 +161,16 @@ def apply_style(fig: go.Figure, title: str | None = None) -> go.Figure:
         paper_bgcolor="white",
         plot_bgcolor="white",
     )
-    fig.update_xaxes(
-        title_font={"size": _BASE_FONT_SIZE + 1},
-        tickfont={"size": _BASE_FONT_SIZE - 1},
-        showline=True,
-        linecolor="#444444",
-        ticks="outside",
-        automargin=True,
-    )
-    fig.update_yaxes(
-        title_font={"size": _BASE_FONT_SIZE + 1},
-        tickfont={"size": _BASE_FONT_SIZE - 1},
-        showline=True,
-        linecolor="#444444",
-        ticks="outside",
-        automargin=True,
-    )
+    axis_style: dict[str, Any] = {
+        "title_font": {"size": _BASE_FONT_SIZE + 1},
+        "tickfont": {"size": _BASE_FONT_SIZE - 1},
+        "showline": True,
+        "linecolor": "#444444",
+        "ticks": "outside",
+        "automargin": True,
+    }
+    fig.update_xaxes(**axis_style)
+    fig.update_yaxes(**axis_style)
     if title is not None:
         fig.update_layout(title_text=title)
     return fig
