@@ -150,31 +150,24 @@ def consistency_figure(table: pd.DataFrame) -> go.Figure:
     dashes = {"resid_mid": "dot", "resid_post": "solid"}
     for site, rows in table.groupby("site", sort=False):
         rows = rows.sort_values("layer")
-        for column, label, color in (
-            ("heldout_accuracy", "named", "#0072B2"),
-            ("heldout_accuracy_described", "described", "#CC79A7"),
-        ):
-            if column in rows:
-                fig.add_trace(
-                    go.Scatter(
-                        x=rows.layer,
-                        y=rows[column],
-                        name=f"{site} accuracy ({label} emotion)",
-                        line={"dash": dashes.get(str(site), "solid"), "color": color},
-                    ),
-                    row=1,
-                    col=1,
-                )
-        for column, color in (("cos_across_themes", "#D55E00"), ("cos_across_valences", "#009E73")):
+        lines = (  # column, legend name, colour, subplot column (accuracies only where present)
+            ("heldout_accuracy", f"{site} accuracy (named emotion)", "#0072B2", 1),
+            ("heldout_accuracy_described", f"{site} accuracy (described emotion)", "#CC79A7", 1),
+            ("cos_across_themes", f"{site} across themes", "#D55E00", 2),
+            ("cos_across_valences", f"{site} across valences", "#009E73", 2),
+        )
+        for column, name, color, col in lines:
+            if col == 1 and column not in rows:
+                continue
             fig.add_trace(
                 go.Scatter(
                     x=rows.layer,
                     y=rows[column],
-                    name=f"{site} {column.replace('cos_across_', 'across ')}",
+                    name=name,
                     line={"dash": dashes.get(str(site), "solid"), "color": color},
                 ),
                 row=1,
-                col=2,
+                col=col,
             )
     if "chance" in table:
         fig.add_hline(
