@@ -18,14 +18,13 @@ import pandas as pd
 from jaxtyping import Float
 
 from lens_emotion.io import write_csv_atomic
-from lens_emotion.patching.engines import resolve_method, run_variants
+from lens_emotion.patching.engines import resolve_method
 from lens_emotion.patching.fast import Variant
 from lens_emotion.patching.pairs import PatchingError, PatchPairs
 from lens_emotion.patching.sites import (
     bootstrap_ci,
     outcomes,
-    pair_provider,
-    source_cache,
+    patch_pair_variants,
     windows,
 )
 
@@ -184,16 +183,8 @@ def patch_heads(
     n_heads = model.n_heads
     variants = [Variant("z", (layer,), head=h) for layer in layer_list for h in range(n_heads)]
     started = time.perf_counter()
-    acts, source_index = source_cache(model, pairs, chosen, batch_size, progress)
-    patched, clean = run_variants(
-        model,
-        pairs.target_tokens,
-        variants,
-        pair_provider(acts, source_index),
-        pairs.label_token_ids,
-        chosen,
-        max_rows=max_rows,
-        progress=progress,
+    patched, clean = patch_pair_variants(
+        model, pairs, variants, chosen, batch_size=batch_size, max_rows=max_rows, progress=progress
     )
     code, _, change, _ = outcomes(patched, clean, pairs)
     shape = (len(pairs), len(layer_list), n_heads)

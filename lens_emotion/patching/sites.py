@@ -64,6 +64,7 @@ __all__ = [
     "check_sites",
     "outcomes",
     "pair_provider",
+    "patch_pair_variants",
     "patch_sites",
     "predictions",
     "source_cache",
@@ -218,6 +219,38 @@ def source_cache(
     return acts, torch.as_tensor(where, device=model.device)
 
 
+def patch_pair_variants(
+    model: EmotionModel,
+    pairs: PatchPairs,
+    variants: Sequence[Variant],
+    method: str,
+    *,
+    batch_size: int,
+    max_rows: int,
+    progress: bool,
+) -> tuple[Float[np.ndarray, "n m n_labels"], Float[np.ndarray, "n n_labels"]]:
+    """Patch each pair's source activation into its target run, for every variant.
+
+    The shared core of :func:`patch_sites` and :func:`~.heads.patch_heads`: the clean source
+    activations (:func:`source_cache`), then :func:`~.engines.run_variants` with
+    :func:`pair_provider`.
+
+    Returns:
+        The patched label logits per (pair, variant) and the clean ones per pair.
+    """
+    acts, source_index = source_cache(model, pairs, method, batch_size, progress)
+    return run_variants(
+        model,
+        pairs.target_tokens,
+        variants,
+        pair_provider(acts, source_index),
+        pairs.label_token_ids,
+        method,
+        max_rows=max_rows,
+        progress=progress,
+    )
+
+
 # --------------------------------------------------------------------------- site patching
 
 
@@ -360,16 +393,8 @@ def patch_sites(
     grid = windows(model.n_layers, span, layers)
     variants = [Variant(site, window) for site in sites for _, window in grid]
     started = time.perf_counter()
-    acts, source_index = source_cache(model, pairs, chosen, batch_size, progress)
-    patched, clean = run_variants(
-        model,
-        pairs.target_tokens,
-        variants,
-        pair_provider(acts, source_index),
-        pairs.label_token_ids,
-        chosen,
-        max_rows=max_rows,
-        progress=progress,
+    patched, clean = patch_pair_variants(
+        model, pairs, variants, chosen, batch_size=batch_size, max_rows=max_rows, progress=progress
     )
     seconds = time.perf_counter() - started
     code, pred, change, clean_diff = outcomes(patched, clean, pairs)
