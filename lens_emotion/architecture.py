@@ -207,6 +207,26 @@ def unsupported_reason(model: Any) -> str | None:
     return reason
 
 
+def sliding_window(model: Any) -> int | None:
+    """The smallest sliding attention window of the model's layers, or ``None`` if none slides.
+
+    Reads the folder's ``config.json`` (``sliding_window`` where ``use_sliding_window`` is not
+    off and, with ``layer_types``, some layer is ``"sliding_attention"``).
+    """
+    try:
+        config = json.loads((Path(model.path) / "config.json").read_text())
+    except (OSError, ValueError, TypeError, AttributeError):
+        return None
+    config = config.get("text_config", config)
+    window = config.get("sliding_window")
+    if not window or config.get("use_sliding_window") is False:
+        return None
+    types = config.get("layer_types")
+    if types is not None and "sliding_attention" not in types:
+        return None
+    return int(window)
+
+
 def _folder_reason(path: Path) -> str | None:
     names = config_architectures(path)
     family = family_of(names)

@@ -23,6 +23,7 @@ from lens_emotion.circuits.capture import LastTokenActivations, capture_last_tok
 from lens_emotion.circuits.circuit import EmotionCircuit, assemble_circuit
 from lens_emotion.circuits.components import (
     ComponentScores,
+    decomposition_reason,
     head_ablation_effects,
     head_contributions,
     head_output_weights,
@@ -72,6 +73,7 @@ __all__ = [
     "default_ks",
     "direction_consistency",
     "edit_hooks",
+    "decomposition_reason",
     "head_ablation_effects",
     "head_contributions",
     "head_output_weights",

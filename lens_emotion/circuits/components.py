@@ -46,6 +46,7 @@ from lens_emotion.early_stop import stop_forward, stoppable
 __all__ = [
     "COMPONENT_KINDS",
     "ComponentScores",
+    "decomposition_reason",
     "head_ablation_effects",
     "head_contributions",
     "head_output_weights",
@@ -277,6 +278,28 @@ def _zero_head(act: Tensor, hook: object, head: int) -> Tensor:
 
 
 @torch.no_grad()
+def decomposition_reason(model: object) -> str | None:
+    """Why the per-head decomposition ``z_h W_O[h]`` is not exact on this model, or ``None``.
+
+    The decomposition splits the attention output into per-head terms, which is exact when
+    the attention output reaches the residual stream linearly. Gemma 2/3 and OLMo 2 normalise
+    it first (a post-attention norm), so the terms no longer sum to what is added; there the
+    head scores are a first-order approximation, and explicit ablation is the reference.
+    """
+    from lens_emotion.architecture import config_architectures, family_of
+
+    try:
+        family = family_of(config_architectures(model.path))  # type: ignore[attr-defined]
+    except (OSError, ValueError, AttributeError):
+        return None
+    if family is not None and family.post_attn_norm is not None:
+        return (
+            f"{family.name} normalises the attention output ({family.post_attn_norm}) before "
+            "the residual add, so per-head terms z_h W_O do not sum to it"
+        )
+    return None
+
+
 def head_ablation_effects(
     model: object,
     token_ids: Sequence[Sequence[int]],

@@ -21,6 +21,7 @@ from jaxtyping import Float, Int
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from lens_emotion.architecture import sliding_window
 from lens_emotion.batching import length_batches
 from lens_emotion.circuits.edits import ComponentEdit, EditShape, edit_hooks, stack_edits
 from lens_emotion.circuits.errors import CircuitError
@@ -79,6 +80,14 @@ class LastTokenScorer:
     ) -> None:
         if not token_ids or min(len(ids) for ids in token_ids) < 2:
             raise CircuitError("LastTokenScorer needs prompts of at least 2 tokens.")
+        window = sliding_window(model)
+        longest = max(len(ids) for ids in token_ids)
+        if window is not None and longest > window:
+            raise CircuitError(
+                f"the cached-prefix scorer cannot score prompts longer than the model's "
+                f"sliding attention window ({longest} > {window} tokens): the bridge's cached "
+                "one-token pass does not apply the window; use shorter prompts."
+            )
         self.model = model
         self.shape = EditShape.of(model)
         self.n = len(token_ids)

@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import sys
 import time
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -49,6 +50,7 @@ from lens_emotion.circuits.ablation import ComponentMeans, ablation_sweep, defau
 from lens_emotion.circuits.capture import capture_last_token
 from lens_emotion.circuits.circuit import EmotionCircuit, assemble_circuit
 from lens_emotion.circuits.components import (
+    decomposition_reason,
     head_ablation_effects,
     head_contributions,
     head_output_weights,
@@ -530,7 +532,11 @@ def run_circuits(
         "ablation_forward_passes": len(layers_checked) * model.n_heads,
         "decomposition_einsum_s": round(t_dec, 4),
         "ablation_s": round(t_abl, 2),
+        "exact_by_algebra": decomposition_reason(model) is None,
+        "note": decomposition_reason(model) or "",
     }
+    if decomposition_reason(model) is not None:
+        warnings.warn(f"head scores are approximate: {decomposition_reason(model)}", stacklevel=2)
     lap("head_check_s")
 
     rng = np.random.default_rng([seed, 5])
