@@ -280,6 +280,11 @@ def _type_problem(value: Any, default: Any) -> str | None:
     return None  # None defaults and factories: the settings class checks the value
 
 
+def _tuples(value: Any) -> Any:
+    """Lists (TOML arrays) as tuples, nested ones too: the settings fields are tuples."""
+    return tuple(_tuples(v) for v in value) if isinstance(value, list) else value
+
+
 def build_settings(
     analysis: str,
     fields: Mapping[str, Any],
@@ -328,6 +333,7 @@ def build_settings(
     if problems:
         raise SweepConfigError("\n".join(problems))
     values: dict[str, Any] = {**spec.defaults, **fields, **spec.forced, "seed": seed}
+    values = {k: _tuples(v) for k, v in values.items()}  # TOML arrays are lists
     if spec.templated:
         values["template"] = template
     if spec.store and store_dir is not None:

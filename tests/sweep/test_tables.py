@@ -79,13 +79,13 @@ def test_patch_and_infer_rows(tmp_path):
     assert rows.loc["accuracy_none", "value"] == 0.3 and rows["layer"].isna().all()
 
 
-def test_geometry_rows_put_the_valence_peak_at_its_layer():
+def test_geometry_rows_put_the_valence_peak_at_its_layer(tmp_path):
     summary = {
         "peak_valence_r": 0.8, "peak_valence_ci": [0.6, 0.9], "peak_valence_layer": 3,
         "peak_valence_relative_depth": 0.75, "peak_arousal_r": 0.4, "peak_rsa_rho": 0.3,
         "peak_rsa_layer": 2, "peak_rsa_p": 0.01, "by_kind": {"mean": {}},
     }  # fmt: skip
-    rows = pd.DataFrame(geometry_rows(None, {"summary": summary})).set_index("metric")
+    rows = pd.DataFrame(geometry_rows(tmp_path, {"summary": summary})).set_index("metric")
     assert rows.loc["peak_valence_r", ["layer", "ci_low", "ci_high"]].tolist() == [3, 0.6, 0.9]
     assert rows.loc["peak_rsa_rho", "layer"] == 2
     assert "peak_valence_layer" not in rows.index and "peak_rsa_p" not in rows.index
