@@ -92,7 +92,7 @@ def test_gemma3_mid_layer_probe_beats_embedding(gemma3, crowd_envent, tmp_path):
     from lens_emotion.probing import probe_emotions
     from lens_emotion.prompts import build_prompts
 
-    rows = crowd_envent.sample(260, seed=0)
+    rows = crowd_envent.sample(130, seed=0)  # 10 per emotion
     prompts = build_prompts(gemma3, rows.texts, rows.labels, rows.label_names, "emotion-list")
     store = extract_activations(
         gemma3,
