@@ -48,7 +48,7 @@ import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -477,7 +477,7 @@ def extract_activations(
     seed: int = 0,
     engine: str = "auto",
     progress: bool = True,
-    max_tokens: int | None = DEFAULT_MAX_TOKENS,
+    max_tokens: int | None | Literal["model"] = "model",
 ) -> ActivationStore:
     """Extract activations at the last token(s) into an on-disk store (or reuse/resume one).
 
@@ -498,7 +498,9 @@ def extract_activations(
         progress: Show a progress bar.
         max_tokens: Cap on padded tokens per batch (``batch x longest prompt``): long prompts
             go in smaller batches, which bounds the attention scores' memory (they grow with
-            ``batch x length²``). ``None`` disables the cap.
+            ``batch x length²``). ``None`` disables the cap; ``"model"`` (default) takes the
+            cap ``load_model(max_tokens=...)`` checked memory for (``--max-tokens``), else
+            :data:`DEFAULT_MAX_TOKENS`.
 
     Returns:
         The complete :class:`ActivationStore`.
@@ -530,6 +532,8 @@ def extract_activations(
             f"dataset has {len(dataset)} rows but prompts has {len(prompts)}; build the prompts "
             "from this dataset."
         )
+    if max_tokens == "model":
+        max_tokens = int(getattr(model, "max_tokens", DEFAULT_MAX_TOKENS))
     request = _request(
         model, prompts, dataset, sites, layers, pos, dtype, shard_size, batch_size, max_tokens
     )

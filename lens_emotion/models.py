@@ -1054,6 +1054,10 @@ class EmotionModel:
         spec: What the user passed to :func:`load_model`.
         source: ``"zoo"``, ``"local"``, ``"gguf"`` or ``"hub"``.
         path: The local folder the weights were read from.
+        placement: Device, dtype and multi-device options it was loaded with.
+        memory_estimate: The memory estimate checked before loading.
+        max_tokens: Padded tokens per batch the memory check assumed; extraction uses it as
+            its batch cap unless given another.
     """
 
     bridge: Any
@@ -1065,6 +1069,7 @@ class EmotionModel:
     _trust_remote_code: bool = field(default=False, repr=False)
     placement: Placement | None = field(default=None, repr=False)
     memory_estimate: MemoryEstimate | None = field(default=None, repr=False)
+    max_tokens: int = 4096
 
     @property
     def hf_device_map(self) -> dict[str, Any] | None:
@@ -1479,7 +1484,7 @@ def load_model(
     bridge.enable_compatibility_mode()
     bridge.eval()
     release_freed_memory()
-    return EmotionModel(
+    model = EmotionModel(
         bridge=bridge,
         tokenizer=tokenizer,
         spec=str(spec),
@@ -1489,4 +1494,8 @@ def load_model(
         _trust_remote_code=trust_remote_code,
         placement=placement,
         memory_estimate=estimate,
+        # The cap the memory check assumed is the one extraction uses (extract_activations
+        # reads it unless told otherwise): `--max-tokens` bounds the batches it was checked for.
+        max_tokens=int(max_tokens),
     )
+    return model

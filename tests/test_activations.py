@@ -270,3 +270,20 @@ def test_max_tokens_caps_padded_batch_size(tiny_llama, prompts, rows, tmp_path):
     )
     assert capped.manifest["request"]["max_tokens"] == cap
     np.testing.assert_allclose(capped.get("resid_post", 1), free.get("resid_post", 1), atol=1e-5)
+
+
+def test_the_cap_defaults_to_the_one_the_model_was_memory_checked_for(
+    tiny_llama, prompts, rows, tmp_path
+):
+    import dataclasses
+
+    assert tiny_llama.max_tokens == activations.DEFAULT_MAX_TOKENS  # load_model's default
+    store = extract_activations(
+        tiny_llama, prompts, dataset=rows, out_dir=tmp_path / "d", progress=False
+    )
+    assert store.manifest["request"]["max_tokens"] == activations.DEFAULT_MAX_TOKENS
+    small = dataclasses.replace(tiny_llama, max_tokens=max(prompts.lengths) * 2)
+    capped = extract_activations(
+        small, prompts, dataset=rows, out_dir=tmp_path / "e", progress=False
+    )
+    assert capped.manifest["request"]["max_tokens"] == max(prompts.lengths) * 2
