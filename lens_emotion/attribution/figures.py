@@ -13,23 +13,13 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from lens_emotion.attribution.atp import HEAD_SITE, AttributionError
-from lens_emotion.viz.style import apply_style, ci_band
+from lens_emotion.viz.style import SITE_COLORS, apply_style, ci_band, site_color
 
 if TYPE_CHECKING:
     from lens_emotion.attribution.atp import AttributionResult
     from lens_emotion.attribution.compare import PatchingComparison
 
 __all__ = ["SITE_COLORS", "comparison_figure", "estimates_figure"]
-
-SITE_COLORS: dict[str, str] = {
-    "resid_pre": "#999999",
-    "attn_out": "#4477AA",
-    "mlp_out": "#EE6677",
-    "resid_mid": "#CCBB44",
-    "resid_post": "#228833",
-    HEAD_SITE: "#AA3377",
-}
-"""Colours of the sites in AtP figures (MHSA blue, FFN red, hidden state green, heads purple)."""
 
 
 def estimates_figure(result: AttributionResult, title: str | None = None) -> go.Figure:
@@ -48,7 +38,7 @@ def estimates_figure(result: AttributionResult, title: str | None = None) -> go.
     for k, site in enumerate(result.sites):
         values = result.site_effects[:, k]
         mean, sem = values.mean(axis=0), values.std(axis=0, ddof=0) * sem_scale
-        color = SITE_COLORS.get(site, "#333333")
+        color = site_color(site)
         fig.add_trace(ci_band(x, mean - sem, mean + sem, color, name=site, alpha=0.15))
         fig.add_trace(
             go.Scatter(
@@ -130,7 +120,7 @@ def comparison_figure(
                     name=label,
                     text=hover,
                     marker={
-                        "color": SITE_COLORS.get(site, "#333333"),
+                        "color": site_color(site),
                         "size": size,
                         "opacity": 0.85 if level == "mean" else 0.5,
                     },

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import plotly.graph_objects as go
 
-from lens_emotion.viz import apply_style
+from lens_emotion.viz.style import apply_style, ci_band
 
 if TYPE_CHECKING:
     from lens_emotion.geometry.crosspaper import CrossPaperResult
@@ -32,27 +32,11 @@ _COLORS = {
 }
 
 
-def _rgba(hex_color: str, alpha: float) -> str:
-    r, g, b = (int(hex_color[i : i + 2], 16) for i in (1, 3, 5))
-    return f"rgba({r},{g},{b},{alpha})"
-
-
 def _band(fig: go.Figure, x, low, high, color: str, name: str) -> None:
+    """A CI band (:func:`lens_emotion.viz.style.ci_band`), skipped where no interval exists."""
     low, high = np.asarray(low, dtype=float), np.asarray(high, dtype=float)
-    if not np.isfinite(low).any():
-        return
-    fig.add_trace(
-        go.Scatter(
-            x=list(x) + list(x)[::-1],
-            y=list(high) + list(low)[::-1],
-            fill="toself",
-            fillcolor=_rgba(color, 0.15),
-            line={"width": 0},
-            hoverinfo="skip",
-            showlegend=False,
-            name=f"{name} 95% CI",
-        )
-    )
+    if np.isfinite(low).any():
+        fig.add_trace(ci_band(list(x), low, high, color, name))
 
 
 def pc_scatter_figure(result: PCAResult, site: str, layer: int) -> go.Figure:

@@ -13,7 +13,7 @@ import plotly.graph_objects as go
 from jaxtyping import Float
 from plotly.subplots import make_subplots
 
-from lens_emotion.viz.style import apply_style, ci_band
+from lens_emotion.viz.style import SITE_COLORS, apply_style, ci_band, site_color
 
 __all__ = [
     "SITE_COLORS",
@@ -23,12 +23,6 @@ __all__ = [
     "transfer_figure",
 ]
 
-SITE_COLORS: dict[str, str] = {
-    "attn_out": "#1f77b4",
-    "mlp_out": "#d62728",
-    "resid_post": "#2ca02c",
-}
-"""One colour per patched site (MHSA blue, FFN red, hidden state green)."""
 
 SITE_LABELS: dict[str, str] = {
     "attn_out": "MHSA (attn_out)",
@@ -56,7 +50,7 @@ def transfer_figure(
             continue
         for site in frame.site.unique():
             rows = frame[frame.site == site].sort_values("center_layer")
-            color = SITE_COLORS.get(site, "#444444")
+            color = site_color(site)
             name = SITE_LABELS.get(site, site) + suffix
             x = rows.center_layer.to_numpy()
             fig.add_trace(
@@ -136,7 +130,7 @@ def ablation_figure(table: pd.DataFrame, title: str = "Ablation: prediction kept
     for col, mode in enumerate(modes, start=1):
         for site in table.site.unique():
             rows = table[(table["mode"] == mode) & (table.site == site)].sort_values("center_layer")
-            color = SITE_COLORS.get(site, "#444444")
+            color = site_color(site)
             name = SITE_LABELS.get(site, site)
             x = rows.center_layer.to_numpy()
             band = ci_band(

@@ -15,7 +15,7 @@ import plotly.graph_objects as go
 from plotly.colors import qualitative, sample_colorscale
 
 from lens_emotion.probing.store import ProbeError
-from lens_emotion.viz.style import PlotInputError, apply_style
+from lens_emotion.viz.style import PlotInputError, apply_style, site_color
 
 if TYPE_CHECKING:
     from lens_emotion.probing.appraisals import AlignmentResult
@@ -41,24 +41,11 @@ SITE_LABELS: dict[str, str] = {
     "z": "attention heads (z)",
 }
 _SITE_ORDER = ("attn_out", "mlp_out", "resid_mid", "resid_post", "z")
-_SITE_COLORS = {
-    "attn_out": "#0072B2",
-    "mlp_out": "#E69F00",
-    "resid_mid": "#CC79A7",
-    "resid_post": "#009E73",
-    "z": "#56B4E9",
-}
-_EXTRA_COLORS = ("#D55E00", "#882255", "#44AA99", "#999933", "#332288")
 
 
 def site_label(site: str) -> str:
     """Readable figure name of a site, e.g. ``"MHSA (attn_out)"``; unknown sites unchanged."""
     return SITE_LABELS.get(site, site)
-
-
-def site_color(site: str, index: int) -> str:
-    """Colour of a site's bars and lines (``index``: its place, for sites without a colour)."""
-    return _SITE_COLORS.get(site, _EXTRA_COLORS[index % len(_EXTRA_COLORS)])
 
 
 def ordered_sites(sites: Sequence[str]) -> list[str]:

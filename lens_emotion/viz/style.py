@@ -24,10 +24,12 @@ __all__ = [
     "PLOTLY_CONFIG",
     "PlotInputError",
     "StaticExportError",
+    "SITE_COLORS",
     "apply_style",
     "ci_band",
     "emotion_color",
     "rgba",
+    "site_color",
 ]
 
 
@@ -207,3 +209,21 @@ def ci_band(
         showlegend=False,
         legendgroup=name,
     )
+
+
+#: One colour per model site in every analysis' figures (Okabe-Ito): MHSA blue, FFN orange,
+#: hidden state green, per-head outputs (``z``) light blue.
+SITE_COLORS: dict[str, str] = {
+    "resid_pre": "#999999",
+    "attn_out": "#0072B2",
+    "mlp_out": "#E69F00",
+    "resid_mid": "#CC79A7",
+    "resid_post": "#009E73",
+    "z": "#56B4E9",
+}
+_EXTRA_SITE_COLORS: tuple[str, ...] = ("#D55E00", "#882255", "#44AA99", "#999933", "#332288")
+
+
+def site_color(site: str, index: int = 0) -> str:
+    """The colour of a site (:data:`SITE_COLORS`); other sites take the ``index``-th extra one."""
+    return SITE_COLORS.get(site, _EXTRA_SITE_COLORS[index % len(_EXTRA_SITE_COLORS)])
