@@ -13,7 +13,8 @@ real crowd-enVENT rows (stratified sample, seed 0) and the ``emotion-list`` prom
 
 Raw numbers go to ``benchmarks/results/gemma3_checks.json``.
 
-    LENS_EMOTION_DATA=../shared/data OMP_NUM_THREADS=1 python benchmarks/bench_gemma3_checks.py --n 320
+    LENS_EMOTION_DATA=../shared/data OMP_NUM_THREADS=1 \\
+        python benchmarks/bench_gemma3_checks.py --n 320
 """
 
 from __future__ import annotations

@@ -13,7 +13,6 @@ import plotly.graph_objects as go
 import pytest
 from plotly.offline import get_plotlyjs
 
-from lens_emotion.viz import export as plots
 from lens_emotion.data import CROWD_ENVENT_EMOTIONS
 from lens_emotion.errors import LensEmotionError
 from lens_emotion.viz import (
@@ -28,6 +27,7 @@ from lens_emotion.viz import (
     label_distribution_figure,
     write_figure,
 )
+from lens_emotion.viz import export as plots
 
 CROWD_ENVENT = list(CROWD_ENVENT_EMOTIONS)
 
