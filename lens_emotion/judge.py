@@ -186,7 +186,7 @@ def embedder_folder() -> Path:
     return folder
 
 
-def _check_texts(texts: Sequence[str]) -> list[str]:
+def _check_texts(texts: object) -> list[str]:
     """Validate texts: a non-empty sequence of non-blank strings."""
     if isinstance(texts, str):
         raise JudgeInputError(
@@ -509,6 +509,7 @@ class EmotionJudge:
     mask: bool = True
     mask_token: str = DEFAULT_MASK
 
+    @no_type_check  # validates its input itself, with clear errors
     def masked(self, texts: Sequence[str]) -> list[str]:
         """``texts`` with every emotion word form replaced by :attr:`mask_token`.
 
@@ -517,6 +518,7 @@ class EmotionJudge:
         """
         return [mask_emotion_words(t, self.mask_token) for t in _check_texts(texts)]
 
+    @no_type_check  # validates its input itself, with clear errors
     def embed(
         self,
         texts: Sequence[str],
@@ -537,6 +539,7 @@ class EmotionJudge:
         items = self.masked(texts) if mask else _check_texts(texts)
         return self.embedder.embed(items, batch_size=batch_size, progress=progress)
 
+    @no_type_check  # validates its input itself, with clear errors
     def proba_from_embeddings(
         self, embeddings: Float[np.ndarray, "n 384"]
     ) -> Float[np.ndarray, "n n_labels"]:
@@ -549,6 +552,7 @@ class EmotionJudge:
             )
         return _softmax(emb @ self.coef.T + self.intercept)
 
+    @no_type_check  # validates its input itself, with clear errors
     def predict_proba(
         self,
         texts: Sequence[str],
@@ -571,6 +575,7 @@ class EmotionJudge:
         """
         return self.proba_from_embeddings(self.embed(texts, batch_size, progress, mask=mask))
 
+    @no_type_check  # validates its input itself, with clear errors
     def predict(
         self,
         texts: Sequence[str],
