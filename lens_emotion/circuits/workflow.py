@@ -516,6 +516,7 @@ def run_circuits(
         list(settings.check_layers) if settings.check_layers else list(range(model.n_layers))
     )
     diff = (decomposition[:, layers_checked] - ablated).abs()
+    inexact = decomposition_reason(model)
     head_check = {
         "label": "consistency check, not a causal test",
         "what": (
@@ -532,11 +533,11 @@ def run_circuits(
         "ablation_forward_passes": len(layers_checked) * model.n_heads,
         "decomposition_einsum_s": round(t_dec, 4),
         "ablation_s": round(t_abl, 2),
-        "exact_by_algebra": decomposition_reason(model) is None,
-        "note": decomposition_reason(model) or "",
+        "exact_by_algebra": inexact is None,
+        "note": inexact or "",
     }
-    if decomposition_reason(model) is not None:
-        warnings.warn(f"head scores are approximate: {decomposition_reason(model)}", stacklevel=2)
+    if inexact is not None:
+        warnings.warn(f"head scores are approximate: {inexact}", stacklevel=2)
     lap("head_check_s")
 
     rng = np.random.default_rng([seed, 5])
