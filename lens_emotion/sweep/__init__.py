@@ -20,6 +20,7 @@ from lens_emotion.sweep.config import (
 )
 from lens_emotion.sweep.errors import SweepConfigError, SweepError
 from lens_emotion.sweep.figures import (
+    geometry_depth_figure,
     patching_depth_figure,
     peak_vs_stabilisation_figure,
     probe_depth_figure,
@@ -49,6 +50,7 @@ __all__ = [
     "check_model_spec",
     "check_models",
     "expand_jobs",
+    "geometry_depth_figure",
     "is_finished",
     "job_key",
     "load_config",

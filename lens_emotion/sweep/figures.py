@@ -19,7 +19,9 @@ from lens_emotion.viz.style import EMOTION_COLORS, apply_style, ci_band
 
 __all__ = [
     "SWEEP_FIGURES",
+    "GEOMETRY_PANELS",
     "depth_curves_figure",
+    "geometry_depth_figure",
     "model_colors",
     "patching_depth_figure",
     "peak_vs_stabilisation_figure",
@@ -55,6 +57,41 @@ def _curves(table: pd.DataFrame, analysis: str, metric: str, template: str | Non
         .reset_index()
         .sort_values(["model", "site", "layer"], kind="stable")
     )
+
+
+def _add_model_lines(
+    fig: go.Figure,
+    curves: pd.DataFrame,
+    colors: dict[str, str],
+    col: int,
+    metric: str,
+    *,
+    bands: bool,
+) -> None:
+    """One line per model of ``curves`` (from :func:`_curves`) in panel ``col``, CI bands too."""
+    for model, rows in curves.groupby("model", sort=False):
+        color = colors[model]
+        if bands and rows["ci_low"].notna().all():
+            fig.add_trace(
+                ci_band(rows["relative_depth"], rows["ci_low"], rows["ci_high"], color, model),
+                row=1,
+                col=col,
+            )
+        fig.add_trace(
+            go.Scatter(
+                x=rows["relative_depth"],
+                y=rows["value"],
+                mode="lines+markers",
+                name=model,
+                legendgroup=model,
+                showlegend=col == 1,
+                line={"color": color},
+                hovertemplate=f"{model}<br>depth %{{x:.2f}}<br>{metric} %{{y:.3f}}<extra></extra>",
+            ),
+            row=1,
+            col=col,
+        )
+    fig.update_xaxes(title_text="relative depth (layer / (n_layers - 1))", row=1, col=col)
 
 
 def depth_curves_figure(
@@ -94,30 +131,7 @@ def depth_curves_figure(
     colors = model_colors(table["model"].tolist())
     single = template is not None and table["seed"].nunique() == 1
     for col, site in enumerate(sites, start=1):
-        for model, rows in curves[curves["site"] == site].groupby("model", sort=False):
-            color = colors[model]
-            if single and rows["ci_low"].notna().all():
-                fig.add_trace(
-                    ci_band(rows["relative_depth"], rows["ci_low"], rows["ci_high"], color, model),
-                    row=1,
-                    col=col,
-                )
-            fig.add_trace(
-                go.Scatter(
-                    x=rows["relative_depth"],
-                    y=rows["value"],
-                    mode="lines+markers",
-                    name=model,
-                    legendgroup=model,
-                    showlegend=col == 1,
-                    line={"color": color},
-                    hovertemplate=f"{model}<br>depth %{{x:.2f}}<br>{metric} %{{y:.3f}}"
-                    "<extra></extra>",
-                ),
-                row=1,
-                col=col,
-            )
-        fig.update_xaxes(title_text="relative depth (layer / (n_layers - 1))", row=1, col=col)
+        _add_model_lines(fig, curves[curves["site"] == site], colors, col, metric, bands=single)
     fig.update_yaxes(title_text=y_title or metric, row=1, col=1)
     if curves.empty:
         fig.add_annotation(text=f"no {analysis} {metric} rows", showarrow=False)
@@ -150,6 +164,42 @@ def patching_depth_figure(table: pd.DataFrame, template: str | None = None) -> g
         + (f" ({template})" if template else " (mean over templates)"),
         y_title="transfer rate",
     )
+
+
+#: Panels of :func:`geometry_depth_figure`: metric -> (panel title).
+GEOMETRY_PANELS = {
+    "pc1_valence_r": "PC1 ~ human valence (r)",
+    "pc2_arousal_r": "PC2 ~ arousal proxy (r)",
+    "rsa_rho": "RSA with appraisal profiles (rho)",
+}
+
+
+def geometry_depth_figure(table: pd.DataFrame, template: str | None = None) -> go.Figure:
+    """Emotion geometry against relative depth: does the valence axis appear at the same depth?
+
+    One panel per measure (:data:`GEOMETRY_PANELS`: PC1-valence and PC2-arousal correlations
+    of the emotion vectors, and the RSA against the human appraisal profiles), one line per
+    model, on ``resid_post``; with one template and one seed the bootstrap CIs are drawn.
+    """
+    rows = table[table["site"] == "resid_post"] if len(table) else table
+    metrics = list(GEOMETRY_PANELS)
+    fig = make_subplots(
+        rows=1, cols=len(metrics), shared_yaxes=True, subplot_titles=list(GEOMETRY_PANELS.values())
+    )
+    colors = model_colors(table["model"].tolist())
+    templates = rows["template"].nunique() if len(rows) else 0
+    single = (template is not None or templates == 1) and table["seed"].nunique() == 1
+    empty = True
+    for col, metric in enumerate(metrics, start=1):
+        curves = _curves(rows, "geometry", metric, template)
+        empty = empty and curves.empty
+        _add_model_lines(fig, curves, colors, col, metric, bands=single)
+    fig.update_yaxes(title_text="correlation", row=1, col=1)
+    if empty:
+        fig.add_annotation(text="no geometry rows", showarrow=False)
+    scope = f"template {template}" if template else "mean over templates"
+    fig = apply_style(fig, f"Emotion geometry by relative depth ({scope})")
+    return fig.update_layout(legend=_BELOW)
 
 
 def peak_vs_stabilisation_figure(table: pd.DataFrame) -> go.Figure:
@@ -239,6 +289,7 @@ SWEEP_FIGURES = {
     "patching_transfer_by_depth": patching_depth_figure,
     "mhsa_peak_vs_probe_plateau": peak_vs_stabilisation_figure,
     "template_robustness": template_robustness_figure,
+    "geometry_by_depth": geometry_depth_figure,
 }
 
 
@@ -250,5 +301,6 @@ def sweep_figures(table: pd.DataFrame) -> dict[str, go.Figure]:
         "patching_transfer_by_depth": "patch" in analyses,
         "mhsa_peak_vs_probe_plateau": {"probe", "patch"} <= analyses,
         "template_robustness": bool({"probe", "patch"} & analyses),
+        "geometry_by_depth": "geometry" in analyses,
     }
     return {name: fn(table) for name, fn in SWEEP_FIGURES.items() if wanted[name]}

@@ -19,9 +19,12 @@ Mapping, per analysis:
   baseline as site ``embedding``, layer 0, ``accuracy``.
 - **patch** (``patching.csv``): per (site, center layer) ``transfer`` (with its bootstrap CI
   over pairs), ``remained``, ``neither``, ``mean_logit_diff_change``.
-- **geometry** (the run's ``summary()``): ``peak_valence_r`` at its layer (with CI),
-  ``peak_arousal_r``, ``peak_text_pleasantness_rho``, ``peak_rsa_rho`` and the other numeric
-  headline numbers, at the peak layer where the summary names one.
+- **geometry** (the run's ``summary()`` and ``geometry.csv``): ``peak_valence_r`` at its
+  layer (with CI), ``peak_arousal_r``, ``peak_text_pleasantness_rho``, ``peak_rsa_rho`` and the
+  other numeric headline numbers, at the peak layer where the summary names one; and per
+  (site, layer) the curves of the headline vector kind (:data:`GEOMETRY_CURVES`:
+  ``pc1_valence_r``, ``pc2_arousal_r``, ``text_pc1_pleasantness_rho``, ``rsa_rho``,
+  ``diag_cos``), with their CIs.
 - **attribute** (``attribution.csv``, whole sites only): per (site, layer) ``atp_effect``
   (95% normal interval from its sd over pairs) and, where patched too, ``patch_effect``.
 - **attention** (``attention_mass_layers.csv``): site ``attention``, per layer
@@ -47,6 +50,7 @@ import pandas as pd
 from lens_emotion.sweep.jobs import Job, read_record
 
 __all__ = [
+    "GEOMETRY_CURVES",
     "RESHAPERS",
     "TABLE_COLUMNS",
     "attention_rows",
@@ -199,13 +203,38 @@ def _summary_rows(
     return rows
 
 
+#: Per-layer measures of ``geometry.csv`` (of the summary's vector kind) kept as sweep curves.
+GEOMETRY_CURVES = (
+    "pc1_valence_r",
+    "pc2_arousal_r",
+    "text_pc1_pleasantness_rho",
+    "rsa_rho",
+    "diag_cos",
+)
+
+
 def geometry_rows(folder: Path, record: Mapping[str, Any]) -> list[dict[str, Any]]:
-    """Rows of a geometry job: the valence, arousal, RSA and cross-paper headline numbers.
+    """Rows of a geometry job: the headline numbers, and the per-layer curves behind them.
 
     ``peak_valence_r`` carries its bootstrap CI and sits at ``peak_valence_layer``; the
     other top-level numbers are rows without a layer unless a ``<name>_layer`` key gives one.
+    Where the job folder has ``geometry.csv``, the :data:`GEOMETRY_CURVES` measures of the
+    summary's vector kind (``kind``, default ``mean``) follow as one row per (site, layer), so
+    the sweep can draw them against relative depth.
     """
     summary = record.get("summary") or {}
+    curves = folder / "geometry.csv"
+    curve_rows: list[dict[str, Any]] = []
+    if curves.exists():
+        kind = summary.get("kind", "mean")
+        wanted = {f"{kind}.{name}": name for name in GEOMETRY_CURVES}
+        table = pd.read_csv(curves)
+        table = table[table["measure"].isin(list(wanted))]
+        curve_rows = [
+            _row(item.site, item.layer, wanted[item.measure], item.value, item.ci_low,
+                 item.ci_high)
+            for item in table.itertuples(index=False)
+        ]  # fmt: skip
     site = "resid_post"
     rows: list[dict[str, Any]] = []
     ci = summary.get("peak_valence_ci") or [None, None]
@@ -218,7 +247,7 @@ def geometry_rows(folder: Path, record: Mapping[str, Any]) -> list[dict[str, Any
         layer = summary.get(f"{key.rsplit('_', 1)[0]}_layer", summary.get(f"peak_{stem}_layer"))
         low, high = (ci[0], ci[1]) if key == "peak_valence_r" else (None, None)
         rows.append(_row(site, layer if isinstance(layer, int) else None, key, value, low, high))
-    return rows
+    return rows + curve_rows
 
 
 def attribute_rows(folder: Path, record: Mapping[str, Any]) -> list[dict[str, Any]]:

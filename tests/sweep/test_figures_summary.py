@@ -8,6 +8,7 @@ import pytest
 
 from lens_emotion.sweep import (
     TABLE_COLUMNS,
+    geometry_depth_figure,
     localisation,
     model_summary,
     patching_depth_figure,
@@ -102,3 +103,42 @@ def test_peak_vs_plateau_and_template_robustness_figures():
         "mhsa_peak_vs_probe_plateau",
         "template_robustness",
     }
+
+
+def _planted_geometry(models=(("m5", 5), ("m9", 9))) -> pd.DataFrame:
+    """PC1-valence r peaks at relative depth 0.5 in every model; RSA rises with depth."""
+    rows = []
+    for model, n in models:
+        depth = np.arange(n) / (n - 1)
+        for metric, values in {
+            "pc1_valence_r": 0.9 - np.abs(depth - 0.5),
+            "pc2_arousal_r": 0.3 + 0 * depth,
+            "rsa_rho": depth / 2,
+        }.items():
+            for layer, value in enumerate(values):
+                rows.append(
+                    {"model": model, "family": "llama", "n_layers": n, "template": "t1",
+                     "analysis": "geometry", "seed": 0, "site": "resid_post", "layer": layer,
+                     "relative_depth": depth[layer], "metric": metric, "value": value,
+                     "ci_low": value - 0.1, "ci_high": value + 0.1, "status": "done",
+                     "error": None}
+                )  # fmt: skip
+    table = pd.DataFrame(rows, columns=list(TABLE_COLUMNS))
+    table["layer"] = table["layer"].astype("Int64")
+    return table
+
+
+def test_geometry_depth_figure_shows_where_the_valence_axis_peaks_in_each_model():
+    table = _planted_geometry()
+    fig = geometry_depth_figure(table)
+    lines = [t for t in fig.data if t.mode == "lines+markers"]
+    assert len(lines) == 2 * 3  # two models x three measures
+    assert [a.text for a in fig.layout.annotations][:1] == ["PC1 ~ human valence (r)"]
+    valence = [t for t in lines if t.xaxis in ("x", "x1")]
+    assert {t.name for t in valence} == {"m5", "m9"}
+    for trace in valence:
+        assert float(trace.x[int(np.argmax(trace.y))]) == pytest.approx(0.5)
+    assert len([t for t in fig.data if t.fill == "toself"]) == 6  # one template, one seed
+    assert set(sweep_figures(table)) == {"geometry_by_depth"}
+    empty = geometry_depth_figure(_planted().iloc[:0])
+    assert "no geometry rows" in [a.text for a in empty.layout.annotations]

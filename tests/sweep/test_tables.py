@@ -91,6 +91,24 @@ def test_geometry_rows_put_the_valence_peak_at_its_layer(tmp_path):
     assert "peak_valence_layer" not in rows.index and "peak_rsa_p" not in rows.index
 
 
+def test_geometry_rows_carry_the_per_layer_curves_of_the_headline_kind(tmp_path):
+    measures = ["pc1_valence_r", "pc1_var", "rsa_rho", "diag_cos"]
+    lines = ["site,layer,measure,value,ci_low,ci_high"]
+    for kind, offset in (("mean", 0.0), ("probe", 0.5)):
+        for layer in range(3):
+            for m in measures:
+                v = offset + layer / 10
+                lines.append(f"resid_post,{layer},{kind}.{m},{v},{v - 0.05},{v + 0.05}")
+    (tmp_path / "geometry.csv").write_text("\n".join(lines) + "\n")
+    summary = {"kind": "mean", "peak_valence_r": 0.2, "peak_valence_layer": 2}
+    rows = pd.DataFrame(geometry_rows(tmp_path, {"summary": summary}))
+    curve = rows[rows["metric"] == "pc1_valence_r"]
+    assert curve["layer"].tolist() == [0, 1, 2]
+    assert curve["value"].tolist() == pytest.approx([0.0, 0.1, 0.2])  # the mean kind only
+    assert curve["ci_low"].tolist() == pytest.approx([-0.05, 0.05, 0.15])
+    assert set(rows["metric"]) == {"peak_valence_r", "pc1_valence_r", "rsa_rho", "diag_cos"}
+
+
 def test_build_table_is_rebuilt_not_appended_and_keeps_failed_jobs(tmp_path):
     probe, failed = _job("probe"), _job("patch", model="other")
     _probe_files(probe.folder(tmp_path))
