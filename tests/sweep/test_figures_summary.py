@@ -20,30 +20,39 @@ from lens_emotion.sweep import (
 )
 
 
-def _planted(models=(("m5", 5), ("m9", 9)), templates=("t1", "t2")) -> pd.DataFrame:
-    """Probe accuracy plateaus at depth 0.5; MHSA transfer peaks at 0.25, FFN at 0.75."""
+def _table(models, templates, curves_of, half_width: float) -> pd.DataFrame:
+    """A long table of ``curves_of(depth) -> {(analysis, site, metric): values}`` per model."""
     rows = []
     for model, n in models:
         depth = np.arange(n) / (n - 1)
         for template in templates:
-            curves = {
-                ("probe", "resid_post", "accuracy"): np.where(depth >= 0.5, 0.8, 0.2 + depth),
-                ("probe", "attn_out", "accuracy"): 0.1 + 0.2 * depth,
-                ("patch", "attn_out", "transfer"): 1 - 3 * np.abs(depth - 0.25),
-                ("patch", "mlp_out", "transfer"): 1 - 3 * np.abs(depth - 0.75),
-            }
-            for (analysis, site, metric), values in curves.items():
+            for (analysis, site, metric), values in curves_of(depth).items():
                 for layer, value in enumerate(values):
                     rows.append(
                         {"model": model, "family": "llama", "n_layers": n, "template": template,
                          "analysis": analysis, "seed": 0, "site": site, "layer": layer,
                          "relative_depth": depth[layer], "metric": metric, "value": value,
-                         "ci_low": value - 0.01, "ci_high": value + 0.01, "status": "done",
-                         "error": None}
+                         "ci_low": value - half_width, "ci_high": value + half_width,
+                         "status": "done", "error": None}
                     )  # fmt: skip
     table = pd.DataFrame(rows, columns=list(TABLE_COLUMNS))
     table["layer"] = table["layer"].astype("Int64")
     return table
+
+
+def _planted(models=(("m5", 5), ("m9", 9)), templates=("t1", "t2")) -> pd.DataFrame:
+    """Probe accuracy plateaus at depth 0.5; MHSA transfer peaks at 0.25, FFN at 0.75."""
+    return _table(
+        models,
+        templates,
+        lambda depth: {
+            ("probe", "resid_post", "accuracy"): np.where(depth >= 0.5, 0.8, 0.2 + depth),
+            ("probe", "attn_out", "accuracy"): 0.1 + 0.2 * depth,
+            ("patch", "attn_out", "transfer"): 1 - 3 * np.abs(depth - 0.25),
+            ("patch", "mlp_out", "transfer"): 1 - 3 * np.abs(depth - 0.75),
+        },
+        0.01,
+    )
 
 
 def test_localisation_recovers_the_planted_depths():
@@ -107,25 +116,16 @@ def test_peak_vs_plateau_and_template_robustness_figures():
 
 def _planted_geometry(models=(("m5", 5), ("m9", 9))) -> pd.DataFrame:
     """PC1-valence r peaks at relative depth 0.5 in every model; RSA rises with depth."""
-    rows = []
-    for model, n in models:
-        depth = np.arange(n) / (n - 1)
-        for metric, values in {
-            "pc1_valence_r": 0.9 - np.abs(depth - 0.5),
-            "pc2_arousal_r": 0.3 + 0 * depth,
-            "rsa_rho": depth / 2,
-        }.items():
-            for layer, value in enumerate(values):
-                rows.append(
-                    {"model": model, "family": "llama", "n_layers": n, "template": "t1",
-                     "analysis": "geometry", "seed": 0, "site": "resid_post", "layer": layer,
-                     "relative_depth": depth[layer], "metric": metric, "value": value,
-                     "ci_low": value - 0.1, "ci_high": value + 0.1, "status": "done",
-                     "error": None}
-                )  # fmt: skip
-    table = pd.DataFrame(rows, columns=list(TABLE_COLUMNS))
-    table["layer"] = table["layer"].astype("Int64")
-    return table
+    return _table(
+        models,
+        ("t1",),
+        lambda depth: {
+            ("geometry", "resid_post", "pc1_valence_r"): 0.9 - np.abs(depth - 0.5),
+            ("geometry", "resid_post", "pc2_arousal_r"): 0.3 + 0 * depth,
+            ("geometry", "resid_post", "rsa_rho"): depth / 2,
+        },
+        0.1,
+    )
 
 
 def test_geometry_depth_figure_shows_where_the_valence_axis_peaks_in_each_model():
