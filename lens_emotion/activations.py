@@ -72,6 +72,9 @@ from lens_emotion.manifest import package_versions
 from lens_emotion.models import release_freed_memory
 
 STORE_SITES: tuple[str, ...] = ("resid_pre", "attn_out", "mlp_out", "resid_mid", "resid_post", "z")
+
+#: On-disk dtypes of a store (values are always read back as float32).
+STORE_DTYPES: tuple[str, ...] = ("float32", "float16")
 """Sites an :class:`ActivationStore` can hold."""
 
 DEFAULT_SITES: tuple[str, ...] = ("attn_out", "mlp_out", "resid_post")
@@ -517,8 +520,8 @@ def extract_activations(
         raise ActivationStoreError(
             f"layers must lie in 0..{model.n_layers - 1} for this model, got {layers}."
         )
-    if dtype not in {"float32", "float16"}:
-        raise ActivationStoreError(f"dtype must be 'float32' or 'float16', not {dtype!r}.")
+    if dtype not in STORE_DTYPES:
+        raise ActivationStoreError(f"dtype must be one of {list(STORE_DTYPES)}, not {dtype!r}.")
     pos = _positions_tuple(positions)
     k = -pos[0]
     too_short = [i for i, n in enumerate(prompts.lengths) if n < k]

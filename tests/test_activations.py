@@ -57,6 +57,22 @@ def test_plain_and_bridge_engines_store_the_same_values(tiny_llama, prompts, row
     )
 
 
+def test_float16_store_halves_the_size_and_reads_back_float32(tiny_llama, prompts, tmp_path):
+    kwargs = dict(sites=("resid_post", "z"), positions=1, batch_size=8, progress=False)
+    full = extract_activations(tiny_llama, prompts, out_dir=tmp_path / "f32", **kwargs)
+    half = extract_activations(
+        tiny_llama, prompts, out_dir=tmp_path / "f16", dtype="float16", **kwargs
+    )
+    assert half.manifest["request"]["dtype"] == "float16"
+    sizes = [sum(f.stat().st_size for f in s.root.glob("shard_*")) for s in (full, half)]
+    assert 0.45 < sizes[1] / sizes[0] < 0.6  # tensors halve; row indices and headers do not
+    for site in ("resid_post", "z"):
+        for layer in range(tiny_llama.n_layers):
+            values = half.get(site, layer)
+            assert values.dtype == np.float32
+            np.testing.assert_allclose(values, full.get(site, layer), rtol=2e-3, atol=2e-3)
+
+
 def test_rows_are_in_dataset_order_and_padding_free(tiny_llama, prompts, rows, tmp_path):
     store = extract_activations(
         tiny_llama,

@@ -87,6 +87,12 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     p.add_argument(
         "--store", default=defaults.store_dir, help="activation store folder (default: cache)"
     )
+    p.add_argument(
+        "--store-dtype",
+        default=defaults.store_dtype,
+        choices=["float32", "float16"],
+        help="activation store dtype on disk (float16 halves its size; probes read float32)",
+    )
     p.add_argument("--batch-size", type=positive_int, default=defaults.batch_size)
     p.add_argument(
         "--threads",
@@ -125,6 +131,7 @@ def run(args: argparse.Namespace) -> int:
         probe_model=args.probe,
         formats=tuple(args.formats),
         store_dir=args.store,
+        store_dtype=args.store_dtype,
         batch_size=args.batch_size,
         seed=args.seed,
         num_threads=args.threads,

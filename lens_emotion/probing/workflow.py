@@ -17,7 +17,7 @@ from typing import Any
 import pandas as pd
 import plotly.graph_objects as go
 
-from lens_emotion.activations import ActivationStore, extract_activations
+from lens_emotion.activations import STORE_DTYPES, ActivationStore, extract_activations
 from lens_emotion.data import EmotionDataset
 from lens_emotion.manifest import StepTimer, report_step, start_run, write_manifest
 from lens_emotion.models import EmotionModel
@@ -64,6 +64,8 @@ class ProbingSettings:
         probe_model: ``"logreg"`` or ``"mlp"``.
         formats: Figure formats (``"html"``, ``"png"``, ``"svg"``, ``"pdf"``).
         store_dir: Where to keep the activation store (``None``: the cache, by request hash).
+        store_dtype: ``"float32"`` or ``"float16"`` on disk; float16 halves the store's size.
+            Probes read it back as float32 whatever is stored.
         batch_size: Prompts per forward pass.
         seed: Seed for folds, controls and subsets.
         num_threads: Torch threads for the probe fits (``None``: leave torch's setting; the
@@ -82,11 +84,16 @@ class ProbingSettings:
     probe_model: str = "logreg"
     formats: Sequence[str] = ("html",)
     store_dir: str | Path | None = None
+    store_dtype: str = "float32"
     batch_size: int = 16
     seed: int = 0
     num_threads: int | None = None
 
     def __post_init__(self) -> None:
+        if self.store_dtype not in STORE_DTYPES:
+            raise ProbeError(
+                f"store_dtype must be one of {list(STORE_DTYPES)}, not {self.store_dtype!r}."
+            )
         # Lists (from a TOML table or a caller) become tuples, so the settings stay immutable.
         object.__setattr__(self, "sites", tuple(self.sites))
         object.__setattr__(self, "formats", tuple(self.formats))
@@ -228,6 +235,7 @@ def run_probing(
             positions=s.last_k,
             out_dir=s.store_dir,
             dataset=dataset,
+            dtype=s.store_dtype,
             batch_size=s.batch_size,
             seed=s.seed,
             progress=progress,

@@ -5,6 +5,7 @@ import pandas as pd
 import pytest
 
 from lens_emotion.cli import main
+from lens_emotion.probing.store import ProbeError
 from lens_emotion.probing.workflow import ProbingSettings, run_probing
 
 
@@ -46,6 +47,29 @@ def test_run_probing_writes_tables_figures_and_manifest(tiny_llama, sample_datas
     assert summary["embedding_accuracy"] == outputs.embedding["accuracy_mean"].iloc[0]
     assert summary["positions"]["best"].keys() == {"-2", "-1"}
     assert summary["appraisal"] is not None and summary["evaluation"] is None
+
+
+def test_float16_store_gives_the_float32_probe_results(tiny_llama, sample_dataset, tmp_path):
+    results = {}
+    for dtype in ("float32", "float16"):
+        settings = ProbingSettings(
+            sites=("resid_post",), n_folds=2, store_dir=tmp_path / dtype, store_dtype=dtype,
+            num_threads=1,
+        )  # fmt: skip
+        outputs = run_probing(tiny_llama, sample_dataset, tmp_path / f"o{dtype}", settings,
+                              progress=False)  # fmt: skip
+        assert outputs.store.manifest["request"]["dtype"] == dtype
+        results[dtype] = outputs.emotion.table["accuracy_mean"].to_numpy()
+    np.testing.assert_allclose(results["float16"], results["float32"], atol=0.02)
+    with pytest.raises(ProbeError, match="store_dtype must be one of"):
+        ProbingSettings(store_dtype="bfloat16")
+
+
+def test_probe_cli_rejects_a_bad_store_dtype_before_loading(tmp_path, capsys):
+    code = main(["probe", "--model", str(tmp_path / "missing"), "--store-dtype", "int8"])
+    err = capsys.readouterr().err
+    assert code == 2 and "--store-dtype" in err and "float16" in err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1
 
 
 def test_probe_cli_agreeing_only(tiny_llama_dir, tmp_path, capsys):
