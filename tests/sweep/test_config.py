@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from lens_emotion.sweep import (
@@ -137,3 +139,16 @@ def test_bad_config_or_unreachable_model_fails_before_any_work(tmp_path, monkeyp
     with pytest.raises(SweepConfigError, match="n_folds = 'five': must be an integer"):
         run_sweep(bad, out, progress=False)
     assert not out.exists()
+
+
+@pytest.mark.parametrize(
+    "path",
+    sorted((Path(__file__).resolve().parents[2] / "configs").glob("sweep-*.toml")),
+    ids=lambda p: p.name,
+)
+def test_shipped_sweep_configs_load_and_build_every_job_settings(path):
+    jobs = expand_jobs(load_config(path))
+    assert jobs
+    for job in jobs:
+        settings = job.settings("OUT")
+        assert settings.seed == job.seed
