@@ -34,6 +34,7 @@ a disagreement note (:func:`~.modulation.summarise_generations`).
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 import time
 import warnings
@@ -96,6 +97,8 @@ if TYPE_CHECKING:
 __all__ = [
     "CircuitSettings",
     "CircuitsOutputs",
+    "auto_check_layers",
+    "auto_steer_windows",
     "gamma_meaning",
     "parse_windows",
     "run_circuits",
@@ -129,6 +132,21 @@ def parse_windows(text: str) -> list[tuple[int, ...]]:
     return windows
 
 
+def auto_check_layers(n_layers: int) -> tuple[int, ...]:
+    """The decomposition check's default layers: first, middle and last (0, 14, 29 of 30)."""
+    return tuple(sorted({0, (n_layers - 1) // 2, n_layers - 1}))
+
+
+def auto_steer_windows(n_layers: int) -> tuple[tuple[int, ...], ...]:
+    """The steering baseline's default windows: the middle and last third of the layers.
+
+    10-19 and 20-29 on a 30-layer model, 6-11 and 12-17 on 18 layers.
+    """
+    middle = tuple(range(n_layers // 3, max(n_layers // 3 + 1, 2 * n_layers // 3)))
+    late = tuple(range(2 * n_layers // 3, n_layers))
+    return tuple(w for w in (middle, late) if w)
+
+
 @dataclass(frozen=True)
 class CircuitSettings:
     """Sizes, strengths and the tuning rule of a run (all recorded in the manifest).
@@ -146,7 +164,8 @@ class CircuitSettings:
         scale_factor: Factor of the ``scale`` intervention.
         n_random: Random draws per control.
         check_prompts: Prompts for the decomposition-vs-ablation consistency check.
-        check_layers: Layers of that check (``None``: all).
+        check_layers: Layers of that check (``None``/all: every layer; ``"auto"``: the
+            first, middle and last layer, 0,14,29 on 30 layers).
         total_effect_heads: Heads per emotion whose total effect is measured (the direct
             top-k; ``0``: every head).
         total_effect_neurons: Neurons per emotion whose total effect is measured (direct
@@ -169,7 +188,8 @@ class CircuitSettings:
             its emotion-conditioned state (on average); ``gamma = g`` moves it ``g`` times as
             far.
         beta_grid: Steering strengths tried (per layer, RMS units), in every window.
-        steer_windows: Steering layer windows tried.
+        steer_windows: Steering layer windows tried (``"auto"``: the middle and last third of
+            the layers, 10-19,20-29 on 30 layers).
         selection_metric: What the tuning rule maximises (``"judged_masked"``,
             ``"fluent_judged_masked"`` or ``"judged_raw"``).
         max_degenerate: The rule admits only settings whose degenerate share is at most this.
@@ -202,7 +222,7 @@ class CircuitSettings:
     scale_factor: float = 2.0
     n_random: int = 3
     check_prompts: int = 2
-    check_layers: tuple[int, ...] | None = (0, 14, 29)
+    check_layers: tuple[int, ...] | None | str = "auto"
     total_effect_heads: int = 64
     total_effect_neurons: int = 64
     alpha: float = 1.0
@@ -218,7 +238,7 @@ class CircuitSettings:
     n_tune_scenarios: int = 6
     gamma_grid: tuple[float, ...] = (1.0, 2.0, 4.0, 8.0, 16.0, 32.0)
     beta_grid: tuple[float, ...] = (1.0, 2.0, 4.0, 8.0, 16.0, 32.0)
-    steer_windows: tuple[tuple[int, ...], ...] = (tuple(range(10, 20)), tuple(range(20, 30)))
+    steer_windows: tuple[tuple[int, ...], ...] | str = "auto"
     selection_metric: str = "judged_masked"
     max_degenerate: float = 0.2
     positions: str = "last"
@@ -233,6 +253,10 @@ class CircuitSettings:
     def __post_init__(self) -> None:
         from lens_emotion.circuits.modulation import SELECTION_METRICS
 
+        for name in ("check_layers", "steer_windows"):
+            value = getattr(self, name)
+            if isinstance(value, str) and value != "auto":
+                raise CircuitError(f"{name} must be layers or 'auto', not {value!r}.")
         if self.generate and len(self.gamma_grid) != len(self.beta_grid):
             raise CircuitError(
                 f"unequal tuning budgets: {len(self.gamma_grid)} gammas vs "
@@ -254,10 +278,35 @@ class CircuitSettings:
 
         return selection_rule_text(self.selection_metric, self.max_degenerate)
 
+    def for_model(self, n_layers: int) -> CircuitSettings:
+        """These settings with every ``"auto"`` layer choice made for an ``n_layers`` model.
+
+        Raises:
+            CircuitError: Given check layers or steering windows past the model's last layer.
+        """
+        check = self.check_layers
+        check = auto_check_layers(n_layers) if check == "auto" else check
+        windows = self.steer_windows
+        windows = auto_steer_windows(n_layers) if windows == "auto" else windows
+        if check and max(check) >= n_layers:
+            raise CircuitError(
+                f"check_layers {max(check)} is past the model's last layer {n_layers - 1}; "
+                f"use layers in 0-{n_layers - 1}, all or auto."
+            )
+        too_far = [w for w in windows if w[-1] >= n_layers]
+        if too_far:
+            raise CircuitError(
+                f"steering window {too_far[0][0]}-{too_far[0][-1]} reaches past the model's "
+                f"{n_layers} layers; pass windows within 0-{n_layers - 1} (e.g. "
+                f"{n_layers // 3}-{2 * n_layers // 3 - 1}) or auto."
+            )
+        return dataclasses.replace(self, check_layers=check, steer_windows=windows)
+
     def describe(self) -> dict[str, Any]:
         """JSON-ready settings."""
         out = dict(self.__dict__)
-        out["steer_windows"] = [f"{w[0]}-{w[-1]}" for w in self.steer_windows]
+        if not isinstance(self.steer_windows, str):
+            out["steer_windows"] = [f"{w[0]}-{w[-1]}" for w in self.steer_windows]
         out["selection_rule"] = self.selection_rule
         return out
 
@@ -400,7 +449,7 @@ def run_circuits(
     from lens_emotion.viz import write_figure_or_html
 
     settings = settings or CircuitSettings()
-    settings = override_seed_formats(settings, seed, formats)
+    settings = override_seed_formats(settings, seed, formats).for_model(model.n_layers)
     seed, formats = settings.seed, settings.formats
     out = start_run(seed, out)
     timings: dict[str, float] = {}

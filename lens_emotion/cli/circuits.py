@@ -75,6 +75,7 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> int:
     """Run ``circuits``; prints the decomposition check, directions and the control."""
+    from lens_emotion.circuits.errors import CircuitError
     from lens_emotion.circuits.workflow import CircuitSettings, run_circuits
     from lens_emotion.data import load_sev
 
@@ -88,18 +89,14 @@ def run(args: argparse.Namespace) -> int:
     if args.eval_sev_path is not None:
         extra["eval_sev"] = load_sev(args.eval_sev_path)
     model = load_model_from_args(args)
-    n = model.n_layers
-    too_far = [w for w in settings.steer_windows if w[-1] >= n]
-    if too_far:
+    try:
+        settings = settings.for_model(model.n_layers)  # "auto" layers, and range checks
+    except CircuitError as exc:
         raise LensEmotionError(
-            f"--steer-windows {too_far[0][0]}-{too_far[0][-1]} reaches past the model's {n} "
-            f"layers; pass windows within 0-{n - 1}, e.g. --steer-windows {n // 3}-{2 * n // 3}."
-        )
-    if settings.check_layers and max(settings.check_layers) >= n:
-        raise LensEmotionError(
-            f"--check-layers {max(settings.check_layers)} is past the model's last layer; "
-            f"use 0-{n - 1} or all."
-        )
+            str(exc)
+            .replace("check_layers", "--check-layers")
+            .replace("steering window", "--steer-windows")
+        ) from exc
     outputs = run_workflow(run_circuits, model, sev, args, settings, **extra)
     check = outputs.head_check
     print(

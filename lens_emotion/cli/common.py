@@ -552,10 +552,25 @@ def _layers_or_all(text: str) -> tuple[int, ...] | None:
     return None if text.strip().lower() == "all" else layer_list(text)
 
 
+def _or_auto(parse: Callable[[str], Any]) -> Callable[[str], Any]:
+    def parse_or_auto(text: str) -> Any:
+        return "auto" if text.strip().lower() == "auto" else parse(text)
+
+    return parse_or_auto
+
+
 def _setting_parser(name: str, default: Any) -> tuple[Callable[[str], Any], str] | None:
-    """The value parser and metavar-style example of one settings field (None: not exposed)."""
+    """The value parser and metavar-style example of one settings field (None: not exposed).
+
+    A layer field (``*_layers``, ``*_windows``) whose default is ``"auto"`` (chosen for the
+    model at run time) takes ``auto`` or layers.
+    """
     if isinstance(default, bool) or isinstance(default, dict):
         return None
+    if default == "auto" and name.endswith("_windows"):
+        return _or_auto(_windows), "auto"
+    if default == "auto" and name.endswith("_layers"):
+        return _or_auto(_layers_or_all), "auto"
     if isinstance(default, int):
         return (positive_int if default >= 1 else nonnegative_int), str(default)
     if isinstance(default, float):

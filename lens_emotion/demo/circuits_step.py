@@ -14,13 +14,7 @@ def circuits_step(ctx: StepContext, judge: Any | None) -> dict[str, Any]:
     from lens_emotion.circuits.workflow import CircuitSettings, run_circuits
 
     folder = out / "circuits"
-    options = dict(config.circuit_settings)
-    n = model.n_layers
-    options.setdefault("check_layers", tuple(sorted({0, n // 2, n - 1})))
-    middle = tuple(range(n // 3, max(n // 3 + 1, 2 * n // 3)))
-    late = tuple(range(2 * n // 3, n))
-    options.setdefault("steer_windows", tuple(w for w in (middle, late) if w))
-    settings = CircuitSettings(**options)
+    settings = CircuitSettings(**config.circuit_settings)  # "auto" layers fit the model
     outputs = run_circuits(
         model, sev, folder, seed=seed, settings=settings, judge=judge, progress=progress
     )

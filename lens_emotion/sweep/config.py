@@ -271,6 +271,9 @@ def _type_problem(value: Any, default: Any) -> str | None:
     if isinstance(default, float):
         ok = _is_int(value) or isinstance(value, float)
         return None if ok else f"must be a number (e.g. {default})"
+    if default == "auto":  # a layer choice made for the model at run time, or given layers
+        ok = isinstance(value, str | list | tuple)
+        return None if ok else "must be 'auto' or a list of layers (e.g. [0, 14, 29])"
     if isinstance(default, str):
         ok = isinstance(value, str | bool)  # calibrate fields take true/false too
         return None if ok else f"must be a string (e.g. {default!r})"

@@ -1,17 +1,23 @@
 import json
+from importlib import resources
 
 import pandas as pd
 import pytest
 
 from lens_emotion.cli import main
+from lens_emotion.data.sample import SEV_SAMPLE_FILE
 
 
 @pytest.mark.integration
-def test_circuits_command_writes_every_file(sev_path, tmp_path, capsys):
+def test_circuits_command_writes_every_file(tiny_llama, tiny_llama_dir, sev_path, tmp_path, capsys):
+    # Plumbing of every non-default option and output file, on real SEV rows and the tiny model
+    # (the zoo model's defaults run in tests/cli/test_cli_defaults.py::test_circuits_defaults).
     out = tmp_path / "circ"
     code = main(
         [
             "circuits",
+            "--model",
+            str(tiny_llama_dir),
             "--sev-path",
             str(sev_path),
             "--seed",
@@ -65,7 +71,8 @@ def test_circuits_command_writes_every_file(sev_path, tmp_path, capsys):
     assert expected <= names
     heads = pd.read_csv(out / "heads.csv")
     assert (
-        list(heads.columns[:4]) == ["layer", "head", "emotion", "score"] and len(heads) == 270 * 6
+        list(heads.columns[:4]) == ["layer", "head", "emotion", "score"]
+        and len(heads) == tiny_llama.n_layers * tiny_llama.n_heads * 6
     )
     ablation = pd.read_csv(out / "ablation.csv")
     assert list(ablation.columns[:6]) == [
@@ -93,3 +100,16 @@ def test_circuits_command_rejects_bad_sizes(tmp_path, capsys):
     code = main(["circuits", "--out", str(tmp_path), "--n-scenarios", "0"])
     assert code == 2
     assert "argument --n-scenarios: expected a positive integer" in capsys.readouterr().err
+
+
+def test_circuits_command_names_the_option_of_an_out_of_range_window(
+    tiny_llama_dir, tmp_path, capsys
+):
+    sample = resources.files("lens_emotion.data").joinpath(SEV_SAMPLE_FILE)
+    args = ["circuits", "--model", str(tiny_llama_dir), "--sev-path", str(sample)]
+    code = main([*args, "--steer-windows", "0-1,5-9", "--out", str(tmp_path)])
+    err = capsys.readouterr().err
+    assert code == 2 and "--steer-windows 5-9 reaches past the model's 2 layers" in err
+    assert "Traceback" not in err
+    code = main([*args, "--check-layers", "0,7", "--out", str(tmp_path)])
+    assert code == 2 and "--check-layers 7 is past" in capsys.readouterr().err

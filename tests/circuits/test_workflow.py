@@ -207,6 +207,26 @@ def test_settings_fix_equal_budgets_and_the_rule():
     assert "judged_masked" in described["selection_rule"] and "0.2" in described["selection_rule"]
 
 
+def test_auto_layer_choices_fit_every_depth_and_explicit_ones_are_range_checked():
+    auto = CircuitSettings()
+    assert auto.check_layers == "auto" and auto.steer_windows == "auto"
+    smol = auto.for_model(30)  # the choices written for SmolLM2 before they were relative
+    assert smol.check_layers == (0, 14, 29)
+    assert smol.steer_windows == (tuple(range(10, 20)), tuple(range(20, 30)))
+    gemma = auto.for_model(18)
+    assert gemma.check_layers == (0, 8, 17)
+    assert gemma.steer_windows == (tuple(range(6, 12)), tuple(range(12, 18)))
+    assert auto.for_model(2).steer_windows == ((0,), (1,))
+    assert gemma.describe()["steer_windows"] == ["6-11", "12-17"]
+    assert CircuitSettings(check_layers=None).for_model(18).check_layers is None  # all
+    with pytest.raises(CircuitError, match="check_layers 29 is past the model's last layer 17"):
+        CircuitSettings(check_layers=(0, 29)).for_model(18)
+    with pytest.raises(CircuitError, match="steering window 20-29 reaches past"):
+        CircuitSettings(steer_windows=(tuple(range(20, 30)),)).for_model(18)
+    with pytest.raises(CircuitError, match="must be layers or 'auto'"):
+        CircuitSettings(steer_windows="late")
+
+
 def test_select_setting_applies_the_rule():
     table = pd.DataFrame(
         {
