@@ -352,10 +352,25 @@ def _capture(
     return {key: torch.cat(chunks) for key, chunks in wanted.items()}
 
 
-def plain_engine_matches(model: Any, atol: float = 1e-3) -> bool:
+def values_agree(
+    a: Float[Tensor, "*batch d"], b: Float[Tensor, "*batch d"], atol: float, rtol: float
+) -> bool:
+    """Whether ``a`` matches ``b`` up to float rounding, judged per vector (last dimension).
+
+    Every element must lie within ``atol + rtol * max|b|`` of ``b``, the max taken over its own
+    vector: a residual stream whose largest entries are ~3e4 (Gemma 3's late layers) carries
+    fp32 rounding of ~4e-3 in every entry, which an element-wise relative test would reject
+    for the entries near zero.
+    """
+    scale = b.abs().amax(dim=-1, keepdim=True)
+    return bool(((a - b).abs() <= atol + rtol * scale).all())
+
+
+def plain_engine_matches(model: Any, atol: float = 1e-3, rtol: float = 1e-4) -> bool:
     """Check once per model that the plain engine reproduces the bridge's hook values.
 
-    The verdict is cached on the model object (``_plain_engine_verified``).
+    Values are compared per vector (:func:`values_agree`). The verdict is cached on the model
+    object (``_plain_engine_verified``).
     """
     verdict = getattr(model, "_plain_engine_verified", None)
     if verdict is None:
@@ -364,7 +379,7 @@ def plain_engine_matches(model: Any, atol: float = 1e-3) -> bool:
         sites = [s for s in STORE_SITES if s != "resid_mid" or not architecture(model).parallel]
         plain = _capture(model, "plain", ids, mask, sites, layers, 2)
         bridge = _capture(model, "bridge", ids, mask, sites, layers, 2)
-        verdict = all(torch.allclose(plain[k], bridge[k], atol=atol, rtol=1e-3) for k in plain)
+        verdict = all(values_agree(plain[k], bridge[k], atol, rtol) for k in plain)
         model._plain_engine_verified = verdict
     return verdict
 

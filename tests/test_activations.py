@@ -7,6 +7,7 @@ import time
 
 import numpy as np
 import pytest
+import torch
 
 from lens_emotion import activations
 from lens_emotion.activations import (
@@ -155,6 +156,18 @@ def test_bad_requests_fail_clearly(tiny_llama, prompts, tmp_path):
     )
     with pytest.raises(ActivationStoreError, match="layer 1 is not in this store"):
         store.get("resid_post", 1)
+
+
+def test_values_agree_per_vector_up_to_rounding_at_any_magnitude():
+    rng = np.random.default_rng(0)
+    big = torch.from_numpy(rng.normal(size=(2, 3, 640)).astype(np.float32))
+    big[..., 0] = 3e4  # one huge entry, as in Gemma 3's late residual stream
+    rounded = big + 4e-3 * torch.from_numpy(rng.normal(size=big.shape).astype(np.float32))
+    assert activations.values_agree(rounded, big, atol=1e-3, rtol=1e-4)
+    assert not torch.allclose(rounded, big, atol=1e-3, rtol=1e-3)  # what used to be asked
+    wrong = big.clone()
+    wrong[..., 5] += 10.0  # a real disagreement in one entry of every vector
+    assert not activations.values_agree(wrong, big, atol=1e-3, rtol=1e-4)
 
 
 def test_plain_engine_is_refused_for_unsupported_architectures(tmp_path):

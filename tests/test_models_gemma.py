@@ -103,6 +103,9 @@ def test_gemma3_mid_layer_probe_beats_embedding(gemma3, crowd_envent, tmp_path):
         out_dir=tmp_path / "s",
         progress=False,
     )
+    # auto takes the fast plain engine: its values agree with the bridge's per vector (the
+    # late residual stream reaches ~3e4, where fp32 rounding alone is ~4e-3 per entry)
+    assert store.manifest["engine"] == "plain"
     kwargs = {"n_folds": 5, "progress": False, "num_threads": 1, "fit_directions": False}
     embed = probe_emotions(store, rows.labels, sites=["resid_pre"], layers=[0], **kwargs)
     mid = probe_emotions(store, rows.labels, sites=["resid_post"], layers=[9], **kwargs)
