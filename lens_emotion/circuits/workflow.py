@@ -347,6 +347,75 @@ class CircuitsOutputs:
     timings: dict[str, float] = field(default_factory=dict)
     chosen: dict[str, Any] = field(default_factory=dict)
 
+    def summary(self) -> dict[str, Any]:
+        """Headline numbers of the run, JSON-ready (the sweep's circuits rows read them).
+
+        ``directions``: the best held-out projection accuracy over sites and layers (with its
+        chance rate and prompt count) and the same on prompts that describe the emotion
+        without naming it; ``head_check``: the decomposition-vs-ablation consistency check;
+        ``ablation``: per component type, the mean over emotions of the score drop at the
+        largest k of the first intervention, against the same-size random control;
+        ``total_effect``: per type, the mean Spearman between direct and total effects and
+        the mean top overlap; ``control`` (with generation): the pooled masked-judge share
+        per method with its CI.
+        """
+        out: dict[str, Any] = {}
+        table = self.consistency
+        if "heldout_accuracy" in table and table["heldout_accuracy"].notna().any():
+            best = table.loc[table["heldout_accuracy"].idxmax()]
+            out["directions"] = {
+                "site": str(best["site"]),
+                "layer": int(best["layer"]),
+                "heldout_accuracy": float(best["heldout_accuracy"]),
+                "chance": float(best["chance"]),
+                "n_heldout": int(best["n_heldout"]),
+            }
+        described = table.get("heldout_accuracy_described")
+        if described is not None and described.notna().any():
+            best = table.loc[described.idxmax()]
+            out["directions_described"] = {
+                "site": str(best["site"]),
+                "layer": int(best["layer"]),
+                "heldout_accuracy": float(best["heldout_accuracy_described"]),
+                "n_heldout": int(best["n_described"]),
+            }
+        out["head_check"] = {
+            k: v for k, v in self.head_check.items() if isinstance(v, int | float | str)
+        }
+        ablation = self.ablation
+        if len(ablation):
+            first = ablation[ablation["intervention"] == ablation["intervention"].iloc[0]]
+            out["ablation"] = {}
+            for kind, rows in first.groupby("component_type", sort=False):
+                top = rows[rows["k"] == rows["k"].max()]
+                out["ablation"][str(kind)] = {
+                    "intervention": str(top["intervention"].iloc[0]),
+                    "k": int(top["k"].iloc[0]),
+                    "score_drop": float((top["baseline"] - top["score"]).mean()),
+                    "random_drop": float((top["baseline"] - top["control_score"]).mean()),
+                }
+        effect = self.tables.get("total_effect_summary")
+        if effect is not None and len(effect):
+            out["total_effect"] = {
+                str(kind): {
+                    "spearman": float(rows["spearman"].mean()),
+                    "top_overlap": float((rows["top_overlap"] / rows["top"]).mean()),
+                    "share_positive": float(rows["share_positive"].mean()),
+                }
+                for kind, rows in effect.groupby("component_type", sort=False)
+            }
+        if self.control is not None:
+            pooled = self.control[self.control["emotion"] == "all"]
+            out["control"] = {
+                str(row["method"]): {
+                    "judged_masked": float(row["judged_masked"]),
+                    "judged_masked_ci_low": float(row["ci_low"]),
+                    "judged_masked_ci_high": float(row["ci_high"]),
+                }
+                for row in pooled.to_dict("records")
+            }
+        return out
+
 
 def _load_items(sev: Any) -> Any:
     """An SEV dataset, or a path to an SEV-format file to load."""

@@ -13,6 +13,7 @@ from lens_emotion.circuits.errors import CircuitError
 from lens_emotion.circuits.modulation import select_setting
 from lens_emotion.circuits.sev_prompts import SevPrompts
 from lens_emotion.circuits.workflow import CircuitSettings, gamma_meaning, run_circuits
+from lens_emotion.sweep.tables import circuits_rows
 from tests.circuits.conftest import tiny_settings
 
 #: Functions that choose directions, components, circuits, means or strengths.
@@ -176,6 +177,26 @@ def test_run_writes_masked_judge_tables_and_the_tuning_rule(
     # Tuning ran on discovery scenarios only.
     gens = pd.read_csv(tmp_path / "tuning_generations.csv", keep_default_na=False)
     assert set(gens.skeleton_id.astype(str)) <= set(manifest["split"]["discovery_scenarios"])
+    # The headline numbers (what a sweep's circuits rows read) come from these tables.
+    headline = out.summary()
+    json.dumps(headline)
+    best = consistency.loc[consistency.heldout_accuracy.idxmax()]
+    assert headline["directions"]["heldout_accuracy"] == best.heldout_accuracy
+    assert headline["directions"]["layer"] == best.layer
+    assert headline["head_check"]["max_abs_difference"] == out.head_check["max_abs_difference"]
+    assert set(headline["ablation"]) == set(out.ablation.component_type)
+    assert set(headline["total_effect"]) == set(summary.component_type)
+    pooled = out.control[out.control.emotion == "all"].set_index("method")
+    assert set(headline["control"]) == set(pooled.index)
+    assert (
+        headline["control"]["prompting"]["judged_masked"]
+        == pooled.loc["prompting", "judged_masked"]
+    )
+    rows = pd.DataFrame(circuits_rows(tmp_path, {"summary": headline})).set_index("metric")
+    assert rows.loc["directions.heldout_accuracy", "layer"] == best.layer
+    assert (
+        rows.loc["control.prompting.judged_masked", "ci_low"] == pooled.loc["prompting", "ci_low"]
+    )
 
 
 def test_separate_evaluation_file(tiny_llama, sev_sample, tmp_path):

@@ -1,10 +1,14 @@
 from __future__ import annotations
 
+import importlib
+import inspect
+import sys
 from pathlib import Path
 
 import pytest
 
 from lens_emotion.sweep import (
+    ANALYSES,
     SweepConfigError,
     check_model_spec,
     expand_jobs,
@@ -152,3 +156,14 @@ def test_shipped_sweep_configs_load_and_build_every_job_settings(path):
     for job in jobs:
         settings = job.settings("OUT")
         assert settings.seed == job.seed
+
+
+@pytest.mark.parametrize("analysis", sorted(ANALYSES))
+def test_every_sweepable_workflow_returns_outputs_with_a_summary(analysis):
+    # A job's record stores outputs.summary(); a workflow without one fails every job.
+    spec = ANALYSES[analysis]
+    module = importlib.import_module(f"lens_emotion.{spec.package}")
+    runner = getattr(module, spec.runner)
+    returned = inspect.signature(runner).return_annotation
+    outputs_cls = getattr(sys.modules[runner.__module__], str(returned))
+    assert callable(getattr(outputs_cls, "summary", None)), f"{outputs_cls.__name__}.summary"
