@@ -88,7 +88,8 @@ def run(args: argparse.Namespace) -> int:
         f"{summary['skipped']} already finished, {len(summary['failed'])} failed) on "
         f"{summary['runner']}; {summary['n_rows']} rows in {args.out / 'results.parquet'}"
     )
-    for row in summary["models"]:
+    localised = {"probe", "patch"} & set(outputs.table.get("analysis", ()))
+    for row in summary["models"] if localised else ():
         print(
             f"  {row['model']}: probe plateau depth {_fmt(row['probe_plateau_depth'])}, "
             f"MHSA peak {_fmt(row['attn_peak_depth'])}, FFN peak {_fmt(row['mlp_peak_depth'])}"

@@ -29,6 +29,9 @@ import pandas as pd
 
 from lens_emotion.io import write_text_atomic
 
+#: One summary section: (title, text, header, rows).
+Section = tuple[str, str, list[str], list[list[str]]]
+
 __all__ = ["PLATEAU_FRACTION", "localisation", "model_summary", "write_summary"]
 
 #: Share of the best probe accuracy the plateau layer reaches.
@@ -204,8 +207,19 @@ def _markdown_table(header: list[str], rows: list[list[str]]) -> str:
     return "\n".join(lines)
 
 
-def _sections(table: pd.DataFrame, name: str) -> list[tuple[str, str, list[str], list[list[str]]]]:
+def _sections(table: pd.DataFrame, name: str) -> list[Section]:
     """(title, text, header, rows) of each summary section."""
+    sections: list[Section] = []
+    if {"probe", "patch"} & set(table["analysis"]):
+        sections += _localisation_sections(table)
+    sections += _analysis_sections(table)
+    return sections
+
+
+def _localisation_sections(
+    table: pd.DataFrame,
+) -> list[tuple[str, str, list[str], list[list[str]]]]:
+    """The per-model and per-template probe plateau and patching peaks."""
     per_model = model_summary(table)
     loc = localisation(table)
     sections = []
@@ -254,6 +268,27 @@ def _sections(table: pd.DataFrame, name: str) -> list[tuple[str, str, list[str],
             rows,
         )
     )  # fmt: skip
+    return sections
+
+
+def _metric(rows: pd.DataFrame, metric: str) -> dict[str, Any]:
+    """The first row of ``metric`` in one job's rows, as a dict (empty if it has none)."""
+    found = rows[rows["metric"] == metric]
+    return found.iloc[0].to_dict() if len(found) else {}
+
+
+def _at(row: Mapping[str, Any], digits: int = 3, ci: bool = False) -> str:
+    """``value [low, high] (layer L)`` of one table row (``–`` if there is none)."""
+    if not row:
+        return "–"
+    text = _ci(row, "value", "ci_low", "ci_high") if ci else _fmt(row.get("value"), digits)
+    layer = row.get("layer")
+    return text if layer is None or pd.isna(layer) else f"{text} (L{int(layer)})"
+
+
+def _analysis_sections(table: pd.DataFrame) -> list[Section]:
+    """Inference, geometry, circuits and failed-job sections (those with rows)."""
+    sections = []
     infer = table[(table["analysis"] == "infer") & (table["metric"] == "accuracy")]
     if len(infer):
         rows = [
@@ -265,16 +300,59 @@ def _sections(table: pd.DataFrame, name: str) -> list[tuple[str, str, list[str],
             ("Label-logit inference", "Accuracy with a bootstrap 95% CI over texts.",
              ["model", "template", "seed", "accuracy"], rows)
         )  # fmt: skip
-    geometry = table[(table["analysis"] == "geometry") & (table["metric"] == "peak_valence_r")]
-    if len(geometry):
-        rows = [
-            [str(r["model"]), str(r["template"]), _fmt(r["layer"]), _fmt(r["relative_depth"]),
-             _ci(r, "value", "ci_low", "ci_high")]
-            for r in geometry.to_dict(orient="records")
-        ]  # fmt: skip
+    keys = ["model", "template", "seed"]
+    geometry = table[(table["analysis"] == "geometry") & (table["status"] == "done")]
+    rows = []
+    for (model, template, _), job in geometry.groupby(keys, sort=False):
+        peak = _metric(job, "peak_valence_r")
+        cross = _metric(job, "crosspaper_peak_diag_cos")
+        beating = _metric(job, "crosspaper_layers_beating_permutation")
+        n = _metric(job, "crosspaper_n_layers")
+        rows.append(
+            [str(model), str(template), _at(peak, ci=True), _fmt(peak.get("relative_depth")),
+             _at(_metric(job, "peak_valence_r_keyword_free")),
+             _at(_metric(job, "peak_arousal_r")), _at(_metric(job, "peak_rsa_rho")),
+             _at(cross) + (f"; {int(beating['value'])} of {int(n['value'])} layers beat the"
+                           " permutation baseline" if beating and n else "")]
+        )  # fmt: skip
+    if rows:
         sections.append(
-            ("Emotion geometry", "Peak PC1–valence correlation, its layer and relative depth.",
-             ["model", "template", "layer", "depth", "valence r"], rows)
+            ("Emotion geometry",
+             "Peaks over layers (resid_post, mean vectors): r(PC1, human valence) with its "
+             "bootstrap CI and relative depth, the same on keyword-free rows, r(PC2, arousal), "
+             "the RSA against the appraisal profiles, and the matched crowd-enVENT/SEV cosine "
+             "with the layers where it beats mismatched emotions (p < 0.05). A peak is the "
+             "largest of n_layers correlated estimates.",
+             ["model", "template", "valence r", "depth", "keyword-free", "arousal r", "RSA rho",
+              "cross-paper cosine"], rows)
+        )  # fmt: skip
+    circuits = table[(table["analysis"] == "circuits") & (table["status"] == "done")]
+    rows = []
+    for (model, _, seed), job in circuits.groupby(keys, sort=False):
+        acc, chance = _metric(job, "directions.heldout_accuracy"), _metric(job, "directions.chance")
+        drops = [
+            f"{kind} {_fmt(_metric(job, f'ablation.{kind}.score_drop').get('value'), 2)} vs "
+            f"{_fmt(_metric(job, f'ablation.{kind}.random_drop').get('value'), 2)}"
+            for kind in ("head", "neuron")
+            if _metric(job, f"ablation.{kind}.score_drop")
+        ]
+        rows.append(
+            [str(model), str(seed), _at(acc) + f" (chance {_fmt(chance.get('value'), 3)})",
+             _at(_metric(job, "directions_described.heldout_accuracy")),
+             "; ".join(drops) or "–",
+             _fmt(_metric(job, "total_effect.head.spearman").get("value")),
+             _fmt(_metric(job, "head_check.max_abs_difference").get("value"), 6)]
+        )  # fmt: skip
+    if rows:
+        sections.append(
+            ("Emotion circuits (SEV)",
+             "Best held-out projection accuracy of the context-agnostic directions (and on "
+             "prompts that describe the emotion without naming it); the mean score drop when "
+             "the top-k heads / neurons are ablated vs k random ones; Spearman between direct "
+             "and total effects of the top heads; the decomposition-vs-ablation consistency "
+             "check (max |diff|).",
+             ["model", "seed", "direction accuracy", "described", "ablation drop vs random",
+              "direct~total (heads)", "head check"], rows)
         )  # fmt: skip
     failed = table[table["status"] != "done"]
     if len(failed):

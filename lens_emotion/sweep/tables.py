@@ -241,13 +241,27 @@ def geometry_rows(folder: Path, record: Mapping[str, Any]) -> list[dict[str, Any
     for key, value in summary.items():
         if key == "by_kind" or isinstance(value, bool) or not isinstance(value, int | float):
             continue
-        if key.endswith(("_layer", "_relative_depth", "_ci", "_p")) and key != "peak_valence_r":
+        if key.endswith(("_layer", "_relative_depth", "_ci", "_p")) or "_layer_" in key:
             continue
-        stem = key.removeprefix("peak_").removesuffix("_r").removesuffix("_rho")
-        layer = summary.get(f"{key.rsplit('_', 1)[0]}_layer", summary.get(f"peak_{stem}_layer"))
+        layer = _summary_layer(summary, key)
         low, high = (ci[0], ci[1]) if key == "peak_valence_r" else (None, None)
-        rows.append(_row(site, layer if isinstance(layer, int) else None, key, value, low, high))
+        rows.append(_row(site, layer, key, value, low, high))
     return rows + curve_rows
+
+
+def _summary_layer(summary: Mapping[str, Any], key: str) -> int | None:
+    """The layer a geometry summary names for ``key`` (``None``: it names none).
+
+    ``peak_valence_layer_keyword_free`` for ``peak_valence_r_keyword_free``, else the longest
+    ``<prefix>_layer`` of the key (``crosspaper_peak_layer`` for ``crosspaper_peak_diag_cos``).
+    """
+    parts = key.split("_")
+    candidates = [key.replace("_r_", "_layer_")] if "_r_" in key else []
+    candidates += ["_".join(parts[:i]) + "_layer" for i in range(len(parts) - 1, 0, -1)]
+    for name in candidates:
+        if isinstance(summary.get(name), int) and not isinstance(summary.get(name), bool):
+            return summary[name]
+    return None
 
 
 def attribute_rows(folder: Path, record: Mapping[str, Any]) -> list[dict[str, Any]]:

@@ -142,3 +142,34 @@ def test_geometry_depth_figure_shows_where_the_valence_axis_peaks_in_each_model(
     assert set(sweep_figures(table)) == {"geometry_by_depth"}
     empty = geometry_depth_figure(_planted().iloc[:0])
     assert "no geometry rows" in [a.text for a in empty.layout.annotations]
+
+
+def test_summary_of_a_geometry_and_circuits_sweep_has_their_sections_only(tmp_path):
+    table = _planted_geometry()
+    extra = []
+    for model, layer in (("m5", 2), ("m9", 4)):
+        for analysis, metric, value, at in (
+            ("geometry", "peak_valence_r", 0.9, layer),
+            ("geometry", "peak_rsa_rho", 0.6, layer),
+            ("geometry", "crosspaper_peak_diag_cos", 0.35, layer),
+            ("geometry", "crosspaper_layers_beating_permutation", 3, None),
+            ("geometry", "crosspaper_n_layers", 5, None),
+            ("circuits", "directions.heldout_accuracy", 0.75, layer),
+            ("circuits", "directions.chance", 1 / 6, layer),
+            ("circuits", "ablation.head.score_drop", 2.5, None),
+            ("circuits", "ablation.head.random_drop", 0.1, None),
+        ):
+            extra.append(
+                {**table.iloc[0].to_dict(), "model": model, "analysis": analysis,
+                 "metric": metric, "value": value, "layer": at, "ci_low": 0.8 if at else None,
+                 "n_layers": 2 * layer + 1, "relative_depth": 0.5 if at else None,
+                 "ci_high": 0.95 if at else None,
+                 "template": "t1" if analysis == "geometry" else "sev"}
+            )  # fmt: skip
+    table = pd.concat([table, pd.DataFrame(extra)], ignore_index=True)
+    md = write_summary(table, tmp_path, "geo")[0].read_text()
+    assert "## Per model" not in md  # no probe or patch jobs: no localisation tables
+    assert "| m9 | t1 | 0.900 [0.800, 0.950] (L4) | 0.50 |" in md
+    assert "0.350 (L4); 3 of 5 layers beat the permutation baseline" in md
+    assert "## Emotion circuits (SEV)" in md and "0.750 (L4) (chance 0.167)" in md
+    assert "head 2.50 vs 0.10" in md

@@ -89,6 +89,13 @@ def test_geometry_rows_put_the_valence_peak_at_its_layer(tmp_path):
     assert rows.loc["peak_valence_r", ["layer", "ci_low", "ci_high"]].tolist() == [3, 0.6, 0.9]
     assert rows.loc["peak_rsa_rho", "layer"] == 2
     assert "peak_valence_layer" not in rows.index and "peak_rsa_p" not in rows.index
+    summary |= {"peak_valence_r_keyword_free": 0.7, "peak_valence_layer_keyword_free": 4,
+                "crosspaper_peak_diag_cos": 0.3, "crosspaper_peak_layer": 5}  # fmt: skip
+    rows = pd.DataFrame(geometry_rows(tmp_path, {"summary": summary})).set_index("metric")
+    assert rows.loc["peak_valence_r_keyword_free", "layer"] == 4
+    assert rows.loc["crosspaper_peak_diag_cos", "layer"] == 5
+    assert pd.isna(rows.loc["peak_arousal_r", "layer"])  # the summary names no arousal layer
+    assert "peak_valence_layer_keyword_free" not in rows.index
 
 
 def test_geometry_rows_carry_the_per_layer_curves_of_the_headline_kind(tmp_path):
