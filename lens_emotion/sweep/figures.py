@@ -32,7 +32,7 @@ __all__ = [
 
 
 #: Legend under the panels (the panel titles sit where apply_style puts the legend).
-_BELOW = {"orientation": "h", "x": 0, "y": -0.28, "yanchor": "top"}
+_BELOW = {"orientation": "h", "x": 0, "xanchor": "left", "y": -0.28, "yanchor": "top"}
 
 
 def model_colors(models: Sequence[str]) -> dict[str, str]:
@@ -56,6 +56,21 @@ def _curves(table: pd.DataFrame, analysis: str, metric: str, template: str | Non
         .mean()
         .reset_index()
         .sort_values(["model", "site", "layer"], kind="stable")
+    )
+
+
+def _depth_note(fig: go.Figure) -> None:
+    """Say under the panels what relative depth is."""
+    fig.add_annotation(
+        text="relative depth = layer / (n_layers − 1)",
+        xref="paper",
+        yref="paper",
+        x=1.0,
+        y=-0.28,
+        xanchor="right",
+        yanchor="top",
+        showarrow=False,
+        font={"size": 12, "color": "#555555"},
     )
 
 
@@ -91,7 +106,7 @@ def _add_model_lines(
             row=1,
             col=col,
         )
-    fig.update_xaxes(title_text="relative depth (layer / (n_layers - 1))", row=1, col=col)
+    fig.update_xaxes(title_text="relative depth", row=1, col=col)
 
 
 def depth_curves_figure(
@@ -137,6 +152,7 @@ def depth_curves_figure(
         fig.add_annotation(text=f"no {analysis} {metric} rows", showarrow=False)
     scope = f"template {template}" if template else "mean over templates"
     fig = apply_style(fig, title or f"{analysis} {metric} by relative depth ({scope})")
+    _depth_note(fig)
     return fig.update_layout(legend=_BELOW)
 
 
@@ -197,8 +213,11 @@ def geometry_depth_figure(table: pd.DataFrame, template: str | None = None) -> g
     fig.update_yaxes(title_text="correlation", row=1, col=1)
     if empty:
         fig.add_annotation(text="no geometry rows", showarrow=False)
+    if template is None and templates == 1:
+        template = str(rows["template"].iloc[0])
     scope = f"template {template}" if template else "mean over templates"
     fig = apply_style(fig, f"Emotion geometry by relative depth ({scope})")
+    _depth_note(fig)
     return fig.update_layout(legend=_BELOW)
 
 

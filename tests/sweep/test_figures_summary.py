@@ -88,7 +88,7 @@ def test_depth_figures_have_a_line_per_model_and_a_panel_per_site():
     lines = [t for t in fig.data if t.mode == "lines+markers"]
     assert len(lines) == 2 * 2  # two models x two sites
     assert {t.name for t in lines} == {"m5", "m9"}
-    assert len(fig.layout.annotations) == 2  # one subplot title per site
+    assert len(fig.layout.annotations) == 2 + 1  # a subplot title per site, the depth note
     assert all(0 <= x <= 1 for t in lines for x in t.x)
     patch = patching_depth_figure(table, template="t1")
     bands = [t for t in patch.data if t.fill == "toself"]
