@@ -353,8 +353,9 @@ class CircuitsOutputs:
         ``directions``: the best held-out projection accuracy over sites and layers (with its
         chance rate and prompt count) and the same on prompts that describe the emotion
         without naming it; ``head_check``: the decomposition-vs-ablation consistency check;
-        ``ablation``: per component type, the mean over emotions of the score drop at the
-        largest k of the first intervention, against the same-size random control;
+        ``ablation``: per component type and k, the mean over emotions of the score drop
+        as a share of the unablated score (first intervention), against k random
+        components;
         ``total_effect``: per type, the mean Spearman between direct and total effects and
         the mean top overlap; ``control`` (with generation): the pooled masked-judge share
         per method with its CI.
@@ -385,14 +386,17 @@ class CircuitsOutputs:
         ablation = self.ablation
         if len(ablation):
             first = ablation[ablation["intervention"] == ablation["intervention"].iloc[0]]
-            out["ablation"] = {}
+            out["ablation"] = {"intervention": str(first["intervention"].iloc[0])}
+            scale = first["baseline"].abs().where(first["baseline"] != 0)
+            first = first.assign(
+                rel_drop=(first["baseline"] - first["score"]) / scale,
+                random_rel_drop=(first["baseline"] - first["control_score"]) / scale,
+            )
             for kind, rows in first.groupby("component_type", sort=False):
-                top = rows[rows["k"] == rows["k"].max()]
+                means = rows.groupby("k")[["rel_drop", "random_rel_drop"]].mean()
                 out["ablation"][str(kind)] = {
-                    "intervention": str(top["intervention"].iloc[0]),
-                    "k": int(top["k"].iloc[0]),
-                    "score_drop": float((top["baseline"] - top["score"]).mean()),
-                    "random_drop": float((top["baseline"] - top["control_score"]).mean()),
+                    f"k{int(k)}": {key: float(value) for key, value in row.items()}
+                    for k, row in means.iterrows()
                 }
         effect = self.tables.get("total_effect_summary")
         if effect is not None and len(effect):

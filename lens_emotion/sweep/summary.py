@@ -330,12 +330,16 @@ def _analysis_sections(table: pd.DataFrame) -> list[Section]:
     rows = []
     for (model, _, seed), job in circuits.groupby(keys, sort=False):
         acc, chance = _metric(job, "directions.heldout_accuracy"), _metric(job, "directions.chance")
-        drops = [
-            f"{kind} {_fmt(_metric(job, f'ablation.{kind}.score_drop').get('value'), 2)} vs "
-            f"{_fmt(_metric(job, f'ablation.{kind}.random_drop').get('value'), 2)}"
-            for kind in ("head", "neuron")
-            if _metric(job, f"ablation.{kind}.score_drop")
-        ]
+        drops = []
+        for kind in ("head", "neuron"):
+            prefix = f"ablation.{kind}.k"
+            ks = sorted(int(m.split(".")[2][1:]) for m in job["metric"] if m.startswith(prefix)
+                        and m.endswith(".rel_drop"))  # fmt: skip
+            if ks:  # heads at k = 8 (or the nearest below), neurons at the largest k
+                k = max([x for x in ks if x <= 8] or ks[:1]) if kind == "head" else ks[-1]
+                own = _metric(job, f"{prefix}{k}.rel_drop").get("value")
+                rand = _metric(job, f"{prefix}{k}.random_rel_drop").get("value")
+                drops.append(f"{kind} k={k}: {_fmt(own, 2)} vs {_fmt(rand, 2)}")
         rows.append(
             [str(model), str(seed), _at(acc) + f" (chance {_fmt(chance.get('value'), 3)})",
              _at(_metric(job, "directions_described.heldout_accuracy")),
@@ -347,8 +351,9 @@ def _analysis_sections(table: pd.DataFrame) -> list[Section]:
         sections.append(
             ("Emotion circuits (SEV)",
              "Best held-out projection accuracy of the context-agnostic directions (and on "
-             "prompts that describe the emotion without naming it); the mean score drop when "
-             "the top-k heads / neurons are ablated vs k random ones; Spearman between direct "
+             "prompts that describe the emotion without naming it); the score drop, as a share "
+             "of the unablated score, when the top-k heads / neurons are ablated vs k random "
+             "ones; Spearman between direct "
              "and total effects of the top heads; the decomposition-vs-ablation consistency "
              "check (max |diff|).",
              ["model", "seed", "direction accuracy", "described", "ablation drop vs random",

@@ -184,7 +184,12 @@ def test_run_writes_masked_judge_tables_and_the_tuning_rule(
     assert headline["directions"]["heldout_accuracy"] == best.heldout_accuracy
     assert headline["directions"]["layer"] == best.layer
     assert headline["head_check"]["max_abs_difference"] == out.head_check["max_abs_difference"]
-    assert set(headline["ablation"]) == set(out.ablation.component_type)
+    assert set(headline["ablation"]) == {"intervention", *out.ablation.component_type}
+    first = out.ablation[out.ablation.intervention == headline["ablation"]["intervention"]]
+    heads = first[(first.component_type == "head") & (first.k == first.k.min())]
+    k = f"k{int(first.k.min())}"
+    expected = ((heads.baseline - heads.score) / heads.baseline.abs()).mean()
+    assert headline["ablation"]["head"][k]["rel_drop"] == pytest.approx(expected)
     assert set(headline["total_effect"]) == set(summary.component_type)
     pooled = out.control[out.control.emotion == "all"].set_index("method")
     assert set(headline["control"]) == set(pooled.index)

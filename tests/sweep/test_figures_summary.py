@@ -156,8 +156,12 @@ def test_summary_of_a_geometry_and_circuits_sweep_has_their_sections_only(tmp_pa
             ("geometry", "crosspaper_n_layers", 5, None),
             ("circuits", "directions.heldout_accuracy", 0.75, layer),
             ("circuits", "directions.chance", 1 / 6, layer),
-            ("circuits", "ablation.head.score_drop", 2.5, None),
-            ("circuits", "ablation.head.random_drop", 0.1, None),
+            ("circuits", "ablation.head.k4.rel_drop", 0.4, None),
+            ("circuits", "ablation.head.k8.rel_drop", 0.6, None),
+            ("circuits", "ablation.head.k8.random_rel_drop", 0.1, None),
+            ("circuits", "ablation.head.k16.rel_drop", 0.9, None),
+            ("circuits", "ablation.neuron.k512.rel_drop", 0.5, None),
+            ("circuits", "ablation.neuron.k512.random_rel_drop", 0.01, None),
         ):
             extra.append(
                 {**table.iloc[0].to_dict(), "model": model, "analysis": analysis,
@@ -172,4 +176,4 @@ def test_summary_of_a_geometry_and_circuits_sweep_has_their_sections_only(tmp_pa
     assert "| m9 | t1 | 0.900 [0.800, 0.950] (L4) | 0.50 |" in md
     assert "0.350 (L4); 3 of 5 layers beat the permutation baseline" in md
     assert "## Emotion circuits (SEV)" in md and "0.750 (L4) (chance 0.167)" in md
-    assert "head 2.50 vs 0.10" in md
+    assert "head k=8: 0.60 vs 0.10; neuron k=512: 0.50 vs 0.01" in md
