@@ -319,7 +319,8 @@ def sweep_figures(table: pd.DataFrame) -> dict[str, go.Figure]:
         "probe_accuracy_by_depth": "probe" in analyses,
         "patching_transfer_by_depth": "patch" in analyses,
         "mhsa_peak_vs_probe_plateau": {"probe", "patch"} <= analyses,
-        "template_robustness": bool({"probe", "patch"} & analyses),
+        "template_robustness": bool({"probe", "patch"} & analyses)
+        and table.loc[table["analysis"].isin(["probe", "patch"]), "template"].nunique() > 1,
         "geometry_by_depth": "geometry" in analyses,
     }
     return {name: fn(table) for name, fn in SWEEP_FIGURES.items() if wanted[name]}

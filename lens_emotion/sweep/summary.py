@@ -286,6 +286,15 @@ def _at(row: Mapping[str, Any], digits: int = 3, ci: bool = False) -> str:
     return text if layer is None or pd.isna(layer) else f"{text} (L{int(layer)})"
 
 
+def _check(job: pd.DataFrame) -> str:
+    """The decomposition check as ``max |diff| of max |contribution|``."""
+    diff = _metric(job, "head_check.max_abs_difference").get("value")
+    scale = _metric(job, "head_check.max_abs_contribution").get("value")
+    if diff is None or pd.isna(diff):
+        return "–"
+    return f"{diff:.2g}" + ("" if scale is None or pd.isna(scale) else f" of {scale:.2g}")
+
+
 def _analysis_sections(table: pd.DataFrame) -> list[Section]:
     """Inference, geometry, circuits and failed-job sections (those with rows)."""
     sections = []
@@ -345,7 +354,7 @@ def _analysis_sections(table: pd.DataFrame) -> list[Section]:
              _at(_metric(job, "directions_described.heldout_accuracy")),
              "; ".join(drops) or "–",
              _fmt(_metric(job, "total_effect.head.spearman").get("value")),
-             _fmt(_metric(job, "head_check.max_abs_difference").get("value"), 6)]
+             _check(job)]
         )  # fmt: skip
     if rows:
         sections.append(
@@ -355,7 +364,8 @@ def _analysis_sections(table: pd.DataFrame) -> list[Section]:
              "of the unablated score, when the top-k heads / neurons are ablated vs k random "
              "ones; Spearman between direct "
              "and total effects of the top heads; the decomposition-vs-ablation consistency "
-             "check (max |diff|).",
+             "check (max |diff| of the largest contribution; exact by algebra only without a "
+             "post-attention norm).",
              ["model", "seed", "direction accuracy", "described", "ablation drop vs random",
               "direct~total (heads)", "head check"], rows)
         )  # fmt: skip

@@ -140,6 +140,8 @@ def test_geometry_depth_figure_shows_where_the_valence_axis_peaks_in_each_model(
         assert float(trace.x[int(np.argmax(trace.y))]) == pytest.approx(0.5)
     assert len([t for t in fig.data if t.fill == "toself"]) == 6  # one template, one seed
     assert set(sweep_figures(table)) == {"geometry_by_depth"}
+    one_template = _planted(templates=("t1",))
+    assert "template_robustness" not in sweep_figures(one_template)  # nothing to compare
     empty = geometry_depth_figure(_planted().iloc[:0])
     assert "no geometry rows" in [a.text for a in empty.layout.annotations]
 
@@ -162,6 +164,8 @@ def test_summary_of_a_geometry_and_circuits_sweep_has_their_sections_only(tmp_pa
             ("circuits", "ablation.head.k16.rel_drop", 0.9, None),
             ("circuits", "ablation.neuron.k512.rel_drop", 0.5, None),
             ("circuits", "ablation.neuron.k512.random_rel_drop", 0.01, None),
+            ("circuits", "head_check.max_abs_difference", 2.6e-6, None),
+            ("circuits", "head_check.max_abs_contribution", 10.2, None),
         ):
             extra.append(
                 {**table.iloc[0].to_dict(), "model": model, "analysis": analysis,
@@ -176,4 +180,4 @@ def test_summary_of_a_geometry_and_circuits_sweep_has_their_sections_only(tmp_pa
     assert "| m9 | t1 | 0.900 [0.800, 0.950] (L4) | 0.50 |" in md
     assert "0.350 (L4); 3 of 5 layers beat the permutation baseline" in md
     assert "## Emotion circuits (SEV)" in md and "0.750 (L4) (chance 0.167)" in md
-    assert "head k=8: 0.60 vs 0.10; neuron k=512: 0.50 vs 0.01" in md
+    assert "head k=8: 0.60 vs 0.10; neuron k=512: 0.50 vs 0.01 | – | 2.6e-06 of 10 |" in md
