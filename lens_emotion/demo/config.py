@@ -32,7 +32,8 @@ class DemoConfig:
     """Sizes and choices of a demo run.
 
     Attributes:
-        n_rows: crowd-enVENT rows (stratified subset) when real data is used.
+        n_rows: Rows of a stratified subset of crowd-enVENT, or of the built-in sample set
+            when smaller than it (130 rows).
         runs: ``(template, calibration)`` pairs of the inference step.
         batch_size: Prompts per forward pass.
         probe_sites: Sites of the probing step.
@@ -102,14 +103,16 @@ class DemoConfig:
             steer_n_probe=90,
             steer_generate=False,
             circuit_settings={
-                "n_scenarios": 6,
-                "n_eval_scenarios": 3,
+                "n_scenarios": 4,
+                "n_eval_scenarios": 2,
                 "n_ablation_prompts": 3,
                 "max_k_heads": 4,
                 "max_k_neurons": 8,
                 "interventions": ("mean", "scale"),
                 "n_random": 1,
                 "check_prompts": 2,
+                "total_effect_heads": 8,
+                "total_effect_neurons": 8,
                 "generate": False,
             },
             geometry_settings={

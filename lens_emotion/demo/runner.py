@@ -87,12 +87,11 @@ def _data_files(data_root: Path | None) -> tuple[Path | None, Path | None]:
 
 
 def _load_demo_data(crowd_path: Path | None, config: DemoConfig, seed: int) -> Any:
-    """The built-in sample set, or a stratified crowd-enVENT subset."""
+    """The built-in sample set, or a stratified crowd-enVENT subset (``config.n_rows`` rows)."""
     from lens_emotion.data import load_crowd_envent, load_sample
 
-    if crowd_path is None:
-        return load_sample()
-    return load_crowd_envent(crowd_path).sample(config.n_rows, seed=seed)
+    data = load_sample() if crowd_path is None else load_crowd_envent(crowd_path)
+    return data.sample(config.n_rows, seed=seed) if config.n_rows < len(data) else data
 
 
 def _load_sev(sev_path: Path | None) -> Any:

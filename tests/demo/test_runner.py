@@ -1,9 +1,10 @@
 import json
 
+import numpy as np
 import pytest
 
 from lens_emotion.demo import DemoConfig, run_demo
-from lens_emotion.demo.runner import STEPS, _data_files
+from lens_emotion.demo.runner import STEPS, _data_files, _load_demo_data
 
 
 def test_demo_runs_every_step_and_reports_each(tiny_llama_dir, tmp_path):
@@ -47,3 +48,15 @@ def test_missing_real_data_fails_with_a_clear_error(tiny_llama_dir, tmp_path):
             config=DemoConfig.quick(),
             progress=False,
         )
+
+
+def test_quick_sizes_take_a_stratified_half_of_the_sample_and_defaults_all_of_it():
+    from lens_emotion.data import load_sample
+
+    sample = load_sample()
+    quick = _load_demo_data(None, DemoConfig.quick(), seed=0)
+    assert len(quick) == 65 < len(sample)
+    assert set(quick.ids) <= set(sample.ids)
+    _, counts = np.unique(np.asarray(quick.labels), return_counts=True)
+    assert len(counts) == 13 and counts.min() == counts.max() == 5  # 5 of each emotion
+    assert len(_load_demo_data(None, DemoConfig(), seed=0)) == len(sample)
