@@ -53,6 +53,9 @@ class DemoConfig:
         steer_generate: Also steer free generation, judged offline.
         steer_gen_n: Texts whose continuations are generated.
         steer_max_new_tokens: Tokens per continuation.
+        steer_gen_controls: Random same-norm directions per generation cell (the readout
+            sweep keeps the workflow's 10 per cell for the theory checks; generation is the
+            costly part, so the demo generates for 2).
         circuit_settings: :class:`~lens_emotion.circuits.workflow.CircuitSettings` fields.
         geometry_settings: :class:`~lens_emotion.geometry.GeometrySettings` fields.
     """
@@ -81,6 +84,7 @@ class DemoConfig:
     steer_generate: bool = True
     steer_gen_n: int = 12
     steer_max_new_tokens: int = 20
+    steer_gen_controls: int = 2
     circuit_settings: dict[str, Any] = field(default_factory=_default_circuits)
     geometry_settings: dict[str, Any] = field(default_factory=_default_geometry)
 

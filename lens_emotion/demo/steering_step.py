@@ -27,6 +27,7 @@ def steering_step(ctx: StepContext, judge_data_path: Path | None) -> dict[str, A
         n_folds=min(config.probe_folds, 3),
         generate=config.steer_generate,
         gen_n=config.steer_gen_n,
+        gen_controls=config.steer_gen_controls,
         max_new_tokens=config.steer_max_new_tokens,
         judge_data_path=judge_data_path,
         batch_size=config.batch_size,
