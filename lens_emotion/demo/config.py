@@ -92,11 +92,11 @@ class DemoConfig:
     def quick(cls) -> DemoConfig:
         """Smaller sizes for a smoke run (under 3 minutes on a 2-core CPU)."""
         return cls(
-            n_rows=65,
+            n_rows=52,
             runs=(("paper", None), ("emotion-list", None), ("emotion-list", "mean")),
             probe_sites=("resid_post",),
             probe_folds=3,
-            attention_rows=12,
+            attention_rows=8,
             attention_layers=5,
             patch_pairs=12,
             patch_heads=False,
@@ -109,7 +109,7 @@ class DemoConfig:
             circuit_settings={
                 "n_scenarios": 4,
                 "n_eval_scenarios": 2,
-                "n_ablation_prompts": 3,
+                "n_ablation_prompts": 2,
                 "max_k_heads": 4,
                 "max_k_neurons": 8,
                 "interventions": ("mean", "scale"),
@@ -117,6 +117,7 @@ class DemoConfig:
                 "check_prompts": 2,
                 "total_effect_heads": 8,
                 "total_effect_neurons": 8,
+                "described_consistency": False,
                 "generate": False,
             },
             geometry_settings={

@@ -50,13 +50,13 @@ def test_missing_real_data_fails_with_a_clear_error(tiny_llama_dir, tmp_path):
         )
 
 
-def test_quick_sizes_take_a_stratified_half_of_the_sample_and_defaults_all_of_it():
+def test_quick_sizes_take_a_stratified_part_of_the_sample_and_defaults_all_of_it():
     from lens_emotion.data import load_sample
 
     sample = load_sample()
     quick = _load_demo_data(None, DemoConfig.quick(), seed=0)
-    assert len(quick) == 65 < len(sample)
+    assert len(quick) == 52 < len(sample)
     assert set(quick.ids) <= set(sample.ids)
     _, counts = np.unique(np.asarray(quick.labels), return_counts=True)
-    assert len(counts) == 13 and counts.min() == counts.max() == 5  # 5 of each emotion
+    assert len(counts) == 13 and counts.min() == counts.max() == 4  # 4 of each emotion
     assert len(_load_demo_data(None, DemoConfig(), seed=0)) == len(sample)
