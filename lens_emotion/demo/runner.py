@@ -244,7 +244,12 @@ def _print_summary(
     for check in summary.get("steering", {}).get("theory_checks", []):
         print(f"  theory {check['outcome']}: {check['prediction']}: {check['verdict']}", file=err)
     for row in summary.get("circuits", {}).get("control", []):
-        print(f"  circuits {row['method']:<10} expression accuracy {row['accuracy']:.3f}", file=err)
+        print(
+            f"  circuits {row['method']:<10} judged (emotion words masked) "
+            f"{row['judged_masked']:.3f} [{row['ci_low']:.3f}, {row['ci_high']:.3f}], "
+            f"raw {row['judged_raw']:.3f}, names the emotion {row['names_emotion']:.2f}",
+            file=err,
+        )
     geometry = summary.get("geometry", {})
     if "peak_valence_r" in geometry:
         print(

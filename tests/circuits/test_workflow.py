@@ -13,6 +13,7 @@ from lens_emotion.circuits.errors import CircuitError
 from lens_emotion.circuits.modulation import select_setting
 from lens_emotion.circuits.sev_prompts import SevPrompts
 from lens_emotion.circuits.workflow import CircuitSettings, gamma_meaning, run_circuits
+from lens_emotion.demo.runner import _print_summary
 from lens_emotion.sweep.tables import circuits_rows
 from tests.circuits.conftest import tiny_settings
 
@@ -131,7 +132,7 @@ def test_heldout_scenarios_never_reach_discovery_side_functions(
 
 
 def test_run_writes_masked_judge_tables_and_the_tuning_rule(
-    tiny_llama, sev_sample, fake_judge, tmp_path
+    tiny_llama, sev_sample, fake_judge, tmp_path, capsys
 ):
     settings = tiny_settings()
     out = run_circuits(tiny_llama, sev_sample, tmp_path, settings=settings, judge=fake_judge)
@@ -177,6 +178,11 @@ def test_run_writes_masked_judge_tables_and_the_tuning_rule(
     # Tuning ran on discovery scenarios only.
     gens = pd.read_csv(tmp_path / "tuning_generations.csv", keep_default_na=False)
     assert set(gens.skeleton_id.astype(str)) <= set(manifest["split"]["discovery_scenarios"])
+    # The demo's end-of-run summary prints the pooled control rows of a real run.
+    pooled_rows = out.control[out.control.emotion == "all"].to_dict(orient="records")
+    _print_summary({"circuits": {"control": pooled_rows}}, {}, {"total": 1.0}, tmp_path)
+    printed = capsys.readouterr().err
+    assert printed.count("judged (emotion words masked)") == len(pooled_rows) > 0
     # The headline numbers (what a sweep's circuits rows read) come from these tables.
     headline = out.summary()
     json.dumps(headline)
