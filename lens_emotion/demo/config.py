@@ -15,7 +15,10 @@ def _default_circuits() -> dict[str, Any]:
         "max_k_neurons": 256,
         "n_random": 2,
         "check_prompts": 4,
-        "n_tune_scenarios": 4,
+        "total_effect_heads": 16,
+        "total_effect_neurons": 16,
+        "gen_ablation_prompts": 3,
+        "n_tune_scenarios": 2,
         # equal-size strength grids for modulation and steering (small ones included)
         "gamma_grid": (1.0, 4.0, 16.0),
         "beta_grid": (1.0, 4.0, 16.0),
